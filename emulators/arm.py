@@ -1,0 +1,233 @@
+"""Azure Resource Manager front door: auth, api-version, routing, resource groups,
+long-running operations and paging, shared by the resource-provider emulators.
+
+Theory of operation: ARM paths are case-insensitive, so instead of aiohttp's router the
+ARM app has one catch-all handler that matches ``{var}`` patterns registered by the
+providers (``Arm.route``) case-insensitively, after checking the bearer token (audience
+``https://management.azure.com``; 401 ``InvalidAuthenticationToken`` otherwise) and the
+presence of ``api-version`` (400 ``MissingApiVersionParameter``). Resource groups must
+exist before resources are put in them (404 ``ResourceGroupNotFound``), as in Azure.
+
+Long-running operations follow the ``Azure-AsyncOperation`` pattern the SDK's
+``ARMPolling`` tries first: the provider answers its PUT with 200/201 plus the header
+pointing at ``/subscriptions/{sub}/providers/{ns}/locations/{loc}/operations/{id}``,
+whose GET returns ``{name, status, startTime[, endTime, error]}``; the provider later
+calls ``Operation.finish``. List responses are paged with an absolute ``nextLink`` that
+carries ``api-version`` (the SDK follows it verbatim).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from emulators.core import Platform, error_response, json_response
+from emulators.tokens import InvalidToken
+
+ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
+RouteHandler = Callable[["ArmRequest"], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ArmRequest:
+    http: web.Request
+    params: dict[str, str]
+    api_version: str
+    claims: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return self.http.method
+
+    async def json_body(self) -> Any:
+        """The JSON body, or raise an HTTP 400 in ARM's format."""
+        try:
+            return json.loads(await self.http.text())
+        except ValueError as exc:
+            raise web.HTTPBadRequest(
+                text=json.dumps(
+                    {"error": {"code": "InvalidRequestContent", "message": f"Bad JSON: {exc}"}}
+                ),
+                content_type="application/json",
+            ) from exc
+
+
+@dataclass
+class Operation:
+    """An ARM async operation; providers finish it when the work is done."""
+
+    id: str
+    location: str
+    namespace: str
+    start_time: str
+    status: str = "InProgress"
+    end_time: str | None = None
+    error: dict[str, Any] | None = None
+
+    def finish(self, end_time: str, error: dict[str, Any] | None = None) -> None:
+        self.status = "Failed" if error else "Succeeded"
+        self.end_time = end_time
+        self.error = error
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.id, "status": self.status, "startTime": self.start_time}
+        if self.end_time:
+            out["endTime"] = self.end_time
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class Arm:
+    platform: Platform
+    base_url: str = ""  # set once the listener is bound: https://127.0.0.1:PORT
+    page_size: int = 100
+    resource_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operations: dict[str, Operation] = field(default_factory=dict)
+    _routes: list[tuple[str, re.Pattern[str], RouteHandler]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.platform.reset_hooks.append(self._reset)
+        sub = "/subscriptions/{subscription}"
+        rg = sub + "/resourceGroups/{resourceGroup}"
+        self.route("PUT", rg, self._put_rg)
+        self.route("GET", rg, self._get_rg)
+        self.route("GET", sub + "/resourceGroups", self._list_rgs)
+        self.route("GET", sub + "/providers/{namespace}/locations/{location}/operations/{op}",
+                   self._get_operation)
+
+    def _reset(self) -> None:
+        self.resource_groups.clear()
+        self.operations.clear()
+
+    def route(self, method: str, pattern: str, handler: RouteHandler) -> None:
+        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(pattern))
+        self._routes.append((method, re.compile(f"^{regex}/?$", re.IGNORECASE), handler))
+
+    def build(self) -> web.Application:
+        app = self.platform.make_app("arm")
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        return app
+
+    # -- helpers for providers ---------------------------------------------------------
+
+    def url(self, path: str, api_version: str, **query: str) -> str:
+        extra = "".join(f"&{k}={quote(v)}" for k, v in query.items())
+        return f"{self.base_url}{path}?api-version={api_version}{extra}"
+
+    def require_rg(self, req: ArmRequest) -> None:
+        if req.params["resourceGroup"].lower() not in self.resource_groups:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": {
+                    "code": "ResourceGroupNotFound",
+                    "message": f"Resource group '{req.params['resourceGroup']}' could not be found.",
+                }}),
+                content_type="application/json",
+            )
+
+    def check_subscription(self, req: ArmRequest) -> None:
+        if req.params["subscription"].lower() != self.platform.subscription_id.lower():
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": {
+                    "code": "SubscriptionNotFound",
+                    "message": f"The subscription '{req.params['subscription']}' could not be found.",
+                }}),
+                content_type="application/json",
+            )
+
+    def start_operation(self, namespace: str, location: str) -> Operation:
+        op = Operation(
+            id=str(uuid.uuid4()),
+            location=location.replace(" ", "").lower(),
+            namespace=namespace,
+            start_time=self.platform.now().isoformat(),
+        )
+        self.operations[op.id] = op
+        return op
+
+    def async_headers(self, op: Operation, api_version: str) -> dict[str, str]:
+        path = (f"/subscriptions/{self.platform.subscription_id}/providers/{op.namespace}"
+                f"/locations/{op.location}/operations/{op.id}")
+        return {"Azure-AsyncOperation": self.url(path, api_version), "Retry-After": "0"}
+
+    def page(self, req: ArmRequest, items: list[dict[str, Any]]) -> web.Response:
+        """One page of ``items`` with an absolute ``nextLink`` (``$skiptoken`` = offset)."""
+        start = int(req.http.query.get("$skiptoken", "0") or 0)
+        size = int(req.http.query.get("$top", self.page_size) or self.page_size)
+        body: dict[str, Any] = {"value": items[start:start + size]}
+        if start + size < len(items):
+            body["nextLink"] = self.url(req.http.path, req.api_version,
+                                        **{"$skiptoken": str(start + size)})
+        return json_response(body)
+
+    # -- the front door ----------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            claims = self.platform.bearer_claims(request, ARM_AUDIENCES)
+        except InvalidToken as exc:
+            return error_response(
+                401, "InvalidAuthenticationToken",
+                f"The access token is invalid: {exc}.",
+                {"WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/'
+                 f'{self.platform.tenant_id}", error="invalid_token"'},
+            )
+        api_version = request.query.get("api-version", "")
+        if not api_version:
+            return error_response(
+                400, "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        allowed = False
+        for method, regex, handler in self._routes:
+            match = regex.match(request.path)
+            if match is None:
+                continue
+            allowed = True
+            if method == request.method:
+                return await handler(ArmRequest(request, match.groupdict(), api_version, claims))
+        if allowed:
+            return error_response(405, "MethodNotAllowed",
+                                  f"The requested method {request.method} is not allowed.")
+        return error_response(404, "InvalidResourceType",
+                              f"No route for '{request.path}' in this emulator.")
+
+    async def _put_rg(self, req: ArmRequest) -> web.Response:
+        self.check_subscription(req)
+        body = await req.json_body()
+        if not isinstance(body, dict) or not body.get("location"):
+            return error_response(400, "LocationRequired", "The location property is required.")
+        name = req.params["resourceGroup"]
+        created = name.lower() not in self.resource_groups
+        rg = {
+            "id": f"/subscriptions/{self.platform.subscription_id}/resourceGroups/{name}",
+            "name": name, "type": "Microsoft.Resources/resourceGroups",
+            "location": body["location"], "tags": body.get("tags") or {},
+            "properties": {"provisioningState": "Succeeded"},
+        }
+        self.resource_groups[name.lower()] = rg
+        return json_response(rg, 201 if created else 200)
+
+    async def _get_rg(self, req: ArmRequest) -> web.Response:
+        self.check_subscription(req)
+        self.require_rg(req)
+        return json_response(self.resource_groups[req.params["resourceGroup"].lower()])
+
+    async def _list_rgs(self, req: ArmRequest) -> web.Response:
+        self.check_subscription(req)
+        return self.page(req, list(self.resource_groups.values()))
+
+    async def _get_operation(self, req: ArmRequest) -> web.Response:
+        op = self.operations.get(req.params["op"])
+        if op is None:
+            return error_response(404, "OperationNotFound",
+                                  f"The operation '{req.params['op']}' was not found.")
+        return json_response(op.body(), headers={"Retry-After": "0"})

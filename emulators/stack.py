@@ -1,0 +1,200 @@
+"""Start and stop the local Azure stack: Azurite plus the emulator process.
+
+``python -m emulators.stack up [--dir D]`` starts both in the background on free loopback
+ports, waits until each answers, and writes ``D/stack.env`` (``KEY=VALUE`` lines a shell
+can source). ``down`` stops exactly the processes that ``up`` recorded in ``D/pids``.
+Every stack lives in its own folder with its own ports, CA, subscription and identity,
+so the test suite's stack and a developer's ``make stack-up`` never collide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from emulators.tls import ensure_tls
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE_BIN = ROOT / "emulators" / "node_modules" / ".bin" / "azurite-blob"
+START_TIMEOUT_S = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, deadline: float, proc: subprocess.Popen[bytes], name: str) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {proc.returncode} during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{name} did not answer on port {port} within {START_TIMEOUT_S:.0f}s")
+
+
+def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=ROOT, env=env,
+        )
+
+
+@dataclass(frozen=True)
+class Stack:
+    folder: Path
+    env: dict[str, str]
+
+    @classmethod
+    def up(cls, folder: Path, *, update_seconds: float = 0.5, page_size: int = 100,
+           retry_scale: float = 0.01) -> Stack:
+        """Start a stack in ``folder``; on any failure, stop what was started and raise."""
+        folder = folder.resolve()
+        if (folder / "pids").exists():
+            raise RuntimeError(f"a stack is already running in {folder} (run 'down' first)")
+        logs = folder / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        tls = ensure_tls(folder / "tls")
+        if not AZURITE_BIN.exists():
+            raise RuntimeError(f"{AZURITE_BIN} is missing: run 'make install' (npm ci in emulators/)")
+        pids: list[int] = []
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            blob_port = _free_port()
+            (folder / "azurite").mkdir(exist_ok=True)
+            azurite = _spawn(
+                [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
+                 "--cert", str(tls.cert), "--key", str(tls.key), "--oauth", "basic",
+                 "--location", str(folder / "azurite"), "--disableTelemetry", "--silent",
+                 "--skipApiVersionCheck"],
+                logs / "azurite.log",
+            )
+            pids.append(azurite.pid)
+            _write_pids(folder, pids)
+            blob_url = f"https://127.0.0.1:{blob_port}/devstoreaccount1"
+            config = {
+                "ca_cert": str(tls.ca_cert), "cert": str(tls.cert), "key": str(tls.key),
+                "token_secret": secrets.token_hex(32),
+                "tenant_id": str(uuid.uuid4()), "subscription_id": str(uuid.uuid4()),
+                "principal_object_id": str(uuid.uuid4()), "principal_client_id": str(uuid.uuid4()),
+                "identity_header": secrets.token_hex(16),
+                "azurite_blob_url": blob_url, "update_seconds": update_seconds,
+                "page_size": page_size, "retry_scale": retry_scale,
+            }
+            config_file = folder / "emulators.json"
+            config_file.touch(mode=0o600)
+            config_file.write_text(json.dumps(config))
+            ready = folder / "ports.json"
+            ready.unlink(missing_ok=True)
+            server = _spawn(
+                [sys.executable, "-m", "emulators.server", "--config", str(config_file),
+                 "--ready", str(ready)],
+                logs / "emulators.log",
+            )
+            pids.append(server.pid)
+            _write_pids(folder, pids)
+            while not ready.exists():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"emulators did not start; see {logs / 'emulators.log'}")
+                time.sleep(0.05)
+            ports = json.loads(ready.read_text())["ports"]
+            _wait_port(blob_port, deadline, azurite, "Azurite")
+        except BaseException:
+            _stop(pids)
+            (folder / "pids").unlink(missing_ok=True)
+            raise
+        env = {
+            "AZURE_SUBSCRIPTION_ID": str(config["subscription_id"]),
+            "AZURE_TENANT_ID": str(config["tenant_id"]),
+            "AZURE_CLIENT_ID": str(config["principal_client_id"]),
+            "MANAGED_IDENTITY_OBJECT_ID": str(config["principal_object_id"]),
+            "ARM_ENDPOINT": f"https://127.0.0.1:{ports['arm']}",
+            "STACK_CA_BUNDLE": str(tls.ca_cert),
+            "IDENTITY_ENDPOINT": f"http://127.0.0.1:{ports['identity']}/msi/token",
+            "IDENTITY_HEADER": str(config["identity_header"]),
+            "AZURITE_BLOB_URL": blob_url,
+            "EVENTGRID_TOPIC_URL": f"https://127.0.0.1:{ports['eventgrid']}",
+            "EMULATOR_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
+        }
+        (folder / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        return cls(folder, env)
+
+    def down(self) -> None:
+        stop(self.folder)
+
+
+def _write_pids(folder: Path, pids: list[int]) -> None:
+    (folder / "pids").write_text("\n".join(str(p) for p in pids) + "\n")
+
+
+def _stop(pids: list[int]) -> None:
+    """SIGTERM each process group, then SIGKILL what is still there after 5 s."""
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 5
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.05)
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def stop(folder: Path) -> bool:
+    """Stop the stack recorded in ``folder``; False if none was running."""
+    pid_file = folder.resolve() / "pids"
+    if not pid_file.exists():
+        return False
+    _stop([int(line) for line in pid_file.read_text().split()])
+    pid_file.unlink()
+    (folder / "stack.env").unlink(missing_ok=True)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("--dir", type=Path, default=ROOT / ".local")
+    args = parser.parse_args()
+    if args.command == "up":
+        started = time.monotonic()
+        stack = Stack.up(args.dir)
+        print(f"local stack up in {time.monotonic() - started:.1f}s; settings in "
+              f"{stack.folder / 'stack.env'}:")
+        for key, value in stack.env.items():
+            print(f"  {key}={'<hidden>' if key == 'IDENTITY_HEADER' else value}")
+    else:
+        print("stack stopped" if stop(args.dir) else f"no stack running in {args.dir}")
+
+
+if __name__ == "__main__":
+    main()
