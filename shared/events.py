@@ -53,7 +53,7 @@ _VAULT_ID = re.compile(
     r"/providers/Microsoft\.KeyVault/vaults/(?P<name>[a-z][a-z0-9-]{1,22}[a-z0-9])/?",
     re.IGNORECASE,
 )
-_CERTIFICATE_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
+CERTIFICATE_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
 _VERSION = re.compile(r"[0-9a-zA-Z]{1,64}")
 _UNIX_SECONDS = re.compile(r"[+-]?\d+(?:\.\d*)?")
 _ISO_TIME = re.compile(
@@ -97,7 +97,7 @@ def parse_event(item: Mapping[str, Any]) -> CertificateEvent:
     schema = _schema_of(item)
     kind = _certificate_kind(item, schema)
     event_id = _required_text(item.get("id"), "id")
-    vault_id, vault_name = _vault(item.get(schema.source_key), schema.source_key)
+    vault_id, vault_name = parse_vault_id(item.get(schema.source_key), schema.source_key)
     data = _normalised_data(item.get("data"))
 
     object_type = _text(data.get("objecttype"), "data.ObjectType")
@@ -191,7 +191,7 @@ def _required_text(value: Any, field: str) -> str:
     return text
 
 
-def _vault(value: Any, field: str) -> tuple[str, str]:
+def parse_vault_id(value: Any, field: str) -> tuple[str, str]:
     """``(vault_id, vault_name)`` from the envelope's ARM id; trailing slash removed."""
     text = _required_text(value, field)
     match = _VAULT_ID.fullmatch(text)
@@ -241,7 +241,7 @@ def _certificate_name(data: Mapping[str, Any], subject: Any) -> str:
         name, origin = _text(subject, "subject"), "subject"
     if name is None:
         raise InvalidInput("data.ObjectName", "no certificate name in data.ObjectName or subject")
-    if not _CERTIFICATE_NAME.fullmatch(name):
+    if not CERTIFICATE_NAME.fullmatch(name):
         raise InvalidInput(
             "data.ObjectName",
             f"{name!r} (from {origin}) is not a Key Vault certificate name "

@@ -1,0 +1,187 @@
+"""Cloud services through azure-mgmt-compute 37.2.0 (api-version 2024-11-04).
+
+Owns every call to ``Microsoft.Compute/cloudServices``: listing the services in scope,
+reading one, and sending the single PUT that changes cscfg, ``osProfile`` and
+``packageUrl`` together. The PUT body is the resource exactly as just read with only those
+three properties replaced, so nothing else the operator set is lost (``packageUrl`` is
+write-only in Azure, which is why every PUT must supply it again).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError
+from azure.core.polling import LROPoller
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.compute.models import (
+    CloudService,
+    CloudServiceOsProfile,
+    CloudServiceVaultCertificate,
+    CloudServiceVaultSecretGroup,
+    SubResource,
+)
+
+from shared.adapters.arm_errors import error_code, translate
+from shared.adapters.clients import Clients
+from shared.compute_ids import split_service_id
+from shared.errors import PlatformRejected, TransientError
+from shared.model import CloudServiceSnapshot, SecretGroup, secret_key
+
+
+class Compute:
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+        self._by_subscription: dict[str, ComputeManagementClient] = {}
+
+    def _client(self, subscription: str) -> ComputeManagementClient:
+        client = self._by_subscription.get(subscription.lower())
+        if client is None:
+            settings = self._clients.settings
+            extra: dict[str, Any] = {}
+            if settings.arm_polling_interval is not None:
+                extra["polling_interval"] = settings.arm_polling_interval
+            client = ComputeManagementClient(
+                self._clients.credential,
+                subscription,
+                base_url=settings.arm_endpoint,
+                credential_scopes=["https://management.azure.com/.default"],
+                **self._clients.options(),
+                **extra,
+            )
+            self._by_subscription[subscription.lower()] = client
+        return client
+
+    def list_services(self) -> Iterator[CloudServiceSnapshot]:
+        """Every cloud service in scope (pages followed by the SDK)."""
+        settings = self._clients.settings
+        for subscription in settings.subscriptions:
+            operations = self._client(subscription).cloud_services
+            try:
+                if settings.resource_groups:
+                    for rg in settings.resource_groups:
+                        yield from (_snapshot(cs) for cs in operations.list(rg))
+                else:
+                    yield from (_snapshot(cs) for cs in operations.list_all())
+            except HttpResponseError as exc:
+                raise translate(
+                    exc, f"listing cloud services in subscription {subscription}"
+                ) from exc
+
+    def get(self, service_id: str) -> CloudServiceSnapshot:
+        sub, rg, name = split_service_id(service_id)
+        try:
+            return _snapshot(self._client(sub).cloud_services.get(rg, name))
+        except HttpResponseError as exc:
+            raise translate(exc, f"reading cloud service {name}") from exc
+
+    def begin_update(
+        self,
+        service: CloudServiceSnapshot,
+        configuration: str,
+        secrets: tuple[SecretGroup, ...],
+        package_url: str,
+    ) -> LROPoller[CloudService]:
+        """Send the one PUT; the poller follows the long-running operation."""
+        sub, rg, name = split_service_id(service.id)
+        model: CloudService = service.raw
+        props = model.properties
+        if props is None:
+            raise PlatformRejected("InvalidResource", f"cloud service {name} has no properties")
+        props.configuration = configuration
+        props.configuration_url = None
+        props.package_url = package_url
+        props.os_profile = props.os_profile or CloudServiceOsProfile()
+        props.os_profile.secrets = _secret_models(props.os_profile.secrets or [], secrets)
+        try:
+            return self._client(sub).cloud_services.begin_create_or_update(rg, name, model)
+        except HttpResponseError as exc:
+            raise translate(exc, f"updating cloud service {name}") from exc
+
+    def resume(self, service_id: str, token: str) -> LROPoller[CloudService]:
+        sub, rg, name = split_service_id(service_id)
+        return self._client(sub).cloud_services.begin_create_or_update(
+            rg, name, None, continuation_token=token
+        )
+
+    @staticmethod
+    def wait(
+        poller: LROPoller[CloudService], timeout: float, tick: Callable[[], None]
+    ) -> CloudServiceSnapshot | None:
+        """Follow the operation up to ``timeout`` s, calling ``tick`` between polls.
+
+        Returns the final service, or None if still running when time ran out.
+        Raises PlatformRejected when the operation ends Failed/Canceled.
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            while not poller.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                poller.wait(min(remaining, 5.0))
+                tick()
+            return _snapshot(poller.result())
+        except HttpResponseError as exc:
+            code, message = error_code(exc)
+            if exc.status_code in (429, 500, 502, 503, 504) and code != "OperationFailed":
+                raise TransientError(f"following the update: {code}: {message}") from exc
+            raise PlatformRejected(code, f"the update failed: {message}") from exc
+
+
+def operation_id(poller: LROPoller[Any]) -> str | None:
+    """The ARM async operation id (last path segment of the polling URL), for records."""
+    try:
+        url = poller.polling_method()._operation.get_polling_url()  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+    return str(url).split("?")[0].rstrip("/").rsplit("/", 1)[-1] or None
+
+
+def _secret_models(
+    current: list[CloudServiceVaultSecretGroup], groups: tuple[SecretGroup, ...]
+) -> list[CloudServiceVaultSecretGroup]:
+    """Rebuild ``osProfile.secrets`` from the plan, keeping per-certificate flags as read."""
+    flags = {
+        secret_key(cert.certificate_url or ""): cert.is_bootstrap_certificate
+        for group in current
+        for cert in group.vault_certificates or []
+    }
+    return [
+        CloudServiceVaultSecretGroup(
+            source_vault=SubResource(id=group.source_vault_id),
+            vault_certificates=[
+                CloudServiceVaultCertificate(
+                    certificate_url=url, is_bootstrap_certificate=flags.get(secret_key(url))
+                )
+                for url in group.certificate_urls
+            ],
+        )
+        for group in groups
+    ]
+
+
+def _snapshot(cs: CloudService) -> CloudServiceSnapshot:
+    props = cs.properties
+    secrets = tuple(
+        SecretGroup(
+            source_vault_id=(group.source_vault.id if group.source_vault else "") or "",
+            certificate_urls=tuple(
+                c.certificate_url for c in group.vault_certificates or [] if c.certificate_url
+            ),
+        )
+        for group in ((props.os_profile.secrets or []) if props and props.os_profile else [])
+    )
+    return CloudServiceSnapshot(
+        id=cs.id or "",
+        name=cs.name or "",
+        location=cs.location,
+        tags=dict(cs.tags or {}),
+        configuration=(props.configuration if props else None) or "",
+        secrets=secrets,
+        provisioning_state=props.provisioning_state if props else None,
+        upgrade_mode=str(props.upgrade_mode) if props and props.upgrade_mode else None,
+        raw=cs,
+    )

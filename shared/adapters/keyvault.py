@@ -1,0 +1,134 @@
+"""Key Vault certificates through azure-keyvault-certificates.
+
+Reads a certificate's versions and policy, the thumbprint behind any secret URL a cloud
+service references, and asks for a new version on NearExpiry. Vault URLs given to this
+module always come from the services' own ``osProfile.secrets`` (never from an event),
+and the challenge-resource check stays on unless ``KEYVAULT_VERIFY_CHALLENGE_RESOURCE``
+turns it off for the local stack.
+"""
+
+from __future__ import annotations
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.keyvault.certificates import (
+    CertificateClient,
+    CertificatePolicyAction,
+    CertificateProperties,
+)
+
+from shared.adapters.arm_errors import translate
+from shared.adapters.clients import Clients
+from shared.errors import NotFound
+from shared.model import Certificate, CertificateVersion, SecretUrl
+
+# Issuers that issue without a person: self-signed and the CAs Key Vault integrates with.
+AUTOMATIC_ISSUERS = {"self", "digicert", "globalsign", "onecertv2-publicca", "onecertv2-privateca"}
+
+
+class KeyVault:
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+        self._by_vault: dict[str, CertificateClient] = {}
+        self._thumbprints: dict[str, str | None] = {}
+
+    def _client(self, vault_url: str) -> CertificateClient:
+        key = vault_url.rstrip("/").lower()
+        client = self._by_vault.get(key)
+        if client is None:
+            client = CertificateClient(
+                vault_url,
+                self._clients.credential,
+                verify_challenge_resource=self._clients.settings.verify_challenge_resource,
+                **self._clients.options(),
+            )
+            self._by_vault[key] = client
+        return client
+
+    def certificate(self, vault_id: str, vault_url: str, name: str) -> Certificate:
+        """All versions and the policy of ``name``. Raises NotFound, TransientError."""
+        client = self._client(vault_url)
+        what = f"reading certificate '{name}' from {vault_url}"
+        try:
+            policy = client.get_certificate_policy(name)
+            versions = tuple(
+                _version(vault_url, name, props)
+                for props in client.list_properties_of_certificate_versions(name)
+            )
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"certificate '{name}' does not exist in vault {vault_url}") from exc
+        except HttpResponseError as exc:
+            raise translate(exc, what) from exc
+        for version in versions:
+            self._thumbprints[version.secret_id.lower()] = version.thumbprint
+        return Certificate(
+            vault_id=vault_id,
+            vault_url=vault_url,
+            name=name,
+            versions=versions,
+            issuer=policy.issuer_name,
+            auto_renew=any(
+                a.action == CertificatePolicyAction.auto_renew
+                for a in policy.lifetime_actions or []
+            ),
+            content_type=str(policy.content_type) if policy.content_type else None,
+            exportable=policy.exportable,
+        )
+
+    def thumbprint(self, secret_url: str) -> str | None:
+        """Thumbprint of the certificate behind a versioned secret URL (None: unknown)."""
+        key = secret_url.lower()
+        if key in self._thumbprints:
+            return self._thumbprints[key]
+        parsed = SecretUrl.parse(secret_url)
+        if parsed is None or not parsed.version:
+            return None
+        try:
+            cert = self._client(parsed.vault_url).get_certificate_version(
+                parsed.name, parsed.version
+            )
+            tp = cert.properties.x509_thumbprint if cert.properties else None
+            value = tp.hex().upper() if tp else None
+        except ResourceNotFoundError:
+            value = None
+        except HttpResponseError as exc:
+            raise translate(exc, f"reading the certificate behind {secret_url}") from exc
+        self._thumbprints[key] = value
+        return value
+
+    def can_renew(self, certificate: Certificate) -> bool:
+        return (
+            certificate.issuer or ""
+        ).lower() in AUTOMATIC_ISSUERS and not certificate.auto_renew
+
+    def renew(self, vault_url: str, name: str) -> bool:
+        """Request a new version with the current policy unless one is being issued.
+
+        Returns False when an operation is already in progress (a duplicate NearExpiry).
+        """
+        client = self._client(vault_url)
+        try:
+            try:
+                if client.get_certificate_operation(name).status == "inProgress":
+                    return False
+            except ResourceNotFoundError:
+                pass
+            policy = client.get_certificate_policy(name)
+            client.begin_create_certificate(name, policy)
+            return True
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"certificate '{name}' does not exist in vault {vault_url}") from exc
+        except HttpResponseError as exc:
+            raise translate(exc, f"requesting a new version of '{name}'") from exc
+
+
+def _version(vault_url: str, name: str, props: CertificateProperties) -> CertificateVersion:
+    version = props.version or ""
+    return CertificateVersion(
+        version=version,
+        thumbprint=props.x509_thumbprint.hex().upper() if props.x509_thumbprint else None,
+        secret_id=f"{vault_url.rstrip('/')}/secrets/{name}/{version}",
+        enabled=bool(props.enabled),
+        not_before=props.not_before,
+        expires=props.expires_on,
+        created=props.created_on,
+    )

@@ -1,0 +1,180 @@
+"""Blob storage through azure-storage-blob: package SAS, package checks, locks, records.
+
+* Package SAS: user-delegation (signed by a key the managed identity obtains; no account
+  key anywhere), read-only, HTTPS-only, start backdated 15 minutes for clock skew, short
+  lived. The SAS is returned to the caller and never logged or stored.
+* Locks: one blob per cloud service in the app's own storage, held with a 60 s lease that
+  the executor renews while it follows an update, so two invocations never interleave
+  writes to one service; a crashed holder's lease simply expires.
+* Run records: one JSON blob per run in the app's storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import (
+    BlobClient,
+    BlobLeaseClient,
+    BlobSasPermissions,
+    BlobServiceClient,
+    UserDelegationKey,
+    generate_blob_sas,
+)
+
+from shared.adapters.arm_errors import translate
+from shared.adapters.clients import Clients
+from shared.errors import InvalidInput, NotFound, PreconditionFailed, TransientError
+
+SAS_CLOCK_SKEW = timedelta(minutes=15)
+LEASE_SECONDS = 60
+
+
+class Lease:
+    """A held per-service lock; ``renew`` keeps it while a long update runs."""
+
+    def __init__(self, client: BlobLeaseClient) -> None:
+        self._client = client
+
+    def renew(self) -> None:
+        try:
+            self._client.renew()
+        except HttpResponseError as exc:
+            raise TransientError("lost the lock on the cloud service while updating") from exc
+
+
+class Storage:
+    def __init__(self, clients: Clients) -> None:
+        self._clients = clients
+        self._services: dict[str, BlobServiceClient] = {}
+        self._keys: dict[str, UserDelegationKey] = {}
+        self._own = self._service(clients.settings.storage_url)
+
+    def _service(self, account_url: str) -> BlobServiceClient:
+        key = account_url.lower()
+        if key not in self._services:
+            self._services[key] = BlobServiceClient(
+                account_url, credential=self._clients.credential, **self._clients.options()
+            )
+        return self._services[key]
+
+    def _package(self, blob_url: str) -> tuple[BlobClient, str]:
+        if not blob_url.lower().startswith("https://") or "?" in blob_url:
+            raise InvalidInput(
+                "cert-rotation-package",
+                "must be the https URL of the .cspkg blob without a SAS or query string",
+            )
+        client = BlobClient.from_blob_url(blob_url)
+        account_url = blob_url.split(f"/{client.container_name}/", 1)[0]
+        return client, account_url
+
+    def package_sas(self, blob_url: str, hours: float, now: datetime) -> tuple[str, datetime]:
+        """A fresh read-only user-delegation SAS URL for the package and its expiry."""
+        client, account_url = self._package(blob_url)
+        start, expiry = now - SAS_CLOCK_SKEW, now + timedelta(hours=hours)
+        key = self._keys.get(account_url.lower())
+        if key is None or _as_dt(key.signed_expiry) < expiry:
+            try:
+                key = self._service(account_url).get_user_delegation_key(
+                    start, min(now + timedelta(days=7), expiry + timedelta(hours=hours))
+                )
+            except HttpResponseError as exc:
+                raise translate(exc, f"getting a user delegation key for {account_url}") from exc
+            self._keys[account_url.lower()] = key
+        sas = generate_blob_sas(
+            account_name=client.account_name or "",
+            container_name=client.container_name,
+            blob_name=client.blob_name,
+            user_delegation_key=key,
+            permission=BlobSasPermissions(read=True),
+            start=start,
+            expiry=expiry,
+            protocol="https",
+        )
+        return f"{blob_url}?{sas}", expiry
+
+    def package_md5(self, blob_url: str) -> str | None:
+        """The blob's Content-MD5 (base64) as Storage reports it; NotFound if missing."""
+        client, account_url = self._package(blob_url)
+        blob = self._service(account_url).get_blob_client(client.container_name, client.blob_name)
+        try:
+            md5 = blob.get_blob_properties().content_settings.content_md5
+        except ResourceNotFoundError as exc:
+            raise PreconditionFailed(f"the package blob {blob_url} does not exist") from exc
+        except HttpResponseError as exc:
+            raise translate(exc, f"reading the package blob {blob_url}") from exc
+        return base64.b64encode(bytes(md5)).decode() if md5 else None
+
+    @contextmanager
+    def lock(self, service_id: str) -> Iterator[Lease]:
+        """Hold the service's lease or raise TransientError (someone else holds it)."""
+        name = hashlib.sha256(service_id.lower().encode()).hexdigest() + ".lock"
+        container = self._own.get_container_client(self._clients.settings.locks_container)
+        blob = container.get_blob_client(name)
+        try:
+            try:
+                blob.upload_blob(service_id.encode(), overwrite=False)
+            except ResourceNotFoundError:
+                _create(container)
+                blob.upload_blob(service_id.encode(), overwrite=False)
+        except ResourceExistsError:
+            pass
+        except HttpResponseError as exc:
+            raise translate(exc, "creating the lock blob") from exc
+        lease = BlobLeaseClient(blob)
+        try:
+            lease.acquire(lease_duration=LEASE_SECONDS)
+        except ResourceExistsError as exc:
+            raise TransientError("another invocation is updating this cloud service") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 409:
+                raise TransientError("another invocation is updating this cloud service") from exc
+            raise translate(exc, "locking the cloud service") from exc
+        try:
+            yield Lease(lease)
+        finally:
+            try:
+                lease.release()
+            except HttpResponseError:
+                pass  # expires by itself within LEASE_SECONDS
+
+    def save_record(self, record_id: str, record: dict[str, Any]) -> None:
+        container = self._own.get_container_client(self._clients.settings.runs_container)
+        data = json.dumps(record, indent=1, sort_keys=True).encode()
+        try:
+            try:
+                container.upload_blob(f"{record_id}.json", data, overwrite=True)
+            except ResourceNotFoundError:
+                _create(container)
+                container.upload_blob(f"{record_id}.json", data, overwrite=True)
+        except HttpResponseError as exc:
+            raise translate(exc, "writing the run record") from exc
+
+    def load_record(self, record_id: str) -> dict[str, Any]:
+        container = self._own.get_container_client(self._clients.settings.runs_container)
+        try:
+            data = container.download_blob(f"{record_id}.json").readall()
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"no rotation run '{record_id}'") from exc
+        except HttpResponseError as exc:
+            raise translate(exc, "reading the run record") from exc
+        record: dict[str, Any] = json.loads(data)
+        return record
+
+
+def _create(container: Any) -> None:
+    with suppress(ResourceExistsError):
+        container.create_container()
+
+
+def _as_dt(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))

@@ -1,0 +1,105 @@
+"""The app's settings, read once from the environment and validated up front.
+
+A missing or malformed setting fails the first invocation with a message naming the
+setting and the fix, rather than failing half-way through a rotation. Local-only
+relaxations (a private CA, Key Vault's challenge-resource check) are explicit settings
+that default to the secure production behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.errors import ConfigError
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw} is out of range [{low}, {high}]")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    subscriptions: tuple[str, ...]
+    resource_groups: tuple[str, ...]  # empty: every resource group of the subscriptions
+    storage_url: str  # the function's own blob endpoint: leases and run records
+    arm_endpoint: str = "https://management.azure.com"
+    ca_bundle: str | None = None
+    verify_challenge_resource: bool = True
+    managed_identity_client_id: str | None = None
+    package_sas_hours: float = 4.0
+    rewrite_settings: bool = False
+    renew_on_near_expiry: bool = True
+    operation_wait_seconds: float = 900.0
+    arm_polling_interval: float | None = None
+    runs_container: str = "cert-rotation-runs"
+    locks_container: str = "cert-rotation-locks"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        subscriptions = _list(env, "ROTATION_SUBSCRIPTIONS")
+        if not subscriptions:
+            own = (
+                env.get("AZURE_SUBSCRIPTION_ID") or env.get("WEBSITE_OWNER_NAME", "").split("+")[0]
+            )
+            subscriptions = (own,) if own else ()
+        if not subscriptions:
+            raise ConfigError(
+                "ROTATION_SUBSCRIPTIONS is not set and the app's own subscription is unknown: "
+                "set ROTATION_SUBSCRIPTIONS to a comma-separated list of subscription ids"
+            )
+        bad = [s for s in subscriptions if not _GUID.match(s)]
+        if bad:
+            raise ConfigError(f"ROTATION_SUBSCRIPTIONS holds non-GUID values: {', '.join(bad)}")
+        storage = env.get("ROTATION_STORAGE_URL") or env.get("AzureWebJobsStorage__blobServiceUri")
+        if not storage or not storage.startswith("https://"):
+            raise ConfigError(
+                "ROTATION_STORAGE_URL (or AzureWebJobsStorage__blobServiceUri) must be the https "
+                "blob endpoint of the app's storage account (run records and locks live there)"
+            )
+        polling = env.get("ARM_POLLING_INTERVAL", "").strip()
+        return cls(
+            subscriptions=subscriptions,
+            resource_groups=_list(env, "ROTATION_RESOURCE_GROUPS"),
+            storage_url=storage.rstrip("/"),
+            arm_endpoint=(env.get("ARM_ENDPOINT") or cls.arm_endpoint).rstrip("/"),
+            ca_bundle=env.get("ROTATION_CA_BUNDLE") or None,
+            verify_challenge_resource=_flag(env, "KEYVAULT_VERIFY_CHALLENGE_RESOURCE", True),
+            managed_identity_client_id=env.get("AZURE_CLIENT_ID") or None,
+            package_sas_hours=_number(env, "PACKAGE_SAS_HOURS", 4.0, 0.25, 168.0),
+            rewrite_settings=_flag(env, "ROTATION_REWRITE_SETTINGS", False),
+            renew_on_near_expiry=_flag(env, "RENEW_ON_NEAR_EXPIRY", True),
+            operation_wait_seconds=_number(env, "OPERATION_WAIT_SECONDS", 900.0, 0.0, 3600.0),
+            arm_polling_interval=(
+                _number(env, "ARM_POLLING_INTERVAL", 30.0, 0.0, 300.0) if polling else None
+            ),
+        )

@@ -1,0 +1,343 @@
+"""The rotation engine: from a hint (vault + certificate name) to converged services.
+
+Flow for one hint: discover the cloud services in scope whose ``osProfile.secrets``
+reference the certificate; take the vault URL from those references (never from an
+event); read the certificate's versions once; then, per service and isolated from the
+others, plan (pure) and, unless it is a no-op or a dry run, execute. Each run is stored as
+a JSON record. A transient failure of any service makes :meth:`Engine.rotate` report
+``transient`` so event handlers can fail the invocation and let Event Grid retry; the
+retry is safe because planning starts again from the truth.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared import planner
+from shared.adapters.clients import Clients
+from shared.adapters.compute import Compute
+from shared.adapters.keyvault import KeyVault
+from shared.adapters.storage import Storage
+from shared.config import Settings
+from shared.errors import (
+    InvalidInput,
+    NotFound,
+    PlanRefused,
+    PlatformRejected,
+    PreconditionFailed,
+    RotationError,
+    TransientError,
+)
+from shared.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
+from shared.executor import Execution, execute
+from shared.model import (
+    PACKAGE_TAG,
+    Certificate,
+    CloudServiceSnapshot,
+    Plan,
+    SecretUrl,
+)
+
+log = logging.getLogger("certrotate")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: str  # event | manual | reconcile
+    event_type: str | None = None
+    event_id: str | None = None
+
+
+@dataclass
+class ServiceResult:
+    service_id: str
+    outcome: str  # rotated|noop|dry-run|updating|refused|failed|unmanaged|opted-out|transient
+    message: str = ""
+    plan: Plan | None = None
+    execution: Execution | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cloudService": self.service_id, "outcome": self.outcome,
+                               "message": self.message}
+        if self.plan is not None:
+            out["plan"] = describe(self.plan)
+        if self.execution is not None:
+            ex = self.execution
+            out.update(
+                operationId=ex.operation_id,
+                sasExpiry=ex.sas_expiry.isoformat() if ex.sas_expiry else None,
+                continuationToken=ex.continuation_token if ex.status == "updating" else None,
+                finalThumbprints=ex.final_thumbprints or None,
+                timings=ex.timings,
+            )
+        return out
+
+
+@dataclass
+class Run:
+    id: str
+    trigger: Trigger
+    vault_id: str
+    certificate: str
+    dry_run: bool
+    started: datetime
+    status: str = "running"
+    finished: datetime | None = None
+    notes: list[str] = field(default_factory=list)
+    results: list[ServiceResult] = field(default_factory=list)
+
+    @property
+    def transient(self) -> bool:
+        return any(r.outcome == "transient" for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "trigger": {"kind": self.trigger.kind, "eventType": self.trigger.event_type,
+                        "eventId": self.trigger.event_id},
+            "vault": self.vault_id,
+            "certificate": self.certificate,
+            "dryRun": self.dry_run,
+            "started": self.started.isoformat(),
+            "finished": self.finished.isoformat() if self.finished else None,
+            "notes": self.notes,
+            "services": [r.to_json() for r in self.results],
+        }
+
+
+def describe(plan: Plan) -> dict[str, Any]:
+    """The plan as operators read it: versions, changes, cscfg diff, osProfile change."""
+    diff = "".join(difflib.unified_diff(
+        plan.configuration_before.splitlines(keepends=True),
+        plan.configuration_after.splitlines(keepends=True),
+        "cscfg (deployed)", "cscfg (planned)",
+    ))
+    return {
+        "desiredVersion": plan.desired.version,
+        "desiredThumbprint": plan.desired.thumbprint,
+        "changes": [{"role": c.role, "certificate": c.certificate, "from": c.old, "to": c.new}
+                    for c in plan.changes],
+        "cscfgDiff": diff,
+        "osProfile": {"added": list(plan.secrets_added), "removed": list(plan.secrets_removed)},
+        "warnings": list(plan.warnings),
+        "noop": plan.is_noop,
+    }
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        compute: Compute,
+        keyvault: KeyVault,
+        storage: Storage,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.compute = compute
+        self.keyvault = keyvault
+        self.storage = storage
+        self.now = now
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        clients = Clients(settings)
+        return cls(settings, Compute(clients), KeyVault(clients), Storage(clients))
+
+    # -- discovery -----------------------------------------------------------------------
+
+    def services_using(self, vault_id: str, certificate: str,
+                       only: Iterable[str] = ()) -> list[CloudServiceSnapshot]:
+        wanted = {s.lower() for s in only}
+        found = [s for s in self.compute.list_services() if s.references(vault_id, certificate)]
+        if wanted:
+            found = [s for s in found if s.id.lower() in wanted]
+        return found
+
+    def read_certificate(self, vault_id: str, certificate: str,
+                         services: list[CloudServiceSnapshot]) -> Certificate:
+        """Read the certificate from the vault URL the services themselves reference."""
+        urls = {
+            parsed.vault_url
+            for s in services for g in s.secrets if g.source_vault_id.lower() == vault_id.lower()
+            for u in g.certificate_urls
+            if (parsed := SecretUrl.parse(u)) and parsed.name.lower() == certificate.lower()
+        }
+        if not urls:
+            raise NotFound(f"no cloud service in scope references certificate '{certificate}' "
+                           f"of vault {vault_id}")
+        return self.keyvault.certificate(vault_id, sorted(urls)[0], certificate)
+
+    # -- rotation ------------------------------------------------------------------------
+
+    def handle_event(self, event: CertificateEvent) -> Run | None:
+        """Act on a Key Vault certificate event (a hint); None if nothing uses it."""
+        services = self.services_using(event.vault_id, event.certificate)
+        if not services:
+            log.info("event %s: no cloud service in scope uses %s/%s; nothing to do",
+                     event.event_id, event.vault_name, event.certificate)
+            return None
+        cert = self.read_certificate(event.vault_id, event.certificate, services)
+        notes: list[str] = []
+        if event.kind == NEAR_EXPIRY:
+            notes.append(self._near_expiry(event, cert, services))
+        elif event.kind == EXPIRED:
+            notes.append(f"EXPIRED: certificate '{cert.name}' version {event.version} in vault "
+                         f"{event.vault_name} has expired; services: "
+                         + ", ".join(s.name for s in services))
+            log.error("%s", notes[-1])
+        trigger = Trigger("event", event.kind, event.event_id)
+        return self.rotate(event.vault_id, event.certificate, trigger, services=services,
+                           certificate_state=cert, notes=notes)
+
+    def _near_expiry(self, event: CertificateEvent, cert: Certificate,
+                     services: list[CloudServiceSnapshot]) -> str:
+        """Renew when no newer valid version exists and the issuer needs no person."""
+        now = self.now()
+        named = next((v for v in cert.versions if v.version == event.version), None)
+        newer = [v for v in cert.versions if v.valid_at(now) and named is not None
+                 and (v.created or now) > (named.created or now)]
+        if newer or (named is None and planner.desired_version(cert, now) is not None
+                     and event.version is not None):
+            return "a newer valid version exists; converging to it"
+        expiry = (named.expires.isoformat() if named and named.expires else "unknown")
+        if self.settings.renew_on_near_expiry and self.keyvault.can_renew(cert):
+            if self.keyvault.renew(cert.vault_url, cert.name):
+                msg = f"requested a new version of '{cert.name}' from issuer {cert.issuer}"
+            else:
+                msg = f"a new version of '{cert.name}' is already being issued"
+            log.info("%s", msg)
+            return msg
+        why = ("its policy renews automatically" if cert.auto_renew
+               else f"issuer '{cert.issuer}' needs a person" if cert.issuer
+               else "renewal on NearExpiry is off")
+        msg = (f"ACTION REQUIRED: renew certificate '{cert.name}' in vault {event.vault_name} "
+               f"(expires {expiry}; {why}); used by " + ", ".join(s.name for s in services))
+        log.warning("%s", msg)
+        return msg
+
+    def rotate(self, vault_id: str, certificate: str, trigger: Trigger, *,
+               only: Iterable[str] = (), dry_run: bool = False,
+               services: list[CloudServiceSnapshot] | None = None,
+               certificate_state: Certificate | None = None, notes: Iterable[str] = (),
+               on_start: Callable[[Run], None] | None = None) -> Run:
+        run = Run(id=new_run_id(self.now()), trigger=trigger, vault_id=vault_id,
+                  certificate=certificate, dry_run=dry_run, started=self.now(),
+                  notes=list(notes))
+        only = tuple(only)
+        if services is None:
+            services = self.services_using(vault_id, certificate, only)
+        missing = {o.lower() for o in only} - {s.id.lower() for s in services}
+        if missing:
+            raise NotFound(f"cloud service(s) {sorted(missing)} do not reference certificate "
+                           f"'{certificate}' of vault {vault_id} (or are out of scope)")
+        cert = certificate_state or self.read_certificate(vault_id, certificate, services)
+        log.info("run %s: %s/%s used by %d cloud service(s)", run.id,
+                 vault_id.rsplit("/", 1)[-1], certificate, len(services))
+        if on_start is not None:
+            on_start(run)
+        self._save(run)
+        for service in services:
+            result = self._converge(run, service, cert)
+            run.results.append(result)
+            self._save(run)
+        run.status = "transient" if run.transient else "done"
+        run.finished = self.now()
+        self._save(run)
+        return run
+
+    def _converge(self, run: Run, service: CloudServiceSnapshot,
+                  cert: Certificate) -> ServiceResult:
+        result = ServiceResult(service.id, "pending")
+        try:
+            if service.opted_out:
+                result.outcome, result.message = "opted-out", "tag cert-rotation=off"
+                return result
+            if not service.package_url:
+                result.outcome = "unmanaged"
+                result.message = (f"{service.name} uses the certificate but has no "
+                                  f"'{PACKAGE_TAG}' tag: tag it with the blob URL (no SAS) of "
+                                  "its deployed .cspkg to let rotation manage it")
+                log.warning("%s", result.message)
+                return result
+            thumbprints = self._thumbprints(service)
+
+            def replan(snapshot: CloudServiceSnapshot) -> Plan:
+                return planner.plan_rotation(snapshot, cert, thumbprints | self._thumbprints(
+                    snapshot), self.now(), rewrite_settings=self.settings.rewrite_settings)
+
+            result.plan = replan(service)
+            for warning in result.plan.warnings:
+                log.warning("%s: %s", service.name, warning)
+            if result.plan.is_noop:
+                result.outcome, result.message = "noop", "already converged"
+                log.info("%s: already on %s/%s", service.name, cert.name,
+                         result.plan.desired.version)
+                return result
+            self._log_plan(service, result.plan)
+            if run.dry_run:
+                result.outcome = "dry-run"
+                return result
+
+            def progress(execution: Execution) -> None:
+                result.execution, result.outcome = execution, "updating"
+                self._save(run, extra=result)
+
+            result.plan, result.execution = execute(
+                result.plan, service, replan, self.compute, self.storage, self.settings,
+                self.now, progress)
+            outcome = {"noop": "noop", "succeeded": "rotated", "updating": "updating"}
+            result.outcome = outcome[result.execution.status]
+            result.message = {"noop": "already converged",
+                              "rotated": f"now on version {result.plan.desired.version}",
+                              "updating": "update still running"}[result.outcome]
+        except (PlanRefused, PreconditionFailed, InvalidInput) as exc:
+            result.outcome, result.message = "refused", str(exc)
+            log.error("%s: refused: %s", service.name, exc)
+        except TransientError as exc:
+            result.outcome, result.message = "transient", str(exc)
+            log.warning("%s: will retry: %s", service.name, exc)
+        except (PlatformRejected, NotFound, RotationError) as exc:
+            result.outcome, result.message = "failed", str(exc)
+            log.error("%s: failed: %s", service.name, exc)
+        return result
+
+    def _thumbprints(self, service: CloudServiceSnapshot) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for group in service.secrets:
+            for url in group.certificate_urls:
+                tp = self.keyvault.thumbprint(url)
+                if tp:
+                    out[url] = tp
+        return out
+
+    def _log_plan(self, service: CloudServiceSnapshot, plan: Plan) -> None:
+        for change in plan.changes:
+            log.info("%s: plan %s/%s %s -> %s", service.name, change.role, change.certificate,
+                     change.old, change.new)
+        for url in plan.secrets_added:
+            log.info("%s: plan osProfile + %s", service.name, url)
+        for url in plan.secrets_removed:
+            log.info("%s: plan osProfile - %s", service.name, url)
+
+    def _save(self, run: Run, extra: ServiceResult | None = None) -> None:
+        record = run.to_json()
+        if extra is not None and extra not in run.results:
+            record["services"].append(extra.to_json())
+        if not run.dry_run:
+            self.storage.save_record(run.id, record)
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:12]}"
