@@ -1,5 +1,7 @@
 """The Functions app: registration only; the handlers live in ``handlers/``."""
 
+import logging
+
 import azure.functions as func
 
 from handlers import keyvault_events, rotations
@@ -7,3 +9,7 @@ from handlers import keyvault_events, rotations
 app = func.FunctionApp()
 app.register_functions(keyvault_events.bp)
 app.register_functions(rotations.bp)
+
+# The SDKs' per-request HTTP logging is noise at Information level (URLs are redacted, but
+# rotation logs should read as a runbook); warnings and errors still come through.
+logging.getLogger("azure").setLevel(logging.WARNING)

@@ -101,8 +101,11 @@ class Arm:
         self.route("PUT", rg, self._put_rg)
         self.route("GET", rg, self._get_rg)
         self.route("GET", sub + "/resourceGroups", self._list_rgs)
-        self.route("GET", sub + "/providers/{namespace}/locations/{location}/operations/{op}",
-                   self._get_operation)
+        self.route(
+            "GET",
+            sub + "/providers/{namespace}/locations/{location}/operations/{op}",
+            self._get_operation,
+        )
 
     def _reset(self) -> None:
         self.resource_groups.clear()
@@ -126,20 +129,30 @@ class Arm:
     def require_rg(self, req: ArmRequest) -> None:
         if req.params["resourceGroup"].lower() not in self.resource_groups:
             raise web.HTTPNotFound(
-                text=json.dumps({"error": {
-                    "code": "ResourceGroupNotFound",
-                    "message": f"Resource group '{req.params['resourceGroup']}' could not be found.",
-                }}),
+                text=json.dumps(
+                    {
+                        "error": {
+                            "code": "ResourceGroupNotFound",
+                            "message": f"Resource group '{req.params['resourceGroup']}' could not "
+                            "be found.",
+                        }
+                    }
+                ),
                 content_type="application/json",
             )
 
     def check_subscription(self, req: ArmRequest) -> None:
         if req.params["subscription"].lower() != self.platform.subscription_id.lower():
             raise web.HTTPNotFound(
-                text=json.dumps({"error": {
-                    "code": "SubscriptionNotFound",
-                    "message": f"The subscription '{req.params['subscription']}' could not be found.",
-                }}),
+                text=json.dumps(
+                    {
+                        "error": {
+                            "code": "SubscriptionNotFound",
+                            "message": f"The subscription '{req.params['subscription']}' could not "
+                            "be found.",
+                        }
+                    }
+                ),
                 content_type="application/json",
             )
 
@@ -154,18 +167,29 @@ class Arm:
         return op
 
     def async_headers(self, op: Operation, api_version: str) -> dict[str, str]:
-        path = (f"/subscriptions/{self.platform.subscription_id}/providers/{op.namespace}"
-                f"/locations/{op.location}/operations/{op.id}")
+        path = (
+            f"/subscriptions/{self.platform.subscription_id}/providers/{op.namespace}"
+            f"/locations/{op.location}/operations/{op.id}"
+        )
         return {"Azure-AsyncOperation": self.url(path, api_version), "Retry-After": "0"}
 
     def page(self, req: ArmRequest, items: list[dict[str, Any]]) -> web.Response:
-        """One page of ``items`` with an absolute ``nextLink`` (``$skiptoken`` = offset)."""
+        """One page of ``items`` with an absolute ``nextLink`` (``$skiptoken`` = offset).
+
+        The request's other query parameters (``$expand``, ``$top``) ride along in the
+        nextLink: the SDK follows it verbatim, so a dropped ``$expand`` would change what
+        the second page contains.
+        """
         start = int(req.http.query.get("$skiptoken", "0") or 0)
         size = int(req.http.query.get("$top", self.page_size) or self.page_size)
-        body: dict[str, Any] = {"value": items[start:start + size]}
+        body: dict[str, Any] = {"value": items[start : start + size]}
         if start + size < len(items):
-            body["nextLink"] = self.url(req.http.path, req.api_version,
-                                        **{"$skiptoken": str(start + size)})
+            keep = {
+                k: v for k, v in req.http.query.items() if k not in ("api-version", "$skiptoken")
+            }
+            body["nextLink"] = self.url(
+                req.http.path, req.api_version, **keep, **{"$skiptoken": str(start + size)}
+            )
         return json_response(body)
 
     # -- the front door ----------------------------------------------------------------
@@ -175,15 +199,19 @@ class Arm:
             claims = self.platform.bearer_claims(request, ARM_AUDIENCES)
         except InvalidToken as exc:
             return error_response(
-                401, "InvalidAuthenticationToken",
+                401,
+                "InvalidAuthenticationToken",
                 f"The access token is invalid: {exc}.",
-                {"WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/'
-                 f'{self.platform.tenant_id}", error="invalid_token"'},
+                {
+                    "WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/'
+                    f'{self.platform.tenant_id}", error="invalid_token"'
+                },
             )
         api_version = request.query.get("api-version", "")
         if not api_version:
             return error_response(
-                400, "MissingApiVersionParameter",
+                400,
+                "MissingApiVersionParameter",
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
         allowed = False
@@ -195,10 +223,12 @@ class Arm:
             if method == request.method:
                 return await handler(ArmRequest(request, match.groupdict(), api_version, claims))
         if allowed:
-            return error_response(405, "MethodNotAllowed",
-                                  f"The requested method {request.method} is not allowed.")
-        return error_response(404, "InvalidResourceType",
-                              f"No route for '{request.path}' in this emulator.")
+            return error_response(
+                405, "MethodNotAllowed", f"The requested method {request.method} is not allowed."
+            )
+        return error_response(
+            404, "InvalidResourceType", f"No route for '{request.path}' in this emulator."
+        )
 
     async def _put_rg(self, req: ArmRequest) -> web.Response:
         self.check_subscription(req)
@@ -209,8 +239,10 @@ class Arm:
         created = name.lower() not in self.resource_groups
         rg = {
             "id": f"/subscriptions/{self.platform.subscription_id}/resourceGroups/{name}",
-            "name": name, "type": "Microsoft.Resources/resourceGroups",
-            "location": body["location"], "tags": body.get("tags") or {},
+            "name": name,
+            "type": "Microsoft.Resources/resourceGroups",
+            "location": body["location"],
+            "tags": body.get("tags") or {},
             "properties": {"provisioningState": "Succeeded"},
         }
         self.resource_groups[name.lower()] = rg
@@ -228,6 +260,7 @@ class Arm:
     async def _get_operation(self, req: ArmRequest) -> web.Response:
         op = self.operations.get(req.params["op"])
         if op is None:
-            return error_response(404, "OperationNotFound",
-                                  f"The operation '{req.params['op']}' was not found.")
+            return error_response(
+                404, "OperationNotFound", f"The operation '{req.params['op']}' was not found."
+            )
         return json_response(op.body(), headers={"Retry-After": "0"})

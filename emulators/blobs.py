@@ -38,10 +38,9 @@ class Blobs:
     async def fetch(self, url: str) -> BlobResult:
         """GET ``url`` exactly as given (a SAS URL), as the platform would."""
         try:
-            async with aiohttp.ClientSession() as session:
-                async with session.get(url, ssl=self.tls) as resp:
-                    body = await resp.read()
-                    return BlobResult(resp.status, body, resp.headers.get("x-ms-error-code"))
+            async with aiohttp.ClientSession() as session, session.get(url, ssl=self.tls) as resp:
+                body = await resp.read()
+                return BlobResult(resp.status, body, resp.headers.get("x-ms-error-code"))
         except aiohttp.ClientError as exc:
             return BlobResult(0, b"", f"ConnectionError:{type(exc).__name__}")
 

@@ -31,7 +31,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICES = ("arm", "keyvault", "identity", "eventgrid", "functions")
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         text=json.dumps(body), status=status, headers=headers, content_type="application/json"
     )
@@ -135,7 +137,7 @@ class Platform:
 
     def now(self) -> dt.datetime:
         """Emulated UTC time: wall clock plus whatever ``POST /clock`` added."""
-        return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.clock_offset)
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.clock_offset)
 
     async def advance_clock(self, seconds: float) -> None:
         self.clock_offset += seconds
@@ -187,8 +189,9 @@ class Platform:
                     "path": request.path,
                     "query": request.query_string,
                     "status": response.status,
-                    "time": dt.datetime.now(dt.timezone.utc).isoformat(),
+                    "time": dt.datetime.now(dt.UTC).isoformat(),
                     "injected": fault is not None and fault.status is not None,
+                    "agent": request.headers.get("User-Agent", ""),
                 }
             )
             return response

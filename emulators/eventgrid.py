@@ -1,31 +1,1271 @@
-"""Event Grid emulator (placeholder; being written)."""
+"""Event Grid emulator: system topics for Key Vault, webhook event subscriptions with the
+validation handshake, push delivery with Event Grid's retry and dead-letter rules, and
+custom topics that ``EventGridPublisherClient`` publishes to.
+
+Theory of operation
+-------------------
+Control plane (through ``Arm``, api-version 2025-02-15 shapes): ``systemTopics`` bind a
+source resource (a vault's ARM id, topic type ``Microsoft.KeyVault.vaults``; one system
+topic per source, as in Azure) and hold ``eventSubscriptions``. Creating a subscription
+is a long-running operation: while it runs the webhook must pass the validation
+handshake, exactly as Azure insists before it sends a single event (Event Grid schema: a
+``SubscriptionValidationEvent`` POST answered 200 with ``{"validationResponse": code}``,
+or a later GET of the ``validationUrl`` served by the topic listener; CloudEvents: an
+``OPTIONS`` abuse-protection request answered 200 with ``WebHook-Allowed-Origin``). A
+failed handshake fails the operation and leaves the subscription ``Failed``. GET hides
+the endpoint's query string (it carries the Functions key) behind ``endpointBaseUrl``;
+``getFullUrl`` reveals it, as in Azure.
+
+Data plane: Key Vault calls ``publish_system_event`` synchronously from its handlers. The
+event is matched against every ``Succeeded`` subscription of the system topic whose source
+is that vault (filters: ``includedEventTypes``, subject prefix/suffix) and queued per
+subscription; a flush scheduled with ``call_soon`` batches what arrived in the same turn
+of the loop (``maxEventsPerBatch``/``preferredBatchSizeInKilobytes``; one event per
+request by default) and starts one asyncio task per batch. A task POSTs the batch (Event
+Grid schema: JSON array; CloudEvents: one object, or a batch array) with the ``aeg-*``
+headers, counts 200-204 as delivered, and otherwise retries on Event Grid's schedule
+(10 s, 30 s, 1 min, 5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h) raised to the
+per-status minimum, every delay multiplied by ``retry_scale`` so tests need not wait
+hours. 400/401/403/413 are not retried for webhooks (current delivery-and-retry doc). When
+``maxDeliveryAttempts`` or ``eventTimeToLiveInMinutes`` runs out (TTL counts nominal
+schedule time and the emulated clock, whichever is further) the batch is dead-lettered,
+after the scaled 5-minute delay, as a JSON array blob in Azurite with the dead-letter
+fields added, or dropped when no dead-letter destination is set. Every attempt, dead
+letter and drop is logged for ``GET /eventgrid/deliveries``.
+
+Custom topics (``Microsoft.EventGrid/topics``) exist so the product can publish its own
+events: one HTTPS listener serves every topic at ``{topic_base_url}/topics/{name}/api/events``
+(the SDK posts to the endpoint verbatim), authenticating ``aeg-sas-key``,
+``aeg-sas-token`` or a bearer token for ``https://eventgrid.azure.net``, enforcing the
+topic's input schema and the 1 MB limits, and storing what it accepted for
+``GET /eventgrid/published``. Custom-topic events are stored, not routed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import http
+import json
+import re
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+import aiohttp
 from aiohttp import web
+from azure.core.exceptions import AzureError
 
-from emulators.arm import Arm
+from emulators.arm import Arm, ArmRequest, Operation
 from emulators.blobs import Blobs
-from emulators.core import Platform
+from emulators.core import Platform, error_response, json_response
+from emulators.tokens import InvalidToken
+
+AdminHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+NAMESPACE = "Microsoft.EventGrid"
+KEYVAULT_TOPIC_TYPE = "Microsoft.KeyVault.vaults"
+KEYVAULT_EVENT_TYPES = (
+    *(f"Microsoft.KeyVault.{kind}{what}"
+      for kind in ("Certificate", "Key", "Secret")
+      for what in ("NewVersionCreated", "NearExpiry", "Expired")),
+    "Microsoft.KeyVault.VaultAccessPolicyChanged",
+)
+EVENTGRID_SCHEMA = "EventGridSchema"
+CLOUDEVENT_SCHEMA = "CloudEventSchemaV1_0"
+EVENTGRID_AUDIENCE = "https://eventgrid.azure.net"
+REQUEST_ORIGIN = "eventgrid.azure.net"
+VALIDATION_EVENT_TYPE = "Microsoft.EventGrid.SubscriptionValidationEvent"
+TROUBLESHOOT = "For troublehooting, visit https://aka.ms/esvalidation."  # sic, as Azure says
+ONE_MB = 1024 * 1024
+
+# Event Grid's documented retry schedule (seconds); the last step repeats.
+RETRY_SCHEDULE_S = (10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 43200)
+# Minimum wait before retrying after these statuses (older delivery-and-retry table).
+MIN_RETRY_S = {404: 300, 408: 120, 503: 30}
+DEFAULT_MIN_RETRY_S = 10
+# Webhook statuses Event Grid never retries: dead-letter at once, or drop.
+NO_RETRY_STATUSES = frozenset({400, 401, 403, 413})
+# Not scaled by retry_scale: a handler that works for seconds (following an update) must
+# not be cut off and redelivered sooner than Event Grid would.
+DELIVERY_TIMEOUT_S = 30.0
+DEAD_LETTER_DELAY_S = 300
+DEAD_LETTER_GIVE_UP_S = 4 * 3600
+MANUAL_VALIDATION_WINDOW_S = 300
+
+_VAULT_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.KeyVault/vaults/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
+_STORAGE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Storage"
+    r"/storageAccounts/(?P<account>[^/]+)$",
+    re.IGNORECASE,
+)
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9-]{3,50}$")
+
+
+class InvalidRequest(ValueError):
+    """A request body Event Grid would refuse with 400; the text is the message."""
+
+
+def _eg_time(moment: dt.datetime) -> str:
+    """Event Grid's timestamp format: UTC with seven fractional digits and ``Z``."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+def _status_name(status: int) -> str:
+    """The .NET ``HttpStatusCode`` name Azure puts in messages (``NotFound``...)."""
+    try:
+        return http.HTTPStatus(status).phrase.replace(" ", "").replace("-", "")
+    except ValueError:
+        return str(status)
+
+
+def _base_url(url: str) -> str:
+    """The endpoint without its query string (which may hold a function key)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _not_found(kind: str, name: str, rg: str) -> web.Response:
+    return error_response(
+        404, "ResourceNotFound",
+        f"The Resource '{kind}/{name}' under resource group '{rg}' was not found. "
+        "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+    )
+
+
+def _bad_request(message: str) -> web.Response:
+    return error_response(400, "BadRequest", message)
+
+
+def _int_in(value: Any, name: str, low: int, high: int, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(
+            f"The attribute '{name}' has an invalid value '{value}'. "
+            f"Valid values are between {low} and {high}."
+        )
+    return value
+
+
+# -- value data ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """One system event as Event Grid holds it, renderable in either delivery schema."""
+
+    id: str
+    source: str
+    event_type: str
+    subject: str
+    data: Any
+    event_time: str
+    published: dt.datetime
+    data_version: str = "1"
+    metadata_version: str = "1"
+
+    def render(self, schema: str) -> dict[str, Any]:
+        if schema == CLOUDEVENT_SCHEMA:
+            return {"id": self.id, "source": self.source, "specversion": "1.0",
+                    "type": self.event_type, "subject": self.subject, "time": self.event_time,
+                    "data": self.data}
+        return {"id": self.id, "topic": self.source, "subject": self.subject,
+                "eventType": self.event_type, "eventTime": self.event_time, "data": self.data,
+                "dataVersion": self.data_version, "metadataVersion": self.metadata_version}
+
+    def size(self, schema: str) -> int:
+        return len(json.dumps(self.render(schema)).encode())
+
+
+@dataclass(frozen=True)
+class DeadLetterTarget:
+    resource_id: str
+    account: str
+    container: str
+
+
+@dataclass(frozen=True)
+class SubscriptionConfig:
+    """What a PUT of an event subscription asked for, validated as Event Grid does."""
+
+    endpoint_url: str
+    max_events_per_batch: int
+    preferred_batch_kb: int
+    schema: str
+    included_event_types: tuple[str, ...] | None
+    subject_begins_with: str
+    subject_ends_with: str
+    subject_case_sensitive: bool
+    max_delivery_attempts: int
+    ttl_minutes: int
+    dead_letter: DeadLetterTarget | None
+    labels: tuple[str, ...]
+    expiration: dt.datetime | None
+
+    @classmethod
+    def parse(cls, body: Any, now: dt.datetime) -> SubscriptionConfig:
+        props = body.get("properties") if isinstance(body, dict) else None
+        if not isinstance(props, dict):
+            raise InvalidRequest("The request body must contain 'properties'.")
+        destination = props.get("destination")
+        if not isinstance(destination, dict):
+            raise InvalidRequest("The attribute 'destination' is required.")
+        if str(destination.get("endpointType", "")).lower() != "webhook":
+            raise InvalidRequest(
+                f"Destination endpoint type '{destination.get('endpointType')}' is not "
+                "supported by this emulator; only 'WebHook' is."
+            )
+        dest = destination.get("properties") or {}
+        url = dest.get("endpointUrl")
+        if not isinstance(url, str) or not _webhook_url_ok(url):
+            raise InvalidRequest(
+                "Invalid event subscription request: Supplied URL is invalid. It cannot be null "
+                "or empty and should be a proper HTTPS URL like https://www.example.com."
+            )
+        filt = props.get("filter") or {}
+        if not isinstance(filt, dict):
+            raise InvalidRequest("The attribute 'filter' must be an object.")
+        if filt.get("advancedFilters"):
+            raise InvalidRequest("Advanced filters are not supported by this emulator.")
+        types = filt.get("includedEventTypes")
+        if types is not None:
+            if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+                raise InvalidRequest(
+                    "The attribute 'includedEventTypes' must be a list of strings.")
+            known = {t.lower() for t in KEYVAULT_EVENT_TYPES}
+            unknown = [t for t in types if t.lower() not in known]
+            if unknown:
+                raise InvalidRequest(
+                    f"Invalid event type(s) {unknown} for topic type '{KEYVAULT_TOPIC_TYPE}'. "
+                    f"Supported event types are: {', '.join(KEYVAULT_EVENT_TYPES)}."
+                )
+        schema = props.get("eventDeliverySchema") or EVENTGRID_SCHEMA
+        if schema not in (EVENTGRID_SCHEMA, CLOUDEVENT_SCHEMA):
+            raise InvalidRequest(
+                f"Event delivery schema '{schema}' is not supported for this topic; use "
+                f"'{EVENTGRID_SCHEMA}' or '{CLOUDEVENT_SCHEMA}'."
+            )
+        retry = props.get("retryPolicy") or {}
+        labels = props.get("labels") or []
+        return cls(
+            endpoint_url=url,
+            max_events_per_batch=_int_in(dest.get("maxEventsPerBatch"), "maxEventsPerBatch",
+                                         1, 5000, 1),
+            preferred_batch_kb=_int_in(dest.get("preferredBatchSizeInKilobytes"),
+                                       "preferredBatchSizeInKilobytes", 1, 1024, 64),
+            schema=schema,
+            included_event_types=tuple(types) if types is not None else None,
+            subject_begins_with=str(filt.get("subjectBeginsWith") or ""),
+            subject_ends_with=str(filt.get("subjectEndsWith") or ""),
+            subject_case_sensitive=bool(filt.get("isSubjectCaseSensitive", False)),
+            max_delivery_attempts=_int_in(retry.get("maxDeliveryAttempts"),
+                                          "maxDeliveryAttempts", 1, 30, 30),
+            ttl_minutes=_int_in(retry.get("eventTimeToLiveInMinutes"),
+                                "eventTimeToLiveInMinutes", 1, 1440, 1440),
+            dead_letter=_parse_dead_letter(props.get("deadLetterDestination")),
+            labels=tuple(str(label) for label in labels),
+            expiration=_parse_expiration(props.get("expirationTimeUtc"), now),
+        )
+
+    def matches(self, event: Event, now: dt.datetime) -> bool:
+        if self.expiration is not None and now >= self.expiration:
+            return False
+        if self.included_event_types is not None and event.event_type.lower() not in {
+            t.lower() for t in self.included_event_types
+        }:
+            return False
+        subject, begins, ends = event.subject, self.subject_begins_with, self.subject_ends_with
+        if not self.subject_case_sensitive:
+            subject, begins, ends = subject.lower(), begins.lower(), ends.lower()
+        return subject.startswith(begins) and subject.endswith(ends)
+
+    def render(self, topic_id: str, state: str) -> dict[str, Any]:
+        filt: dict[str, Any] = {
+            "subjectBeginsWith": self.subject_begins_with,
+            "subjectEndsWith": self.subject_ends_with,
+            "isSubjectCaseSensitive": self.subject_case_sensitive,
+        }
+        if self.included_event_types is not None:
+            filt["includedEventTypes"] = list(self.included_event_types)
+        props: dict[str, Any] = {
+            "topic": topic_id,
+            "provisioningState": state,
+            "destination": {"endpointType": "WebHook", "properties": {
+                "endpointBaseUrl": _base_url(self.endpoint_url),
+                "maxEventsPerBatch": self.max_events_per_batch,
+                "preferredBatchSizeInKilobytes": self.preferred_batch_kb,
+            }},
+            "filter": filt,
+            "labels": list(self.labels),
+            "eventDeliverySchema": self.schema,
+            "retryPolicy": {"maxDeliveryAttempts": self.max_delivery_attempts,
+                            "eventTimeToLiveInMinutes": self.ttl_minutes},
+        }
+        if self.dead_letter is not None:
+            props["deadLetterDestination"] = {"endpointType": "StorageBlob", "properties": {
+                "resourceId": self.dead_letter.resource_id,
+                "blobContainerName": self.dead_letter.container,
+            }}
+        if self.expiration is not None:
+            props["expirationTimeUtc"] = self.expiration.isoformat().replace("+00:00", "Z")
+        return props
+
+
+def _webhook_url_ok(url: str) -> bool:
+    """Azure only pushes to https; plain http is tolerated for loopback test receivers."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return False
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def _parse_dead_letter(value: Any) -> DeadLetterTarget | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("endpointType") != "StorageBlob":
+        raise InvalidRequest("The dead letter destination endpoint type must be 'StorageBlob'.")
+    props = value.get("properties") or {}
+    resource_id = props.get("resourceId")
+    container = props.get("blobContainerName")
+    match = _STORAGE_ID.match(resource_id) if isinstance(resource_id, str) else None
+    if match is None or not isinstance(resource_id, str):
+        raise InvalidRequest(
+            "The dead letter destination 'resourceId' must be a storage account resource id "
+            "(/subscriptions/{id}/resourceGroups/{rg}/providers/Microsoft.Storage/"
+            "storageAccounts/{name}); the container goes in 'blobContainerName'."
+        )
+    if not isinstance(container, str) or not container:
+        raise InvalidRequest("The dead letter destination 'blobContainerName' is required.")
+    return DeadLetterTarget(resource_id, match["account"], container)
+
+
+def _parse_expiration(value: Any, now: dt.datetime) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRequest("Invalid expiration time.") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    if moment <= now:
+        raise InvalidRequest("Invalid expiration time.")
+    return moment
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one POST to a webhook came to."""
+
+    status: int | None
+    outcome: str
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status <= 204
+
+
+# -- mutable state -------------------------------------------------------------------------
+
+
+@dataclass
+class SystemTopic:
+    id: str
+    name: str
+    resource_group: str
+    location: str
+    tags: dict[str, str]
+    source: str
+    topic_type: str
+    metric_resource_id: str
+    subscriptions: dict[str, EventSubscription] = field(default_factory=dict)
+
+    def render(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "type": f"{NAMESPACE}/systemTopics",
+                "location": self.location, "tags": self.tags,
+                "properties": {"source": self.source, "topicType": self.topic_type,
+                               "metricResourceId": self.metric_resource_id,
+                               "provisioningState": "Succeeded"}}
+
+
+@dataclass
+class EventSubscription:
+    name: str
+    topic: SystemTopic
+    config: SubscriptionConfig
+    state: str
+    generation: int = 0
+    pending: list[Event] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.topic.id}/eventSubscriptions/{self.name}"
+
+    def render(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name,
+                "type": f"{NAMESPACE}/systemTopics/eventSubscriptions",
+                "properties": self.config.render(self.topic.id, self.state)}
+
+
+@dataclass
+class CustomTopic:
+    id: str
+    name: str
+    resource_group: str
+    location: str
+    tags: dict[str, str]
+    input_schema: str
+    disable_local_auth: bool
+    metric_resource_id: str
+    key1: str
+    key2: str
+
+
+@dataclass
+class ManualValidation:
+    """A handshake waiting for someone to GET its validationUrl."""
+
+    subscription: EventSubscription
+    generation: int
+    operation: Operation
+    deadline: dt.datetime
+
+
+def _new_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+# -- the emulator --------------------------------------------------------------------------
 
 
 class EventGrid:
     def __init__(self, platform: Platform, arm: Arm, blobs: Blobs, retry_scale: float) -> None:
         self.platform = platform
-        self.topic_base_url = ""
+        self.arm = arm
+        self.blobs = blobs
+        self.retry_scale = retry_scale
+        self.topic_base_url = ""  # set by server.py once the topic listener is bound
+        self.system_topics: dict[tuple[str, str], SystemTopic] = {}
+        self.custom_topics: dict[str, CustomTopic] = {}
+        self.deliveries: list[dict[str, Any]] = []
+        self.published: list[dict[str, Any]] = []
+        self._manual: dict[str, ManualValidation] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        platform.reset_hooks.append(self._reset)
+        self._register_routes()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        self.system_topics.clear()
+        self.custom_topics.clear()
+        self.deliveries.clear()
+        self.published.clear()
+        self._manual.clear()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _http(self) -> aiohttp.ClientSession:
+        """One session for all pushes, created in the running loop on first use."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.blobs.tls)
+            )
+        return self._session
+
+    async def _wait(self, nominal_seconds: float) -> None:
+        await asyncio.sleep(nominal_seconds * self.retry_scale)
+
+    def _log(self, kind: str, sub: EventSubscription, **details: Any) -> None:
+        self.deliveries.append({
+            "kind": kind, "subscription": sub.id, "name": sub.name,
+            "time": self.platform.now().isoformat(), **details,
+        })
+
+    # -- ARM routes ----------------------------------------------------------------------
+
+    def _register_routes(self) -> None:
+        rg = "/subscriptions/{subscription}/resourceGroups/{resourceGroup}/providers/"
+        st = rg + NAMESPACE + "/systemTopics"
+        es = st + "/{topic}/eventSubscriptions"
+        tp = rg + NAMESPACE + "/topics"
+        route = self.arm.route
+        route("PUT", st + "/{topic}", self._put_system_topic)
+        route("GET", st + "/{topic}", self._get_system_topic)
+        route("DELETE", st + "/{topic}", self._delete_system_topic)
+        route("GET", st, self._list_system_topics)
+        route("GET", "/subscriptions/{subscription}/providers/" + NAMESPACE + "/systemTopics",
+              self._list_system_topics)
+        route("PUT", es + "/{name}", self._put_subscription)
+        route("GET", es + "/{name}", self._get_subscription)
+        route("DELETE", es + "/{name}", self._delete_subscription)
+        route("POST", es + "/{name}/getFullUrl", self._get_full_url)
+        route("GET", es, self._list_subscriptions)
+        route("PUT", tp + "/{name}", self._put_topic)
+        route("GET", tp + "/{name}", self._get_topic)
+        route("DELETE", tp + "/{name}", self._delete_topic)
+        route("GET", tp, self._list_topics)
+        route("POST", tp + "/{name}/listKeys", self._list_keys)
+        route("POST", tp + "/{name}/regenerateKey", self._regenerate_key)
+
+    def _accepted_delete(self, location: str, api_version: str) -> web.Response:
+        """Deletes are LROs in the spec; the work is done, so the operation is too."""
+        op = self.arm.start_operation(NAMESPACE, location)
+        op.finish(self.platform.now().isoformat())
+        return web.Response(status=202, headers=self.arm.async_headers(op, api_version))
+
+    # system topics
+
+    def _system_topic(self, req: ArmRequest) -> SystemTopic | None:
+        return self.system_topics.get(
+            (req.params["resourceGroup"].lower(), req.params["topic"].lower()))
+
+    async def _put_system_topic(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        self.arm.require_rg(req)
+        body = await req.json_body()
+        if not isinstance(body, dict) or not body.get("location"):
+            return error_response(400, "LocationRequired", "The location property is required.")
+        props = body.get("properties") or {}
+        source, topic_type = str(props.get("source") or ""), props.get("topicType")
+        if not isinstance(topic_type, str) or topic_type.lower() != KEYVAULT_TOPIC_TYPE.lower():
+            return _bad_request(
+                f"Topic type '{topic_type}' is not supported by this emulator; "
+                f"only '{KEYVAULT_TOPIC_TYPE}' is."
+            )
+        match = _VAULT_ID.match(source)
+        if match is None:
+            return _bad_request(
+                f"The source '{source}' is not a valid resource id for topic type "
+                f"'{KEYVAULT_TOPIC_TYPE}'."
+            )
+        if match["sub"].lower() != self.platform.subscription_id.lower():
+            return _bad_request(f"The source '{source}' is not in subscription "
+                                f"'{self.platform.subscription_id}'.")
+        key = (req.params["resourceGroup"].lower(), req.params["topic"].lower())
+        existing = self.system_topics.get(key)
+        for other_key, other in self.system_topics.items():
+            if other_key != key and other.source.lower() == source.lower():
+                return _bad_request(
+                    f"Only one system topic is allowed per source. System topic "
+                    f"'{other.name}' already exists for source '{source}'."
+                )
+        if existing is not None and existing.source.lower() != source.lower():
+            return _bad_request("The property 'source' of a system topic cannot be updated.")
+        if existing is not None:
+            existing.location, existing.tags = body["location"], body.get("tags") or {}
+            existing.topic_type = topic_type
+            topic = existing
+        else:
+            topic = SystemTopic(
+                id=(f"/subscriptions/{self.platform.subscription_id}/resourceGroups/"
+                    f"{req.params['resourceGroup']}/providers/{NAMESPACE}/systemTopics/"
+                    f"{req.params['topic']}"),
+                name=req.params["topic"], resource_group=req.params["resourceGroup"],
+                location=body["location"], tags=body.get("tags") or {}, source=source,
+                topic_type=topic_type, metric_resource_id=str(uuid.uuid4()),
+            )
+        self.system_topics[key] = topic
+        op = self.arm.start_operation(NAMESPACE, topic.location)
+        op.finish(self.platform.now().isoformat())
+        return json_response(topic.render(), 200 if existing else 201,
+                             self.arm.async_headers(op, req.api_version))
+
+    async def _get_system_topic(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        topic = self._system_topic(req)
+        if topic is None:
+            return _not_found(f"{NAMESPACE}/systemTopics", req.params["topic"],
+                              req.params["resourceGroup"])
+        return json_response(topic.render())
+
+    async def _delete_system_topic(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        topic = self._system_topic(req)
+        if topic is None:
+            return web.Response(status=204)
+        del self.system_topics[(topic.resource_group.lower(), topic.name.lower())]
+        for sub in topic.subscriptions.values():
+            sub.generation += 1  # a pending handshake no longer changes its state
+        return self._accepted_delete(topic.location, req.api_version)
+
+    async def _list_system_topics(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        rg = req.params.get("resourceGroup")
+        if rg is not None:
+            self.arm.require_rg(req)
+        items = [t.render() for t in self.system_topics.values()
+                 if rg is None or t.resource_group.lower() == rg.lower()]
+        return self.arm.page(req, items)
+
+    # event subscriptions
+
+    def _topic_or_404(self, req: ArmRequest) -> SystemTopic:
+        topic = self._system_topic(req)
+        if topic is None:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": {
+                    "code": "ParentResourceNotFound",
+                    "message": "Can not perform requested operation on nested resource. Parent "
+                               f"resource '{req.params['topic']}' not found.",
+                }}),
+                content_type="application/json",
+            )
+        return topic
+
+    async def _put_subscription(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        self.arm.require_rg(req)
+        topic = self._topic_or_404(req)
+        body = await req.json_body()
+        try:
+            config = SubscriptionConfig.parse(body, self.platform.now())
+        except InvalidRequest as exc:
+            return _bad_request(str(exc))
+        existing = topic.subscriptions.get(req.params["name"].lower())
+        op = self.arm.start_operation(NAMESPACE, topic.location)
+        if existing is None:
+            sub = EventSubscription(req.params["name"], topic, config, "Creating")
+            topic.subscriptions[sub.name.lower()] = sub
+            revalidate = True
+        else:
+            sub = existing
+            revalidate = (sub.state != "Succeeded" or sub.config.schema != config.schema
+                          or sub.config.endpoint_url != config.endpoint_url)
+            sub.config, sub.state = config, "Updating"
+            sub.generation += 1
+        if revalidate:
+            self._spawn(self._handshake(sub, sub.generation, op))
+        else:
+            sub.state = "Succeeded"
+            op.finish(self.platform.now().isoformat())
+        return json_response(sub.render(), 201, self.arm.async_headers(op, req.api_version))
+
+    def _subscription(self, req: ArmRequest) -> EventSubscription:
+        sub = self._topic_or_404(req).subscriptions.get(req.params["name"].lower())
+        if sub is None:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": {
+                    "code": "ResourceNotFound",
+                    "message": f"The Resource '{NAMESPACE}/systemTopics/{req.params['topic']}/"
+                               f"eventSubscriptions/{req.params['name']}' under resource group "
+                               f"'{req.params['resourceGroup']}' was not found. For more details "
+                               "please go to https://aka.ms/ARMResourceNotFoundFix",
+                }}),
+                content_type="application/json",
+            )
+        return sub
+
+    async def _get_subscription(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        return json_response(self._subscription(req).render())
+
+    async def _get_full_url(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        return json_response({"endpointUrl": self._subscription(req).config.endpoint_url})
+
+    async def _delete_subscription(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        topic = self._topic_or_404(req)
+        sub = topic.subscriptions.pop(req.params["name"].lower(), None)
+        if sub is None:
+            return web.Response(status=204)
+        sub.generation += 1
+        return self._accepted_delete(topic.location, req.api_version)
+
+    async def _list_subscriptions(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        topic = self._topic_or_404(req)
+        return self.arm.page(req, [s.render() for s in topic.subscriptions.values()])
+
+    # custom topics
+
+    def _render_topic(self, topic: CustomTopic) -> dict[str, Any]:
+        return {"id": topic.id, "name": topic.name, "type": f"{NAMESPACE}/topics",
+                "location": topic.location, "tags": topic.tags,
+                "properties": {
+                    "provisioningState": "Succeeded",
+                    "endpoint": f"{self.topic_base_url}/topics/{topic.name}/api/events",
+                    "inputSchema": topic.input_schema,
+                    "metricResourceId": topic.metric_resource_id,
+                    "publicNetworkAccess": "Enabled",
+                    "disableLocalAuth": topic.disable_local_auth,
+                    "dataResidencyBoundary": "WithinGeopair",
+                }}
+
+    def _custom_topic(self, req: ArmRequest) -> CustomTopic | None:
+        topic = self.custom_topics.get(req.params["name"].lower())
+        if topic is None or topic.resource_group.lower() != req.params["resourceGroup"].lower():
+            return None
+        return topic
+
+    async def _put_topic(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        self.arm.require_rg(req)
+        name = req.params["name"]
+        if not _TOPIC_NAME.match(name) or name.lower().startswith(
+                ("microsoft-", "eventgrid-", "system-")):
+            return _bad_request("Topic name must be between 3 and 50 characters in length.")
+        body = await req.json_body()
+        if not isinstance(body, dict) or not body.get("location"):
+            return error_response(400, "LocationRequired", "The location property is required.")
+        props = body.get("properties") or {}
+        schema = props.get("inputSchema") or EVENTGRID_SCHEMA
+        if schema not in (EVENTGRID_SCHEMA, CLOUDEVENT_SCHEMA):
+            return _bad_request(f"Input schema '{schema}' is not supported by this emulator.")
+        existing = self.custom_topics.get(name.lower())
+        if existing is not None and (
+                existing.resource_group.lower() != req.params["resourceGroup"].lower()):
+            return error_response(409, "Conflict", f"Topic with name {name} already exists. "
+                                                   "Choose a different topic name.")
+        topic = CustomTopic(
+            id=(f"/subscriptions/{self.platform.subscription_id}/resourceGroups/"
+                f"{req.params['resourceGroup']}/providers/{NAMESPACE}/topics/"
+                f"{existing.name if existing else name}"),
+            name=existing.name if existing else name,
+            resource_group=req.params["resourceGroup"], location=body["location"],
+            tags=body.get("tags") or {}, input_schema=schema,
+            disable_local_auth=bool(props.get("disableLocalAuth", False)),
+            metric_resource_id=existing.metric_resource_id if existing else str(uuid.uuid4()),
+            key1=existing.key1 if existing else _new_key(),
+            key2=existing.key2 if existing else _new_key(),
+        )
+        self.custom_topics[name.lower()] = topic
+        op = self.arm.start_operation(NAMESPACE, topic.location)
+        op.finish(self.platform.now().isoformat())
+        return json_response(self._render_topic(topic), 201,
+                             self.arm.async_headers(op, req.api_version))
+
+    async def _get_topic(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        topic = self._custom_topic(req)
+        if topic is None:
+            return _not_found(f"{NAMESPACE}/topics", req.params["name"],
+                              req.params["resourceGroup"])
+        return json_response(self._render_topic(topic))
+
+    async def _delete_topic(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        topic = self._custom_topic(req)
+        if topic is None:
+            return web.Response(status=204)
+        del self.custom_topics[topic.name.lower()]
+        return self._accepted_delete(topic.location, req.api_version)
+
+    async def _list_topics(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        self.arm.require_rg(req)
+        rg = req.params["resourceGroup"].lower()
+        return self.arm.page(req, [self._render_topic(t) for t in self.custom_topics.values()
+                                   if t.resource_group.lower() == rg])
+
+    async def _list_keys(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        topic = self._custom_topic(req)
+        if topic is None:
+            return _not_found(f"{NAMESPACE}/topics", req.params["name"],
+                              req.params["resourceGroup"])
+        return json_response({"key1": topic.key1, "key2": topic.key2})
+
+    async def _regenerate_key(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        topic = self._custom_topic(req)
+        if topic is None:
+            return _not_found(f"{NAMESPACE}/topics", req.params["name"],
+                              req.params["resourceGroup"])
+        body = await req.json_body()
+        key_name = body.get("keyName") if isinstance(body, dict) else None
+        if key_name == "key1":
+            topic.key1 = _new_key()
+        elif key_name == "key2":
+            topic.key2 = _new_key()
+        else:
+            return _bad_request("The key name must be 'key1' or 'key2'.")
+        return json_response({"key1": topic.key1, "key2": topic.key2})
+
+    # -- the validation handshake --------------------------------------------------------
+
+    async def _handshake(self, sub: EventSubscription, generation: int, op: Operation) -> None:
+        base = _base_url(sub.config.endpoint_url)
+        if sub.config.schema == CLOUDEVENT_SCHEMA:
+            error = await self._options_handshake(sub)
+        else:
+            code = str(uuid.uuid4())
+            token = secrets.token_urlsafe(24)
+            url = (f"{self.topic_base_url}/eventsubscriptions/{quote(sub.name)}/validate"
+                   f"?id={code}&t={quote(_eg_time(self.platform.now()))}"
+                   f"&apiVersion=2018-05-01-preview&token={token}")
+            result = await self._post_handshake(sub, code, url)
+            if result == "manual":
+                if sub.generation == generation:
+                    sub.state = "AwaitingManualAction"
+                deadline = self.platform.now() + dt.timedelta(seconds=MANUAL_VALIDATION_WINDOW_S)
+                self._manual[token] = ManualValidation(sub, generation, op, deadline)
+                await self._wait(MANUAL_VALIDATION_WINDOW_S)
+                if self._manual.pop(token, None) is None:
+                    return  # validated through the URL meanwhile
+                error = (f"Webhook validation handshake failed for {base}. The validation URL "
+                         "was not visited within 5 minutes of the validation request. "
+                         f"{TROUBLESHOOT}")
+            else:
+                error = result
+        self._finish_handshake(sub, generation, op, error)
+
+    def _finish_handshake(self, sub: EventSubscription, generation: int, op: Operation,
+                          error: str | None) -> None:
+        if sub.generation == generation:
+            sub.state = "Failed" if error else "Succeeded"
+        op.finish(self.platform.now().isoformat(),
+                  {"code": "Url validation", "message": error} if error else None)
+
+    async def _post_handshake(self, sub: EventSubscription, code: str, url: str) -> str | None:
+        """None when validated, ``"manual"`` when the endpoint answered 200 without the
+        code (asynchronous validation), else the failure message."""
+        base = _base_url(sub.config.endpoint_url)
+        now = self.platform.now()
+        body = [{"id": str(uuid.uuid4()), "topic": sub.topic.source, "subject": "",
+                 "data": {"validationCode": code, "validationUrl": url},
+                 "eventType": VALIDATION_EVENT_TYPE, "eventTime": _eg_time(now),
+                 "metadataVersion": "1", "dataVersion": "1"}]
+        headers = {"Content-Type": "application/json; charset=utf-8",
+                   "aeg-event-type": "SubscriptionValidation",
+                   "aeg-subscription-name": sub.name.upper(), "aeg-delivery-count": "0",
+                   "aeg-data-version": "1", "aeg-metadata-version": "1"}
+        status: int | None = None
+        reply: Any = None
+        try:
+            async with self._http().post(
+                sub.config.endpoint_url, data=json.dumps(body).encode(), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S), allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                text = await resp.text()
+            reply = json.loads(text) if text.strip() else None
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+        except ValueError:
+            reply = None
+        self._log("SubscriptionValidation", sub, method="POST", status=status)
+        if status != 200:
+            name = "Unknown" if status is None else _status_name(status)
+            return (f"Webhook validation handshake failed for {base}. Http POST request failed "
+                    f"with response code {name}. {TROUBLESHOOT}")
+        answer = reply.get("validationResponse") if isinstance(reply, dict) else None
+        if answer is None:
+            return "manual"
+        if answer != code:
+            return (f"Webhook validation handshake failed for {base}. Http POST request "
+                    f"returned 2XX response with an invalid validationResponse. {TROUBLESHOOT}")
+        return None
+
+    async def _options_handshake(self, sub: EventSubscription) -> str | None:
+        """CloudEvents 1.0 abuse protection: OPTIONS, then 200 + WebHook-Allowed-Origin."""
+        base = _base_url(sub.config.endpoint_url)
+        status: int | None = None
+        allowed = ""
+        try:
+            async with self._http().options(
+                sub.config.endpoint_url, headers={"WebHook-Request-Origin": REQUEST_ORIGIN},
+                timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S), allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                allowed = resp.headers.get("WebHook-Allowed-Origin", "")
+                await resp.read()
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+        self._log("SubscriptionValidation", sub, method="OPTIONS", status=status)
+        if status != 200:
+            name = "Unknown" if status is None else _status_name(status)
+            return (f"Webhook validation handshake failed for {base}. Http OPTIONS request "
+                    f"failed with response code {name}. {TROUBLESHOOT}")
+        if allowed.strip() not in (REQUEST_ORIGIN, "*"):
+            return (f"Webhook validation handshake failed for {base}. Http OPTIONS request "
+                    f"returned 200 without a WebHook-Allowed-Origin header allowing "
+                    f"{REQUEST_ORIGIN}. {TROUBLESHOOT}")
+        return None
+
+    async def _validate_url(self, request: web.Request) -> web.Response:
+        """GET on a validationUrl: the manual half of the handshake."""
+        pending = self._manual.get(request.query.get("token", ""))
+        if pending is None or pending.subscription.name.lower() != (
+                request.match_info["name"].lower()):
+            return web.Response(status=404, text="The validation request was not found.")
+        del self._manual[request.query["token"]]
+        if self.platform.now() > pending.deadline:
+            self._finish_handshake(pending.subscription, pending.generation, pending.operation,
+                                   f"Webhook validation handshake failed for "
+                                   f"{_base_url(pending.subscription.config.endpoint_url)}. "
+                                   f"The validation URL has expired. {TROUBLESHOOT}")
+            return web.Response(status=400, text="The validation URL has expired.")
+        self._finish_handshake(pending.subscription, pending.generation, pending.operation, None)
+        return web.Response(text="Webhook successfully validated as a subscription endpoint.")
+
+    # -- publishing system events and delivering them --------------------------------------
 
     def publish_system_event(
         self, source: str, event_type: str, subject: str, data: dict[str, Any]
     ) -> None:
-        pass
+        self._raise(source, event_type, subject, data)
 
-    def admin_routes(self) -> list[tuple[str, str, Any]]:
-        return []
+    def _raise(self, source: str, event_type: str, subject: str, data: Any,
+               event_id: str | None = None, event_time: str | None = None) -> tuple[Event, int]:
+        """Route one event to every matching subscription; return it and the match count."""
+        now = self.platform.now()
+        event = Event(id=event_id or str(uuid.uuid4()), source=source, event_type=event_type,
+                      subject=subject, data=data, event_time=event_time or _eg_time(now),
+                      published=now)
+        matched = 0
+        for topic in self.system_topics.values():
+            if topic.source.lower() != source.lower():
+                continue
+            for sub in topic.subscriptions.values():
+                if sub.state == "Succeeded" and sub.config.matches(event, now):
+                    matched += 1
+                    if not sub.pending:
+                        asyncio.get_running_loop().call_soon(self._flush, sub)
+                    sub.pending.append(event)
+        return event, matched
+
+    def _flush(self, sub: EventSubscription) -> None:
+        """Cut what arrived in this loop turn into batches and start delivering each."""
+        events, sub.pending = sub.pending, []
+        config = sub.config
+        limit = config.preferred_batch_kb * 1024
+        batch: list[Event] = []
+        size = 0
+        for event in events:
+            event_size = event.size(config.schema)
+            if batch and (len(batch) >= config.max_events_per_batch or size + event_size > limit):
+                self._spawn(self._deliver(sub, batch))
+                batch, size = [], 0
+            batch.append(event)
+            size += event_size
+        if batch:
+            self._spawn(self._deliver(sub, batch))
+
+    async def _post(self, sub: EventSubscription, events: list[Event], count: int) -> Outcome:
+        config = sub.config
+        if config.schema == CLOUDEVENT_SCHEMA:
+            payload: Any = events[0].render(config.schema)
+            content_type = "application/cloudevents+json; charset=utf-8"
+            if len(events) > 1:
+                payload = [e.render(config.schema) for e in events]
+                content_type = "application/cloudevents-batch+json; charset=utf-8"
+        else:
+            payload = [e.render(config.schema) for e in events]
+            content_type = "application/json; charset=utf-8"
+        headers = {"Content-Type": content_type, "aeg-event-type": "Notification",
+                   "aeg-subscription-name": sub.name.upper(), "aeg-delivery-count": str(count),
+                   "aeg-data-version": events[0].data_version,
+                   "aeg-metadata-version": events[0].metadata_version}
+        try:
+            async with self._http().post(
+                config.endpoint_url, data=json.dumps(payload).encode(), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S), allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        except TimeoutError:
+            return Outcome(None, "TimedOut")
+        except aiohttp.ClientError:
+            return Outcome(None, "GenericError")
+        if 200 <= status <= 204:
+            return Outcome(status, "Succeeded")
+        return Outcome(status, "TimedOut" if status == 408 else _status_name(status))
+
+    def _live(self, sub: EventSubscription) -> bool:
+        topic = sub.topic
+        return (self.system_topics.get((topic.resource_group.lower(), topic.name.lower()))
+                is topic and topic.subscriptions.get(sub.name.lower()) is sub)
+
+    async def _deliver(self, sub: EventSubscription, events: list[Event]) -> None:
+        """Push one batch until it is delivered, dead-lettered or dropped."""
+        attempts = 0
+        nominal_s = 0.0
+        ids = [e.id for e in events]
+        while True:
+            if not self._live(sub):
+                return  # subscription or topic deleted: Azure drops what it was retrying
+            last_time = self.platform.now()
+            outcome = await self._post(sub, events, attempts)
+            attempts += 1
+            self._log("Notification", sub, event_ids=ids, attempt=attempts,
+                      delivery_count=attempts - 1, status=outcome.status, outcome=outcome.outcome)
+            if outcome.delivered:
+                return
+            if outcome.status in NO_RETRY_STATUSES:
+                reason = f"UndeliverableDueToHttp{_status_name(outcome.status or 0)}"
+                break
+            if attempts >= sub.config.max_delivery_attempts:
+                reason = "MaxDeliveryAttemptsExceeded"
+                break
+            delay = max(RETRY_SCHEDULE_S[min(attempts - 1, len(RETRY_SCHEDULE_S) - 1)],
+                        MIN_RETRY_S.get(outcome.status or 0, DEFAULT_MIN_RETRY_S))
+            ttl_s = sub.config.ttl_minutes * 60
+            nominal_s += delay
+            if nominal_s >= ttl_s:
+                reason = "TimeToLiveExceeded"
+                break
+            await self._wait(delay)
+            if (self.platform.now() - events[0].published).total_seconds() >= ttl_s:
+                reason = "TimeToLiveExceeded"
+                break
+        await self._dead_letter(sub, events, reason, attempts, outcome, last_time)
+
+    async def _dead_letter(self, sub: EventSubscription, events: list[Event], reason: str,
+                           attempts: int, outcome: Outcome, last_time: dt.datetime) -> None:
+        ids = [e.id for e in events]
+        target = sub.config.dead_letter
+        if target is None:
+            self._log("Dropped", sub, event_ids=ids, reason=reason, attempts=attempts)
+            return
+        await self._wait(DEAD_LETTER_DELAY_S)
+        schema = sub.config.schema
+        extra: dict[str, Any] = {
+            "deadLetterReason": reason, "deliveryAttempts": attempts,
+            "lastDeliveryOutcome": outcome.outcome,
+            "lastDeliveryAttemptTime": _eg_time(last_time),
+        }
+        if outcome.status is not None:
+            extra["lastHttpStatusCode"] = outcome.status
+        lettered = []
+        for event in events:
+            fields = {**extra, "publishTime": _eg_time(event.published)}
+            if schema == CLOUDEVENT_SCHEMA:
+                fields = {k.lower(): v for k, v in fields.items()}
+            lettered.append({**event.render(schema), **fields})
+        data = json.dumps(lettered).encode()
+        waited_s = 0
+        while True:
+            now = self.platform.now()
+            blob = (f"{sub.name.upper()}/{now.year}/{now.month}/{now.day}/{now.hour}/"
+                    f"{uuid.uuid4()}.json")
+            try:
+                await self.blobs.write(target.account, target.container, blob, data)
+            except (ValueError, AzureError) as exc:
+                if waited_s >= DEAD_LETTER_GIVE_UP_S:
+                    self._log("Dropped", sub, event_ids=ids, reason=reason, attempts=attempts,
+                              dead_letter_error=str(exc).splitlines()[0])
+                    return
+                waited_s += DEAD_LETTER_DELAY_S
+                await self._wait(DEAD_LETTER_DELAY_S)
+                continue
+            self._log("DeadLettered", sub, event_ids=ids, reason=reason, attempts=attempts,
+                      container=target.container, blob=blob)
+            return
+
+    # -- custom topic publishing -----------------------------------------------------------
 
     def build_topic_app(self) -> web.Application:
-        return self.platform.make_app("eventgrid")
+        app = self.platform.make_app("eventgrid")
+        app.router.add_post("/topics/{name}/api/events", self._publish)
+        app.router.add_get("/eventsubscriptions/{name}/validate", self._validate_url)
+        return app
 
-    async def close(self) -> None:
-        pass
+    def _auth_error(self, request: web.Request, topic: CustomTopic) -> str | None:
+        key = request.headers.get("aeg-sas-key")
+        token = request.headers.get("aeg-sas-token")
+        if key is not None or token is not None:
+            if topic.disable_local_auth:
+                return "Local authentication (keys and SAS tokens) is disabled for this topic."
+            if key is not None:
+                valid = any(hmac.compare_digest(key.encode(), k.encode())
+                            for k in (topic.key1, topic.key2))
+            else:
+                valid = self._sas_valid(str(token), topic, request)
+            return None if valid else (
+                f"The request authorization key is not authorized for {request.host}.")
+        try:
+            self.platform.bearer_claims(request, (EVENTGRID_AUDIENCE,))
+        except InvalidToken as exc:
+            return f"The request is missing a valid authorization key or token: {exc}."
+        return None
+
+    def _sas_valid(self, token: str, topic: CustomTopic, request: web.Request) -> bool:
+        """``r={resource}&e={expiry}&s={HMAC-SHA256 of "r=..&e=.." with the key}``."""
+        unsigned, sep, signature = token.rpartition("&s=")
+        fields = {k: v for k, _, v in (p.partition("=") for p in unsigned.split("&"))}
+        if not sep or "r" not in fields or "e" not in fields:
+            return False
+        endpoint = f"{self.topic_base_url}/topics/{topic.name}/api/events".lower()
+        if not unquote(fields["r"]).lower().startswith(endpoint):
+            return False
+        try:
+            expiry = dt.datetime.fromisoformat(unquote(fields["e"]))
+        except ValueError:
+            return False
+        if expiry.tzinfo is None:
+            expiry = expiry.replace(tzinfo=dt.UTC)
+        if expiry <= dt.datetime.now(dt.UTC):  # wall clock, like bearer tokens
+            return False
+        for key in (topic.key1, topic.key2):
+            digest = hmac.new(base64.b64decode(key), unsigned.encode("ascii"), hashlib.sha256)
+            if hmac.compare_digest(base64.b64encode(digest.digest()).decode(), unquote(signature)):
+                return True
+        return False
+
+    async def _publish(self, request: web.Request) -> web.Response:
+        topic = self.custom_topics.get(request.match_info["name"].lower())
+        if topic is None:
+            return error_response(404, "NotFound",
+                                  f"Topic '{request.match_info['name']}' does not exist.")
+        if not request.query.get("api-version"):
+            return error_response(400, "BadRequest", "The api-version query parameter is "
+                                                     "required.")
+        auth_error = self._auth_error(request, topic)
+        if auth_error is not None:
+            return error_response(401, "Unauthorized", auth_error)
+        raw = await request.read()
+        if len(raw) > ONE_MB:
+            return error_response(413, "RequestEntityTooLarge",
+                                  f"The maximum size ({ONE_MB}) has been exceeded.")
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            return error_response(400, "BadRequest", f"The request body is not JSON: {exc}.")
+        try:
+            events = self._validate_events(topic, request.content_type, body)
+        except InvalidRequest as exc:
+            return error_response(400, "BadRequest", str(exc))
+        if any(len(json.dumps(e).encode()) > ONE_MB for e in events):
+            return error_response(413, "RequestEntityTooLarge",
+                                  f"An event exceeds the maximum size ({ONE_MB}).")
+        received = self.platform.now().isoformat()
+        for event in events:
+            self.published.append({"topic": topic.name, "schema": topic.input_schema,
+                                   "event": event, "receivedTime": received})
+        return web.Response(status=200)
+
+    def _validate_events(self, topic: CustomTopic, content_type: str,
+                         body: Any) -> list[dict[str, Any]]:
+        if topic.input_schema == CLOUDEVENT_SCHEMA:
+            if content_type == "application/cloudevents+json" and isinstance(body, dict):
+                body = [body]
+            if content_type not in ("application/cloudevents-batch+json",
+                                    "application/cloudevents+json") or not isinstance(body, list):
+                raise InvalidRequest(
+                    "This resource is configured to receive event in 'CloudEventV10' schema. "
+                    "The JSON received does not conform to the expected schema.")
+            return [_check_cloud_event(e, i) for i, e in enumerate(body)]
+        if not isinstance(body, list) or content_type.startswith("application/cloudevents"):
+            raise InvalidRequest(
+                "This resource is configured to receive event in 'EventGridEvent' schema. "
+                "The JSON received does not conform to the expected schema.")
+        return [_check_eventgrid_event(e, i, topic.id) for i, e in enumerate(body)]
+
+    # -- admin API -----------------------------------------------------------------------
+
+    def admin_routes(self) -> list[tuple[str, str, AdminHandler]]:
+        return [
+            ("GET", "/eventgrid/deliveries", self._admin_deliveries),
+            ("GET", "/eventgrid/published", self._admin_published),
+            ("POST", "/eventgrid/system-events", self._admin_system_event),
+        ]
+
+    async def _admin_deliveries(self, request: web.Request) -> web.Response:
+        return json_response(self.deliveries)
+
+    async def _admin_published(self, request: web.Request) -> web.Response:
+        name = request.query.get("topic")
+        return json_response([p for p in self.published
+                              if name is None or p["topic"].lower() == name.lower()])
+
+    async def _admin_system_event(self, request: web.Request) -> web.Response:
+        """Raise events (duplicate ids, old eventTimes, odd data) through real delivery. A
+        list is raised in one loop turn, as a vault raising several events at once."""
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            return json_response({"error": f"body is not JSON: {exc}"}, 400)
+        items = body if isinstance(body, list) else [body]
+        for item in items:
+            problem = _admin_event_problem(item)
+            if problem:
+                return json_response({"error": problem}, 400)
+        raised = []
+        for item in items:
+            event, matched = self._raise(item["source"], item["eventType"], item["subject"],
+                                         item["data"], item.get("id"), item.get("eventTime"))
+            raised.append({"id": event.id, "eventTime": event.event_time,
+                           "subscriptions": matched})
+        return json_response(raised if isinstance(body, list) else raised[0], 202)
+
+
+def _admin_event_problem(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return "each event must be a JSON object"
+    if any(not isinstance(item.get(k), str) for k in ("source", "eventType", "subject")):
+        return "source, eventType and subject must be strings"
+    if "data" not in item:
+        return "data is required"
+    if any(item.get(k) is not None and not isinstance(item[k], str) for k in ("id", "eventTime")):
+        return "id and eventTime, when given, must be strings"
+    return None
+
+
+def _check_eventgrid_event(event: Any, index: int, topic_id: str) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        raise InvalidRequest(f"Event at index {index} is not a JSON object.")
+    for name in ("id", "subject", "eventType", "eventTime", "dataVersion"):
+        if not isinstance(event.get(name), str) or not event[name]:
+            if name == "dataVersion" and isinstance(event.get(name), str):
+                continue  # an empty dataVersion is allowed
+            raise InvalidRequest(f"Required property '{name}' was not set for the event at "
+                                 f"index {index}.")
+    if "data" not in event:
+        raise InvalidRequest(f"Required property 'data' was not set for the event at "
+                             f"index {index}.")
+    try:
+        dt.datetime.fromisoformat(event["eventTime"].replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRequest(f"The eventTime '{event['eventTime']}' of the event at index "
+                             f"{index} is not a valid date and time.") from exc
+    topic = event.get("topic")
+    if topic is not None and str(topic).lower() != topic_id.lower():
+        raise InvalidRequest(f"The topic '{topic}' of the event at index {index} does not "
+                             "match the topic it was published to.")
+    return {**event, "topic": topic_id, "metadataVersion": "1"}
+
+
+def _check_cloud_event(event: Any, index: int) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        raise InvalidRequest(f"Event at index {index} is not a JSON object.")
+    for name in ("id", "source", "type", "specversion"):
+        if not isinstance(event.get(name), str) or not event[name]:
+            raise InvalidRequest(f"Required attribute '{name}' was not set for the CloudEvent "
+                                 f"at index {index}.")
+    if event["specversion"] != "1.0":
+        raise InvalidRequest(f"The specversion '{event['specversion']}' of the CloudEvent at "
+                             f"index {index} is not supported; use '1.0'.")
+    if "data" in event and "data_base64" in event:
+        raise InvalidRequest(f"The CloudEvent at index {index} has both 'data' and "
+                             "'data_base64'.")
+    return event

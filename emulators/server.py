@@ -26,7 +26,9 @@ from emulators.tokens import Principal, TokenAuthority
 
 
 async def run(config: dict[str, object], ready: Path) -> None:
-    tls = TlsFiles(Path(str(config["ca_cert"])), Path(str(config["cert"])), Path(str(config["key"])))
+    tls = TlsFiles(
+        Path(str(config["ca_cert"])), Path(str(config["cert"])), Path(str(config["key"]))
+    )
     platform = Platform(
         tokens=TokenAuthority(str(config["token_secret"]).encode(), str(config["tenant_id"])),
         subscription_id=str(config["subscription_id"]),
@@ -34,9 +36,13 @@ async def run(config: dict[str, object], ready: Path) -> None:
     )
     blobs = Blobs(str(config["azurite_blob_url"]), tls.client_context(), str(tls.ca_cert))
     arm = Arm(platform, page_size=int(str(config.get("page_size", 100))))
-    events = EventGrid(platform, arm, blobs, retry_scale=float(str(config.get("retry_scale", 0.01))))
+    events = EventGrid(
+        platform, arm, blobs, retry_scale=float(str(config.get("retry_scale", 0.01)))
+    )
     vaults = KeyVault(platform, arm, events)
-    CloudServices(platform, arm, vaults, blobs, update_seconds=float(str(config.get("update_seconds", 0.5))))
+    services = CloudServices(
+        platform, arm, vaults, blobs, update_seconds=float(str(config.get("update_seconds", 0.5)))
+    )
 
     principal = Principal(
         object_id=str(config["principal_object_id"]),
@@ -44,7 +50,9 @@ async def run(config: dict[str, object], ready: Path) -> None:
         tenant_id=str(config["tenant_id"]),
     )
     ports = {
-        "admin": await platform.serve(admin.build(platform, events.admin_routes()), tls=False),
+        "admin": await platform.serve(
+            admin.build(platform, events.admin_routes() + services.admin_routes()), tls=False
+        ),
         "identity": await platform.serve(
             identity.build(platform, str(config["identity_header"]), principal), tls=False
         ),

@@ -10,6 +10,7 @@ so the test suite's stack and a developer's ``make stack-up`` never collide.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -50,9 +51,30 @@ def _wait_port(port: int, deadline: float, proc: subprocess.Popen[bytes], name: 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=ROOT, env=env,
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=ROOT,
+            env=env,
         )
+
+
+def app_settings(env: dict[str, str]) -> dict[str, str]:
+    """The function app's settings on the local stack, as App Service would set them.
+
+    The two relaxations (private CA, Key Vault challenge-resource check, because the
+    vaults live at 127.0.0.1) are explicit here; in Azure neither is set.
+    """
+    return {
+        "ROTATION_SUBSCRIPTIONS": env["AZURE_SUBSCRIPTION_ID"],
+        "ROTATION_STORAGE_URL": env["AZURITE_BLOB_URL"],
+        "ARM_ENDPOINT": env["ARM_ENDPOINT"],
+        "ROTATION_CA_BUNDLE": env["STACK_CA_BUNDLE"],
+        "KEYVAULT_VERIFY_CHALLENGE_RESOURCE": "false",
+        "OPERATION_WAIT_SECONDS": "120",
+    }
 
 
 @dataclass(frozen=True)
@@ -61,8 +83,14 @@ class Stack:
     env: dict[str, str]
 
     @classmethod
-    def up(cls, folder: Path, *, update_seconds: float = 0.5, page_size: int = 100,
-           retry_scale: float = 0.01) -> Stack:
+    def up(
+        cls,
+        folder: Path,
+        *,
+        update_seconds: float = 0.5,
+        page_size: int = 100,
+        retry_scale: float = 0.01,
+    ) -> Stack:
         """Start a stack in ``folder``; on any failure, stop what was started and raise."""
         folder = folder.resolve()
         if (folder / "pids").exists():
@@ -71,30 +99,52 @@ class Stack:
         logs.mkdir(parents=True, exist_ok=True)
         tls = ensure_tls(folder / "tls")
         if not AZURITE_BIN.exists():
-            raise RuntimeError(f"{AZURITE_BIN} is missing: run 'make install' (npm ci in emulators/)")
+            raise RuntimeError(
+                f"{AZURITE_BIN} is missing: run 'make install' (npm ci in emulators/)"
+            )
         pids: list[int] = []
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
             blob_port = _free_port()
             (folder / "azurite").mkdir(exist_ok=True)
             azurite = _spawn(
-                [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
-                 "--cert", str(tls.cert), "--key", str(tls.key), "--oauth", "basic",
-                 "--location", str(folder / "azurite"), "--disableTelemetry", "--silent",
-                 "--skipApiVersionCheck"],
+                [
+                    str(AZURITE_BIN),
+                    "--blobHost",
+                    "127.0.0.1",
+                    "--blobPort",
+                    str(blob_port),
+                    "--cert",
+                    str(tls.cert),
+                    "--key",
+                    str(tls.key),
+                    "--oauth",
+                    "basic",
+                    "--location",
+                    str(folder / "azurite"),
+                    "--disableTelemetry",
+                    "--silent",
+                    "--skipApiVersionCheck",
+                ],
                 logs / "azurite.log",
             )
             pids.append(azurite.pid)
             _write_pids(folder, pids)
             blob_url = f"https://127.0.0.1:{blob_port}/devstoreaccount1"
             config = {
-                "ca_cert": str(tls.ca_cert), "cert": str(tls.cert), "key": str(tls.key),
+                "ca_cert": str(tls.ca_cert),
+                "cert": str(tls.cert),
+                "key": str(tls.key),
                 "token_secret": secrets.token_hex(32),
-                "tenant_id": str(uuid.uuid4()), "subscription_id": str(uuid.uuid4()),
-                "principal_object_id": str(uuid.uuid4()), "principal_client_id": str(uuid.uuid4()),
+                "tenant_id": str(uuid.uuid4()),
+                "subscription_id": str(uuid.uuid4()),
+                "principal_object_id": str(uuid.uuid4()),
+                "principal_client_id": str(uuid.uuid4()),
                 "identity_header": secrets.token_hex(16),
-                "azurite_blob_url": blob_url, "update_seconds": update_seconds,
-                "page_size": page_size, "retry_scale": retry_scale,
+                "azurite_blob_url": blob_url,
+                "update_seconds": update_seconds,
+                "page_size": page_size,
+                "retry_scale": retry_scale,
             }
             config_file = folder / "emulators.json"
             config_file.touch(mode=0o600)
@@ -102,36 +152,73 @@ class Stack:
             ready = folder / "ports.json"
             ready.unlink(missing_ok=True)
             server = _spawn(
-                [sys.executable, "-m", "emulators.server", "--config", str(config_file),
-                 "--ready", str(ready)],
+                [
+                    sys.executable,
+                    "-m",
+                    "emulators.server",
+                    "--config",
+                    str(config_file),
+                    "--ready",
+                    str(ready),
+                ],
                 logs / "emulators.log",
             )
             pids.append(server.pid)
             _write_pids(folder, pids)
             while not ready.exists():
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"emulators did not start; see {logs / 'emulators.log'}")
+                    raise RuntimeError(f"emulators did not start; see {logs / 'emulators.log'}")
                 time.sleep(0.05)
             ports = json.loads(ready.read_text())["ports"]
             _wait_port(blob_port, deadline, azurite, "Azurite")
+            keys = {
+                name: secrets.token_urlsafe(24)
+                for name in ("FUNCTIONS_KEY", "FUNCTIONS_MASTER_KEY", "EVENTGRID_WEBHOOK_KEY")
+            }
+            env = {
+                "AZURE_SUBSCRIPTION_ID": str(config["subscription_id"]),
+                "AZURE_TENANT_ID": str(config["tenant_id"]),
+                "AZURE_CLIENT_ID": str(config["principal_client_id"]),
+                "MANAGED_IDENTITY_OBJECT_ID": str(config["principal_object_id"]),
+                "ARM_ENDPOINT": f"https://127.0.0.1:{ports['arm']}",
+                "STACK_CA_BUNDLE": str(tls.ca_cert),
+                "IDENTITY_ENDPOINT": f"http://127.0.0.1:{ports['identity']}/msi/token",
+                "IDENTITY_HEADER": str(config["identity_header"]),
+                "AZURITE_BLOB_URL": blob_url,
+                "EVENTGRID_TOPIC_URL": f"https://127.0.0.1:{ports['eventgrid']}",
+                "EMULATOR_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
+            }
+            host_ready = folder / "functions.json"
+            host_ready.unlink(missing_ok=True)
+            host = _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "emulators.functions_host",
+                    "--app-dir",
+                    str(ROOT),
+                    "--port",
+                    "0",
+                    "--ready",
+                    str(host_ready),
+                ],
+                logs / "functions.log",
+                env={**os.environ, **env, **keys, **app_settings(env)},
+            )
+            pids.append(host.pid)
+            _write_pids(folder, pids)
+            while not host_ready.exists():
+                if host.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"functions host did not start; see {logs / 'functions.log'}"
+                    )
+                time.sleep(0.05)
+            env["FUNCTIONS_URL"] = f"http://127.0.0.1:{json.loads(host_ready.read_text())['port']}"
+            env.update(keys)
         except BaseException:
             _stop(pids)
             (folder / "pids").unlink(missing_ok=True)
             raise
-        env = {
-            "AZURE_SUBSCRIPTION_ID": str(config["subscription_id"]),
-            "AZURE_TENANT_ID": str(config["tenant_id"]),
-            "AZURE_CLIENT_ID": str(config["principal_client_id"]),
-            "MANAGED_IDENTITY_OBJECT_ID": str(config["principal_object_id"]),
-            "ARM_ENDPOINT": f"https://127.0.0.1:{ports['arm']}",
-            "STACK_CA_BUNDLE": str(tls.ca_cert),
-            "IDENTITY_ENDPOINT": f"http://127.0.0.1:{ports['identity']}/msi/token",
-            "IDENTITY_HEADER": str(config["identity_header"]),
-            "AZURITE_BLOB_URL": blob_url,
-            "EVENTGRID_TOPIC_URL": f"https://127.0.0.1:{ports['eventgrid']}",
-            "EMULATOR_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
-        }
         (folder / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         return cls(folder, env)
 
@@ -157,16 +244,12 @@ def _stop(pids: list[int]) -> None:
                 os.killpg(pid, 0)
             except ProcessLookupError:
                 break
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             time.sleep(0.05)
         else:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def stop(folder: Path) -> bool:
@@ -188,10 +271,13 @@ def main() -> None:
     if args.command == "up":
         started = time.monotonic()
         stack = Stack.up(args.dir)
-        print(f"local stack up in {time.monotonic() - started:.1f}s; settings in "
-              f"{stack.folder / 'stack.env'}:")
+        print(
+            f"local stack up in {time.monotonic() - started:.1f}s; settings in "
+            f"{stack.folder / 'stack.env'}:"
+        )
         for key, value in stack.env.items():
-            print(f"  {key}={'<hidden>' if key == 'IDENTITY_HEADER' else value}")
+            hidden = key == "IDENTITY_HEADER" or key.endswith("_KEY")
+            print(f"  {key}={'<hidden>' if hidden else value}")
     else:
         print("stack stopped" if stop(args.dir) else f"no stack running in {args.dir}")
 

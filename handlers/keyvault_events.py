@@ -25,11 +25,23 @@ log = logging.getLogger("certrotate.events")
 def as_dict(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
     """The delivery item as Event Grid sent it (either schema)."""
     if isinstance(event, func.CloudEvent):
-        return {"id": event.id, "source": event.source, "type": event.type,
-                "specversion": event.specversion, "subject": event.subject,
-                "time": event.time, "data": event.get_json()}
-    return {"id": event.id, "topic": event.topic, "eventType": event.event_type,
-            "subject": event.subject, "eventTime": event.event_time, "data": event.get_json()}
+        return {
+            "id": event.id,
+            "source": event.source,
+            "type": event.type,
+            "specversion": event.specversion,
+            "subject": event.subject,
+            "time": event.time,
+            "data": event.get_json(),
+        }
+    return {
+        "id": event.id,
+        "topic": event.topic,
+        "eventType": event.event_type,
+        "subject": event.subject,
+        "eventTime": event.event_time,
+        "data": event.get_json(),
+    }
 
 
 @bp.function_name("keyvault_events")
@@ -43,8 +55,13 @@ def keyvault_events(event: func.EventGridEvent) -> None:
     except InvalidInput as exc:
         log.error("event %s rejected: %s", event.id, exc)
         return
-    log.info("event %s received: %s for %s/%s", hint.event_id, hint.kind.rsplit(".", 1)[-1],
-             hint.vault_name, hint.certificate)
+    log.info(
+        "event %s received: %s for %s/%s",
+        hint.event_id,
+        hint.kind.rsplit(".", 1)[-1],
+        hint.vault_name,
+        hint.certificate,
+    )
     run = engine().handle_event(hint)
     if run is None:
         return

@@ -26,8 +26,9 @@ RUN_ID_CHARS = set("0123456789abcdefTZ-")
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, indent=1), status_code=status, headers=headers,
-                             mimetype="application/json")
+    return func.HttpResponse(
+        json.dumps(body, indent=1), status_code=status, headers=headers, mimetype="application/json"
+    )
 
 
 def _error(status: int, message: str, field: str | None = None) -> func.HttpResponse:
@@ -53,8 +54,10 @@ def parse_request(raw: bytes) -> tuple[str, str, tuple[str, ...], bool]:
     vault_id, _ = parse_vault_id(body.get("vault"), "vault")
     certificate = body.get("certificate")
     if not isinstance(certificate, str) or not CERTIFICATE_NAME.fullmatch(certificate):
-        raise InvalidInput("certificate", "must be a Key Vault certificate name "
-                           "(1-127 letters, digits and hyphens)")
+        raise InvalidInput(
+            "certificate",
+            "must be a Key Vault certificate name (1-127 letters, digits and hyphens)",
+        )
     services = body.get("cloudServices", [])
     if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
         raise InvalidInput("cloudServices", "must be a list of cloud service ARM ids")
@@ -71,8 +74,9 @@ def parse_request(raw: bytes) -> tuple[str, str, tuple[str, ...], bool]:
 def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
     try:
         vault_id, certificate, services, dry_run = parse_request(req.get_body())
-        run = engine().rotate(vault_id, certificate, Trigger("manual"), only=services,
-                              dry_run=dry_run)
+        run = engine().rotate(
+            vault_id, certificate, Trigger("manual"), only=services, dry_run=dry_run
+        )
     except InvalidInput as exc:
         return _error(400, exc.detail, exc.field)
     except NotFound as exc:
@@ -83,19 +87,31 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
         log.error("configuration: %s", exc)
         return _error(500, f"the app is misconfigured: {exc}")
     if dry_run:
-        return _json({
-            "dryRun": True,
-            "services": [
-                {"cloudService": r.service_id, "outcome": r.outcome, "message": r.message,
-                 **({"plan": describe(r.plan)} if r.plan else {})}
-                for r in run.results
-            ],
-        }, 200)
+        return _json(
+            {
+                "dryRun": True,
+                "services": [
+                    {
+                        "cloudService": r.service_id,
+                        "outcome": r.outcome,
+                        "message": r.message,
+                        **({"plan": describe(r.plan)} if r.plan else {}),
+                    }
+                    for r in run.results
+                ],
+            },
+            200,
+        )
     location = f"/api/rotations/{run.id}"
-    return _json({"id": run.id, "status": run.status,
-                  "services": [{"cloudService": r.service_id, "outcome": r.outcome}
-                               for r in run.results]},
-                 202, {"Location": location})
+    return _json(
+        {
+            "id": run.id,
+            "status": run.status,
+            "services": [{"cloudService": r.service_id, "outcome": r.outcome} for r in run.results],
+        },
+        202,
+        {"Location": location},
+    )
 
 
 @bp.function_name("rotation_status")

@@ -67,8 +67,11 @@ class ServiceResult:
     execution: Execution | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"cloudService": self.service_id, "outcome": self.outcome,
-                               "message": self.message}
+        out: dict[str, Any] = {
+            "cloudService": self.service_id,
+            "outcome": self.outcome,
+            "message": self.message,
+        }
         if self.plan is not None:
             out["plan"] = describe(self.plan)
         if self.execution is not None:
@@ -104,8 +107,11 @@ class Run:
         return {
             "id": self.id,
             "status": self.status,
-            "trigger": {"kind": self.trigger.kind, "eventType": self.trigger.event_type,
-                        "eventId": self.trigger.event_id},
+            "trigger": {
+                "kind": self.trigger.kind,
+                "eventType": self.trigger.event_type,
+                "eventId": self.trigger.event_id,
+            },
             "vault": self.vault_id,
             "certificate": self.certificate,
             "dryRun": self.dry_run,
@@ -118,16 +124,21 @@ class Run:
 
 def describe(plan: Plan) -> dict[str, Any]:
     """The plan as operators read it: versions, changes, cscfg diff, osProfile change."""
-    diff = "".join(difflib.unified_diff(
-        plan.configuration_before.splitlines(keepends=True),
-        plan.configuration_after.splitlines(keepends=True),
-        "cscfg (deployed)", "cscfg (planned)",
-    ))
+    diff = "".join(
+        difflib.unified_diff(
+            plan.configuration_before.splitlines(keepends=True),
+            plan.configuration_after.splitlines(keepends=True),
+            "cscfg (deployed)",
+            "cscfg (planned)",
+        )
+    )
     return {
         "desiredVersion": plan.desired.version,
         "desiredThumbprint": plan.desired.thumbprint,
-        "changes": [{"role": c.role, "certificate": c.certificate, "from": c.old, "to": c.new}
-                    for c in plan.changes],
+        "changes": [
+            {"role": c.role, "certificate": c.certificate, "from": c.old, "to": c.new}
+            for c in plan.changes
+        ],
         "cscfgDiff": diff,
         "osProfile": {"added": list(plan.secrets_added), "removed": list(plan.secrets_removed)},
         "warnings": list(plan.warnings),
@@ -157,26 +168,32 @@ class Engine:
 
     # -- discovery -----------------------------------------------------------------------
 
-    def services_using(self, vault_id: str, certificate: str,
-                       only: Iterable[str] = ()) -> list[CloudServiceSnapshot]:
+    def services_using(
+        self, vault_id: str, certificate: str, only: Iterable[str] = ()
+    ) -> list[CloudServiceSnapshot]:
         wanted = {s.lower() for s in only}
         found = [s for s in self.compute.list_services() if s.references(vault_id, certificate)]
         if wanted:
             found = [s for s in found if s.id.lower() in wanted]
         return found
 
-    def read_certificate(self, vault_id: str, certificate: str,
-                         services: list[CloudServiceSnapshot]) -> Certificate:
+    def read_certificate(
+        self, vault_id: str, certificate: str, services: list[CloudServiceSnapshot]
+    ) -> Certificate:
         """Read the certificate from the vault URL the services themselves reference."""
         urls = {
             parsed.vault_url
-            for s in services for g in s.secrets if g.source_vault_id.lower() == vault_id.lower()
+            for s in services
+            for g in s.secrets
+            if g.source_vault_id.lower() == vault_id.lower()
             for u in g.certificate_urls
             if (parsed := SecretUrl.parse(u)) and parsed.name.lower() == certificate.lower()
         }
         if not urls:
-            raise NotFound(f"no cloud service in scope references certificate '{certificate}' "
-                           f"of vault {vault_id}")
+            raise NotFound(
+                f"no cloud service in scope references certificate '{certificate}' "
+                f"of vault {vault_id}"
+            )
         return self.keyvault.certificate(vault_id, sorted(urls)[0], certificate)
 
     # -- rotation ------------------------------------------------------------------------
@@ -185,33 +202,51 @@ class Engine:
         """Act on a Key Vault certificate event (a hint); None if nothing uses it."""
         services = self.services_using(event.vault_id, event.certificate)
         if not services:
-            log.info("event %s: no cloud service in scope uses %s/%s; nothing to do",
-                     event.event_id, event.vault_name, event.certificate)
+            log.info(
+                "event %s: no cloud service in scope uses %s/%s; nothing to do",
+                event.event_id,
+                event.vault_name,
+                event.certificate,
+            )
             return None
         cert = self.read_certificate(event.vault_id, event.certificate, services)
         notes: list[str] = []
         if event.kind == NEAR_EXPIRY:
             notes.append(self._near_expiry(event, cert, services))
         elif event.kind == EXPIRED:
-            notes.append(f"EXPIRED: certificate '{cert.name}' version {event.version} in vault "
-                         f"{event.vault_name} has expired; services: "
-                         + ", ".join(s.name for s in services))
+            notes.append(
+                f"EXPIRED: certificate '{cert.name}' version {event.version} in vault "
+                f"{event.vault_name} has expired; services: " + ", ".join(s.name for s in services)
+            )
             log.error("%s", notes[-1])
         trigger = Trigger("event", event.kind, event.event_id)
-        return self.rotate(event.vault_id, event.certificate, trigger, services=services,
-                           certificate_state=cert, notes=notes)
+        return self.rotate(
+            event.vault_id,
+            event.certificate,
+            trigger,
+            services=services,
+            certificate_state=cert,
+            notes=notes,
+        )
 
-    def _near_expiry(self, event: CertificateEvent, cert: Certificate,
-                     services: list[CloudServiceSnapshot]) -> str:
+    def _near_expiry(
+        self, event: CertificateEvent, cert: Certificate, services: list[CloudServiceSnapshot]
+    ) -> str:
         """Renew when no newer valid version exists and the issuer needs no person."""
         now = self.now()
         named = next((v for v in cert.versions if v.version == event.version), None)
-        newer = [v for v in cert.versions if v.valid_at(now) and named is not None
-                 and (v.created or now) > (named.created or now)]
-        if newer or (named is None and planner.desired_version(cert, now) is not None
-                     and event.version is not None):
+        newer = [
+            v
+            for v in cert.versions
+            if v.valid_at(now) and named is not None and (v.created or now) > (named.created or now)
+        ]
+        if newer or (
+            named is None
+            and planner.desired_version(cert, now) is not None
+            and event.version is not None
+        ):
             return "a newer valid version exists; converging to it"
-        expiry = (named.expires.isoformat() if named and named.expires else "unknown")
+        expiry = named.expires.isoformat() if named and named.expires else "unknown"
         if self.settings.renew_on_near_expiry and self.keyvault.can_renew(cert):
             if self.keyvault.renew(cert.vault_url, cert.name):
                 msg = f"requested a new version of '{cert.name}' from issuer {cert.issuer}"
@@ -219,32 +254,59 @@ class Engine:
                 msg = f"a new version of '{cert.name}' is already being issued"
             log.info("%s", msg)
             return msg
-        why = ("its policy renews automatically" if cert.auto_renew
-               else f"issuer '{cert.issuer}' needs a person" if cert.issuer
-               else "renewal on NearExpiry is off")
-        msg = (f"ACTION REQUIRED: renew certificate '{cert.name}' in vault {event.vault_name} "
-               f"(expires {expiry}; {why}); used by " + ", ".join(s.name for s in services))
+        why = (
+            "its policy renews automatically"
+            if cert.auto_renew
+            else f"issuer '{cert.issuer}' needs a person"
+            if cert.issuer
+            else "renewal on NearExpiry is off"
+        )
+        msg = (
+            f"ACTION REQUIRED: renew certificate '{cert.name}' in vault {event.vault_name} "
+            f"(expires {expiry}; {why}); used by " + ", ".join(s.name for s in services)
+        )
         log.warning("%s", msg)
         return msg
 
-    def rotate(self, vault_id: str, certificate: str, trigger: Trigger, *,
-               only: Iterable[str] = (), dry_run: bool = False,
-               services: list[CloudServiceSnapshot] | None = None,
-               certificate_state: Certificate | None = None, notes: Iterable[str] = (),
-               on_start: Callable[[Run], None] | None = None) -> Run:
-        run = Run(id=new_run_id(self.now()), trigger=trigger, vault_id=vault_id,
-                  certificate=certificate, dry_run=dry_run, started=self.now(),
-                  notes=list(notes))
+    def rotate(
+        self,
+        vault_id: str,
+        certificate: str,
+        trigger: Trigger,
+        *,
+        only: Iterable[str] = (),
+        dry_run: bool = False,
+        services: list[CloudServiceSnapshot] | None = None,
+        certificate_state: Certificate | None = None,
+        notes: Iterable[str] = (),
+        on_start: Callable[[Run], None] | None = None,
+    ) -> Run:
+        run = Run(
+            id=new_run_id(self.now()),
+            trigger=trigger,
+            vault_id=vault_id,
+            certificate=certificate,
+            dry_run=dry_run,
+            started=self.now(),
+            notes=list(notes),
+        )
         only = tuple(only)
         if services is None:
             services = self.services_using(vault_id, certificate, only)
         missing = {o.lower() for o in only} - {s.id.lower() for s in services}
         if missing:
-            raise NotFound(f"cloud service(s) {sorted(missing)} do not reference certificate "
-                           f"'{certificate}' of vault {vault_id} (or are out of scope)")
+            raise NotFound(
+                f"cloud service(s) {sorted(missing)} do not reference certificate "
+                f"'{certificate}' of vault {vault_id} (or are out of scope)"
+            )
         cert = certificate_state or self.read_certificate(vault_id, certificate, services)
-        log.info("run %s: %s/%s used by %d cloud service(s)", run.id,
-                 vault_id.rsplit("/", 1)[-1], certificate, len(services))
+        log.info(
+            "run %s: %s/%s used by %d cloud service(s)",
+            run.id,
+            vault_id.rsplit("/", 1)[-1],
+            certificate,
+            len(services),
+        )
         if on_start is not None:
             on_start(run)
         self._save(run)
@@ -257,8 +319,9 @@ class Engine:
         self._save(run)
         return run
 
-    def _converge(self, run: Run, service: CloudServiceSnapshot,
-                  cert: Certificate) -> ServiceResult:
+    def _converge(
+        self, run: Run, service: CloudServiceSnapshot, cert: Certificate
+    ) -> ServiceResult:
         result = ServiceResult(service.id, "pending")
         try:
             if service.opted_out:
@@ -266,24 +329,32 @@ class Engine:
                 return result
             if not service.package_url:
                 result.outcome = "unmanaged"
-                result.message = (f"{service.name} uses the certificate but has no "
-                                  f"'{PACKAGE_TAG}' tag: tag it with the blob URL (no SAS) of "
-                                  "its deployed .cspkg to let rotation manage it")
+                result.message = (
+                    f"{service.name} uses the certificate but has no "
+                    f"'{PACKAGE_TAG}' tag: tag it with the blob URL (no SAS) of "
+                    "its deployed .cspkg to let rotation manage it"
+                )
                 log.warning("%s", result.message)
                 return result
             thumbprints = self._thumbprints(service)
 
             def replan(snapshot: CloudServiceSnapshot) -> Plan:
-                return planner.plan_rotation(snapshot, cert, thumbprints | self._thumbprints(
-                    snapshot), self.now(), rewrite_settings=self.settings.rewrite_settings)
+                return planner.plan_rotation(
+                    snapshot,
+                    cert,
+                    thumbprints | self._thumbprints(snapshot),
+                    self.now(),
+                    rewrite_settings=self.settings.rewrite_settings,
+                )
 
             result.plan = replan(service)
             for warning in result.plan.warnings:
                 log.warning("%s: %s", service.name, warning)
             if result.plan.is_noop:
                 result.outcome, result.message = "noop", "already converged"
-                log.info("%s: already on %s/%s", service.name, cert.name,
-                         result.plan.desired.version)
+                log.info(
+                    "%s: already on %s/%s", service.name, cert.name, result.plan.desired.version
+                )
                 return result
             self._log_plan(service, result.plan)
             if run.dry_run:
@@ -295,13 +366,22 @@ class Engine:
                 self._save(run, extra=result)
 
             result.plan, result.execution = execute(
-                result.plan, service, replan, self.compute, self.storage, self.settings,
-                self.now, progress)
+                result.plan,
+                service,
+                replan,
+                self.compute,
+                self.storage,
+                self.settings,
+                self.now,
+                progress,
+            )
             outcome = {"noop": "noop", "succeeded": "rotated", "updating": "updating"}
             result.outcome = outcome[result.execution.status]
-            result.message = {"noop": "already converged",
-                              "rotated": f"now on version {result.plan.desired.version}",
-                              "updating": "update still running"}[result.outcome]
+            result.message = {
+                "noop": "already converged",
+                "rotated": f"now on version {result.plan.desired.version}",
+                "updating": "update still running",
+            }[result.outcome]
         except (PlanRefused, PreconditionFailed, InvalidInput) as exc:
             result.outcome, result.message = "refused", str(exc)
             log.error("%s: refused: %s", service.name, exc)
@@ -324,8 +404,14 @@ class Engine:
 
     def _log_plan(self, service: CloudServiceSnapshot, plan: Plan) -> None:
         for change in plan.changes:
-            log.info("%s: plan %s/%s %s -> %s", service.name, change.role, change.certificate,
-                     change.old, change.new)
+            log.info(
+                "%s: plan %s/%s %s -> %s",
+                service.name,
+                change.role,
+                change.certificate,
+                change.old,
+                change.new,
+            )
         for url in plan.secrets_added:
             log.info("%s: plan osProfile + %s", service.name, url)
         for url in plan.secrets_removed:

@@ -80,8 +80,11 @@ def execute(
                 )
         sas_url, run.sas_expiry = storage.package_sas(package, settings.package_sas_hours, now())
         mark("sas")
-        log.info("%s: package SAS minted (read-only, expires %s)", fresh.name,
-                 run.sas_expiry.isoformat(timespec="seconds"))
+        log.info(
+            "%s: package SAS minted (read-only, expires %s)",
+            fresh.name,
+            run.sas_expiry.isoformat(timespec="seconds"),
+        )
         poller = compute.begin_update(fresh, plan.configuration_after, plan.secrets_after, sas_url)
         del sas_url
         run.operation_id = operation_id(poller)
@@ -92,15 +95,21 @@ def execute(
         progress(run)
         final = compute.wait(poller, settings.operation_wait_seconds, lease.renew)
         if final is None:
-            log.warning("%s: update still running after %.0fs; a later run will follow it",
-                        fresh.name, settings.operation_wait_seconds)
+            log.warning(
+                "%s: update still running after %.0fs; a later run will follow it",
+                fresh.name,
+                settings.operation_wait_seconds,
+            )
             return plan, run
         mark("succeeded")
         verify(plan, final)
         run.final_thumbprints = thumbprints_by_role(final)
         run.status = "succeeded"
-        log.info("%s: operation succeeded in %.1fs", fresh.name,
-                 run.timings["succeeded"] - run.timings["submitted"])
+        log.info(
+            "%s: operation succeeded in %.1fs",
+            fresh.name,
+            run.timings["succeeded"] - run.timings["submitted"],
+        )
     return plan, run
 
 
@@ -114,12 +123,14 @@ def verify(plan: Plan, final: CloudServiceSnapshot) -> None:
     deployed = set(thumbprints_by_role(final).values())
     missing = {c.new for c in plan.changes} - deployed
     if missing:
-        raise PlatformRejected("VerificationFailed",
-                               f"{final.name} does not hold thumbprint(s) {sorted(missing)}")
+        raise PlatformRejected(
+            "VerificationFailed", f"{final.name} does not hold thumbprint(s) {sorted(missing)}"
+        )
     urls = {u.lower() for g in final.secrets for u in g.certificate_urls}
     if plan.desired.secret_id.lower() not in urls:
-        raise PlatformRejected("VerificationFailed",
-                               f"{final.name} osProfile lacks {plan.desired.secret_id}")
+        raise PlatformRejected(
+            "VerificationFailed", f"{final.name} osProfile lacks {plan.desired.secret_id}"
+        )
 
 
 def thumbprints_by_role(service: CloudServiceSnapshot) -> dict[str, str]:

@@ -97,9 +97,7 @@ def plan_rotation(
         for entry in before.certificates
         if entry.thumbprint.upper() in mapping
     )
-    configuration = cscfg.rewrite(
-        service.configuration, mapping, rewrite_settings=rewrite_settings
-    )
+    configuration = cscfg.rewrite(service.configuration, mapping, rewrite_settings=rewrite_settings)
     mentioning = cscfg.settings_mentioning(service.configuration, mapping)
     after = cscfg.parse(configuration)
     named = {entry.thumbprint.upper() for entry in after.certificates}
@@ -124,8 +122,11 @@ def plan_rotation(
         settings_mentioning_old=tuple(f"{s.role}/{s.name}" for s in mentioning),
         warnings=tuple(
             f"setting {s.role}/{s.name} holds an old thumbprint"
-            + (" (rewritten)" if rewrite_settings else "; set ROTATION_REWRITE_SETTINGS=true "
-               "to rewrite it, or update it yourself")
+            + (
+                " (rewritten)"
+                if rewrite_settings
+                else "; set ROTATION_REWRITE_SETTINGS=true to rewrite it, or update it yourself"
+            )
             for s in mentioning
         ),
     )
@@ -134,8 +135,9 @@ def plan_rotation(
     return plan
 
 
-def preflight(configuration: str, secrets: tuple[SecretGroup, ...],
-              known: Mapping[tuple[str, str, str], str]) -> None:
+def preflight(
+    configuration: str, secrets: tuple[SecretGroup, ...], known: Mapping[tuple[str, str, str], str]
+) -> None:
     """Run the platform's PUT checks on a planned model; raise PlanRefused on failure."""
     urls = [url for group in secrets for url in group.certificate_urls]
     unversioned = [u for u in urls if (p := SecretUrl.parse(u)) is None or not p.version]

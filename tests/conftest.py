@@ -32,7 +32,9 @@ class LocalStack:
         return self.env["AZURE_SUBSCRIPTION_ID"]
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
-        resp = requests.request(method, self.env["EMULATOR_ADMIN_URL"] + path, json=body, timeout=30)
+        resp = requests.request(
+            method, self.env["EMULATOR_ADMIN_URL"] + path, json=body, timeout=30
+        )
         resp.raise_for_status()
         return resp.json()
 

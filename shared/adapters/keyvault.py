@@ -70,7 +70,7 @@ class KeyVault:
                 a.action == CertificatePolicyAction.auto_renew
                 for a in policy.lifetime_actions or []
             ),
-            content_type=str(policy.content_type) if policy.content_type else None,
+            content_type=_text(policy.content_type),
             exportable=policy.exportable,
         )
 
@@ -132,3 +132,10 @@ def _version(vault_url: str, name: str, props: CertificateProperties) -> Certifi
         expires=props.expires_on,
         created=props.created_on,
     )
+
+
+def _text(value: object) -> str | None:
+    """An SDK enum or string as its wire value."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))

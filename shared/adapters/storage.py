@@ -140,10 +140,8 @@ class Storage:
         try:
             yield Lease(lease)
         finally:
-            try:
+            with suppress(HttpResponseError):  # else it expires by itself in LEASE_SECONDS
                 lease.release()
-            except HttpResponseError:
-                pass  # expires by itself within LEASE_SECONDS
 
     def save_record(self, record_id: str, record: dict[str, Any]) -> None:
         container = self._own.get_container_client(self._clients.settings.runs_container)

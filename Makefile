@@ -1,0 +1,39 @@
+# Everything installs itself: a fresh clone needs only python3.11, node 20 and npm.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK_DIR ?= .local
+
+.PHONY: install test lint demo stack-up stack-down bench clean
+
+install: $(VENV)/.installed emulators/node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+emulators/node_modules/.installed: emulators/package.json emulators/package-lock.json
+	cd emulators && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+demo: install
+	$(PY) -m emulators.demo
+
+stack-up: install
+	$(PY) -m emulators.stack up --dir $(STACK_DIR)
+
+stack-down:
+	$(PY) -m emulators.stack down --dir $(STACK_DIR)
+
+clean: stack-down
+	rm -rf $(VENV) emulators/node_modules .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,325 @@
+"""Operator-side set-up on the local stack: what a person does in the portal or with az.
+
+Used by ``make demo`` and the end-to-end tests, through the real SDKs (Key Vault,
+Compute, Blob) and plain HTTPS for the ARM resources without an SDK here (resource
+groups, vaults, Event Grid). Nothing in here is product code.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+import requests
+from azure.identity import DefaultAzureCredential
+from azure.keyvault.certificates import CertificateClient, CertificatePolicy, KeyVaultCertificate
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.compute.models import (
+    CloudService,
+    CloudServiceNetworkProfile,
+    CloudServiceOsProfile,
+    CloudServiceProperties,
+    CloudServiceRoleProfile,
+    CloudServiceRoleProfileProperties,
+    CloudServiceRoleSku,
+    CloudServiceVaultCertificate,
+    CloudServiceVaultSecretGroup,
+    LoadBalancerConfiguration,
+    LoadBalancerConfigurationProperties,
+    LoadBalancerFrontendIpConfiguration,
+    LoadBalancerFrontendIpConfigurationProperties,
+    SubResource,
+)
+from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
+
+NS = "http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration"
+
+
+def cscfg(service: str, roles: dict[str, dict[str, str]]) -> str:
+    """A realistic service configuration: ``roles`` maps role -> {cert name: thumbprint}."""
+    parts = [
+        f'<?xml version="1.0" encoding="utf-8"?>\n<ServiceConfiguration serviceName="{service}"'
+        f' osFamily="7" osVersion="*" schemaVersion="2015-04.2.6" xmlns="{NS}">\n'
+    ]
+    for role, certs in roles.items():
+        parts.append(
+            f'  <Role name="{role}">\n    <Instances count="2" />\n'
+            "    <ConfigurationSettings>\n"
+            '      <Setting name="Environment" value="demo" />\n'
+            "    </ConfigurationSettings>\n    <Certificates>\n"
+        )
+        parts.extend(
+            f'      <Certificate name="{name}" thumbprint="{tp}" thumbprintAlgorithm="sha1" />\n'
+            for name, tp in certs.items()
+        )
+        parts.append("    </Certificates>\n  </Role>\n")
+    parts.append(
+        '  <NetworkConfiguration>\n    <VirtualNetworkSite name="vnet1" />\n'
+        "  </NetworkConfiguration>\n</ServiceConfiguration>\n"
+    )
+    return "".join(parts)
+
+
+def thumbprint(cert: KeyVaultCertificate) -> str:
+    assert cert.properties and cert.properties.x509_thumbprint
+    return cert.properties.x509_thumbprint.hex().upper()
+
+
+@dataclass
+class Operator:
+    env: dict[str, str]
+    location: str = "westus"
+    _certs: dict[str, CertificateClient] = field(default_factory=dict)
+
+    @cached_property
+    def credential(self) -> DefaultAzureCredential:
+        return DefaultAzureCredential()
+
+    @property
+    def ca(self) -> str:
+        return self.env["STACK_CA_BUNDLE"]
+
+    @property
+    def sub(self) -> str:
+        return self.env["AZURE_SUBSCRIPTION_ID"]
+
+    @cached_property
+    def compute(self) -> ComputeManagementClient:
+        return ComputeManagementClient(
+            self.credential,
+            self.sub,
+            base_url=self.env["ARM_ENDPOINT"],
+            credential_scopes=["https://management.azure.com/.default"],
+            connection_verify=self.ca,
+            polling_interval=0.1,
+        )
+
+    @cached_property
+    def blobs(self) -> BlobServiceClient:
+        return BlobServiceClient(
+            self.env["AZURITE_BLOB_URL"], credential=self.credential, connection_verify=self.ca
+        )
+
+    # -- ARM over plain HTTPS ------------------------------------------------------------
+
+    def arm(self, method: str, path: str, body: Any = None, api: str = "2024-11-04") -> Any:
+        token = self.credential.get_token("https://management.azure.com/.default").token
+        url = f"{self.env['ARM_ENDPOINT']}{path}?api-version={api}"
+        resp = requests.request(
+            method,
+            url,
+            json=body,
+            verify=self.ca,
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text}")
+        async_url = resp.headers.get("Azure-AsyncOperation")
+        deadline = time.monotonic() + 60
+        while async_url and time.monotonic() < deadline:
+            status = requests.get(
+                async_url, verify=self.ca, timeout=30, headers={"Authorization": f"Bearer {token}"}
+            ).json()
+            if status.get("status") in ("Succeeded", "Failed", "Canceled"):
+                if status["status"] != "Succeeded":
+                    raise RuntimeError(f"{method} {path}: {status}")
+                return requests.get(
+                    url, verify=self.ca, timeout=30, headers={"Authorization": f"Bearer {token}"}
+                ).json()
+            time.sleep(0.05)
+        return resp.json() if resp.content else None
+
+    def resource_group(self, name: str) -> str:
+        self.arm(
+            "PUT",
+            f"/subscriptions/{self.sub}/resourcegroups/{name}",
+            {"location": self.location},
+            api="2021-04-01",
+        )
+        return f"/subscriptions/{self.sub}/resourceGroups/{name}"
+
+    def vault(self, rg: str, name: str, enabled_for_deployment: bool = True) -> tuple[str, str]:
+        """Create a vault; returns (ARM id, data-plane URL)."""
+        body = {
+            "location": self.location,
+            "properties": {
+                "tenantId": self.env["AZURE_TENANT_ID"],
+                "sku": {"family": "A", "name": "standard"},
+                "enabledForDeployment": enabled_for_deployment,
+                "enableRbacAuthorization": True,
+            },
+        }
+        vault = self.arm(
+            "PUT", f"{rg}/providers/Microsoft.KeyVault/vaults/{name}", body, api="2023-07-01"
+        )
+        return vault["id"], vault["properties"]["vaultUri"]
+
+    def certificates(self, vault_url: str) -> CertificateClient:
+        if vault_url not in self._certs:
+            self._certs[vault_url] = CertificateClient(
+                vault_url,
+                self.credential,
+                connection_verify=self.ca,
+                verify_challenge_resource=False,
+            )
+        return self._certs[vault_url]
+
+    def new_version(
+        self, vault_url: str, name: str, policy: CertificatePolicy | None = None
+    ) -> KeyVaultCertificate:
+        client = self.certificates(vault_url)
+        poller = client.begin_create_certificate(
+            name, policy or CertificatePolicy.get_default(), _polling_interval=0.05
+        )
+        result = poller.result()
+        assert isinstance(result, KeyVaultCertificate)
+        return result
+
+    def package(self, container: str, name: str, data: bytes) -> tuple[str, str]:
+        """Upload a .cspkg; returns (blob URL without SAS, base64 Content-MD5)."""
+        client = self.blobs.get_container_client(container)
+        if not client.exists():
+            client.create_container()
+        client.upload_blob(name, data, overwrite=True)
+        return (
+            f"{self.env['AZURITE_BLOB_URL']}/{container}/{name}",
+            base64.b64encode(hashlib.md5(data).digest()).decode(),
+        )
+
+    def package_sas(self, blob_url: str) -> str:
+        now = datetime.now(UTC)
+        key = self.blobs.get_user_delegation_key(
+            now - timedelta(minutes=5), now + timedelta(hours=1)
+        )
+        container, blob = blob_url.split("/devstoreaccount1/", 1)[1].split("/", 1)
+        sas = generate_blob_sas(
+            "devstoreaccount1",
+            container,
+            blob,
+            user_delegation_key=key,
+            permission=BlobSasPermissions(read=True),
+            expiry=now + timedelta(hours=1),
+            start=now - timedelta(minutes=5),
+        )
+        return f"{blob_url}?{sas}"
+
+    def cloud_service(
+        self,
+        rg: str,
+        name: str,
+        configuration: str,
+        roles: list[str],
+        vault_id: str,
+        secret_ids: list[str],
+        package: str | None,
+        md5: str | None = None,
+        upgrade_mode: str = "Auto",
+    ) -> CloudService:
+        """Deploy a cloud service as an operator would, tagged for rotation if ``package``."""
+        tags = {}
+        if package:
+            tags["cert-rotation-package"] = package
+            if md5:
+                tags["cert-rotation-package-md5"] = md5
+        pkg = package or self.package("packages", f"{name}.cspkg", b"PK\x03\x04untagged")[0]
+        model = CloudService(
+            location=self.location,
+            tags=tags,
+            properties=CloudServiceProperties(
+                package_url=self.package_sas(pkg),
+                configuration=configuration,
+                upgrade_mode=upgrade_mode,
+                role_profile=CloudServiceRoleProfile(
+                    roles=[
+                        CloudServiceRoleProfileProperties(
+                            name=r,
+                            sku=CloudServiceRoleSku(
+                                name="Standard_D1_v2", tier="Standard", capacity=2
+                            ),
+                        )
+                        for r in roles
+                    ]
+                ),
+                os_profile=CloudServiceOsProfile(
+                    secrets=[
+                        CloudServiceVaultSecretGroup(
+                            source_vault=SubResource(id=vault_id),
+                            vault_certificates=[
+                                CloudServiceVaultCertificate(certificate_url=s) for s in secret_ids
+                            ],
+                        )
+                    ]
+                ),
+                network_profile=CloudServiceNetworkProfile(
+                    load_balancer_configurations=[
+                        LoadBalancerConfiguration(
+                            name="lb",
+                            properties=LoadBalancerConfigurationProperties(
+                                frontend_ip_configurations=[
+                                    LoadBalancerFrontendIpConfiguration(
+                                        name="fe",
+                                        properties=LoadBalancerFrontendIpConfigurationProperties(
+                                            public_ip_address=SubResource(
+                                                id=f"{rg}/providers/Microsoft.Network/publicIPAddresses/"
+                                                f"{name}-ip"
+                                            )
+                                        ),
+                                    )
+                                ]
+                            ),
+                        )
+                    ]
+                ),
+            ),
+        )
+        group = rg.rsplit("/", 1)[-1]
+        return self.compute.cloud_services.begin_create_or_update(group, name, model).result()
+
+    def subscribe(
+        self, rg: str, vault_id: str, name: str, endpoint: str, schema: str = "EventGridSchema"
+    ) -> None:
+        """System topic on the vault plus a webhook subscription (with the handshake)."""
+        topic = f"{rg}/providers/Microsoft.EventGrid/systemTopics/{vault_id.rsplit('/', 1)[-1]}"
+        self.arm(
+            "PUT",
+            topic,
+            {
+                "location": self.location,
+                "properties": {"source": vault_id, "topicType": "Microsoft.KeyVault.vaults"},
+            },
+            api="2025-02-15",
+        )
+        self.arm(
+            "PUT",
+            f"{topic}/eventSubscriptions/{name}",
+            {
+                "properties": {
+                    "destination": {
+                        "endpointType": "WebHook",
+                        "properties": {"endpointUrl": endpoint},
+                    },
+                    "filter": {
+                        "includedEventTypes": [
+                            "Microsoft.KeyVault.CertificateNewVersionCreated",
+                            "Microsoft.KeyVault.CertificateNearExpiry",
+                            "Microsoft.KeyVault.CertificateExpired",
+                        ]
+                    },
+                    "eventDeliverySchema": schema,
+                    "retryPolicy": {"maxDeliveryAttempts": 30, "eventTimeToLiveInMinutes": 1440},
+                }
+            },
+            api="2025-02-15",
+        )
+
+    def webhook(self, function: str = "keyvault_events") -> str:
+        return (
+            f"{self.env['FUNCTIONS_URL']}/runtime/webhooks/eventgrid?functionName={function}"
+            f"&code={self.env['EVENTGRID_WEBHOOK_KEY']}"
+        )
