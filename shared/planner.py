@@ -184,7 +184,8 @@ def _rotate_secrets(
             if key in seen:
                 continue
             seen.add(key)
-            has_desired = has_desired or key == desired_key
+            # The same certificate re-imported as a newer version is already served.
+            has_desired = has_desired or key == desired_key or known.get(key) == desired.thumbprint
             kept.append(url)
         if not has_desired:
             kept.append(desired.secret_id)
