@@ -37,8 +37,10 @@ def build(platform: Platform, routes: list[tuple[str, str, Any]]) -> web.Applica
         return json_response({"faults": 0})
 
     async def list_requests(request: web.Request) -> web.Response:
-        start = int(request.query.get("since", "0"))
-        return json_response(platform.requests[start:])
+        since = request.query.get("since", "0")
+        if not since.isdigit():
+            return json_response({"error": "since must be an integer >= 0"}, 400)
+        return json_response(platform.requests[int(since):])
 
     async def clock(request: web.Request) -> web.Response:
         if request.method == "POST":

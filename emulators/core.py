@@ -28,7 +28,9 @@ from aiohttp import web
 from emulators.tokens import InvalidToken, TokenAuthority
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SERVICES = ("arm", "keyvault", "identity", "eventgrid", "functions")
+# The emulators wrapped by ``Platform.middleware``. The Functions host is a separate
+# process without it, so a fault for it could never fire: it is not listed.
+SERVICES = ("arm", "keyvault", "identity", "eventgrid")
 
 
 def json_response(
@@ -69,23 +71,34 @@ class Fault:
         if status is not None and not (isinstance(status, int) and 400 <= status <= 599):
             raise ValueError("status must be an integer 400-599")
         delay = body.get("delay_ms", 0)
+        if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
+            raise ValueError("delay_ms must be an integer >= 0")
         if status is None and not delay:
             raise ValueError("a fault needs a status, a delay_ms, or both")
+        retry_after = body.get("retry_after")
+        if retry_after is not None and (
+            isinstance(retry_after, bool)
+            or not isinstance(retry_after, (int, float))
+            or retry_after < 0
+        ):
+            raise ValueError("retry_after must be a number >= 0")
         count = body.get("count", 1)
-        if not isinstance(count, int) or count < 1:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError("count must be a positive integer")
+        method = body.get("method")
+        if method is not None and not isinstance(method, str):
+            raise ValueError("method must be a string such as \"GET\"")
         try:
             path = re.compile(str(body.get("path", "")))
         except re.error as exc:
             raise ValueError(f"path is not a valid regex: {exc}") from exc
-        method = body.get("method")
         return cls(
             service=service,
-            method=method.upper() if isinstance(method, str) else None,
+            method=method.upper() if method else None,
             path=path,
             status=status,
-            retry_after=body.get("retry_after"),
-            delay_ms=int(delay),
+            retry_after=retry_after,
+            delay_ms=delay,
             remaining=count,
             code=body.get("code"),
             message=body.get("message"),

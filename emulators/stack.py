@@ -65,7 +65,10 @@ def app_settings(env: dict[str, str]) -> dict[str, str]:
     """The function app's settings on the local stack, as App Service would set them.
 
     The two relaxations (private CA, Key Vault challenge-resource check, because the
-    vaults live at 127.0.0.1) are explicit here; in Azure neither is set.
+    vaults live at 127.0.0.1) are explicit here; in Azure neither is set. The emulated
+    operations answer ``Retry-After: 0``, which azure-core reads as "no hint" and replaces
+    with the client's polling interval (30 s by default), so the local stack sets a short
+    one: an update of ``update_seconds`` is then followed in about that long.
     """
     return {
         "ROTATION_SUBSCRIPTIONS": env["AZURE_SUBSCRIPTION_ID"],
@@ -74,6 +77,7 @@ def app_settings(env: dict[str, str]) -> dict[str, str]:
         "ROTATION_CA_BUNDLE": env["STACK_CA_BUNDLE"],
         "KEYVAULT_VERIFY_CHALLENGE_RESOURCE": "false",
         "OPERATION_WAIT_SECONDS": "120",
+        "ARM_POLLING_INTERVAL": "0.1",
     }
 
 
@@ -219,7 +223,9 @@ class Stack:
             _stop(pids)
             (folder / "pids").unlink(missing_ok=True)
             raise
-        (folder / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        env_file = folder / "stack.env"  # holds keys: readable by its owner only
+        env_file.touch(mode=0o600)
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         return cls(folder, env)
 
     def down(self) -> None:

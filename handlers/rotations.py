@@ -23,6 +23,9 @@ bp = func.Blueprint()
 log = logging.getLogger("certrotate.http")
 MAX_BODY = 64 * 1024
 RUN_ID_CHARS = set("0123456789abcdefTZ-")
+# Azure ends an HTTP request after ~230 s; an update still running after this long is
+# answered 202 "updating" and goes on in Azure (its record keeps the operation's token).
+HTTP_WAIT_SECONDS = 60.0
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -75,7 +78,12 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
     try:
         vault_id, certificate, services, dry_run = parse_request(req.get_body())
         run = engine().rotate(
-            vault_id, certificate, Trigger("manual"), only=services, dry_run=dry_run
+            vault_id,
+            certificate,
+            Trigger("manual"),
+            only=services,
+            dry_run=dry_run,
+            wait_seconds=HTTP_WAIT_SECONDS,
         )
     except InvalidInput as exc:
         return _error(400, exc.detail, exc.field)

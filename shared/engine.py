@@ -279,8 +279,15 @@ class Engine:
         services: list[CloudServiceSnapshot] | None = None,
         certificate_state: Certificate | None = None,
         notes: Iterable[str] = (),
-        on_start: Callable[[Run], None] | None = None,
+        wait_seconds: float | None = None,
     ) -> Run:
+        """Converge every service in scope using the certificate; never raises for one
+        service's failure (it is in the run's results).
+
+        ``wait_seconds`` bounds how long each update is followed before the run moves on
+        and reports it ``updating`` (default ``OPERATION_WAIT_SECONDS``); the update itself
+        goes on in Azure.
+        """
         run = Run(
             id=new_run_id(self.now()),
             trigger=trigger,
@@ -307,20 +314,20 @@ class Engine:
             certificate,
             len(services),
         )
-        if on_start is not None:
-            on_start(run)
         self._save(run)
+        wait = self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
         for service in services:
-            result = self._converge(run, service, cert)
+            result = self._converge(run, service, cert, wait)
             run.results.append(result)
             self._save(run)
-        run.status = "transient" if run.transient else "done"
+        updating = any(r.outcome == "updating" for r in run.results)
+        run.status = "transient" if run.transient else "updating" if updating else "done"
         run.finished = self.now()
         self._save(run)
         return run
 
     def _converge(
-        self, run: Run, service: CloudServiceSnapshot, cert: Certificate
+        self, run: Run, service: CloudServiceSnapshot, cert: Certificate, wait: float
     ) -> ServiceResult:
         result = ServiceResult(service.id, "pending")
         try:
@@ -338,18 +345,37 @@ class Engine:
                 return result
             thumbprints = self._thumbprints(service)
 
-            def replan(snapshot: CloudServiceSnapshot) -> Plan:
+            def replan(snapshot: CloudServiceSnapshot, certificate: Certificate = cert) -> Plan:
                 return planner.plan_rotation(
                     snapshot,
-                    cert,
+                    certificate,
                     thumbprints | self._thumbprints(snapshot),
                     self.now(),
                     rewrite_settings=self.settings.rewrite_settings,
                 )
 
+            def replan_locked(snapshot: CloudServiceSnapshot) -> Plan:
+                # Under the lock the certificate is read again as well as the service: this
+                # run may be minutes old (earlier services, long updates), and planning with
+                # its snapshot would write back a version a newer one has since replaced.
+                return replan(
+                    snapshot, self.keyvault.certificate(cert.vault_id, cert.vault_url, cert.name)
+                )
+
             result.plan = replan(service)
             for warning in result.plan.warnings:
                 log.warning("%s: %s", service.name, warning)
+            if result.plan.is_noop and (service.provisioning_state or "").lower() == "failed":
+                # The model names the desired version but the platform failed to apply it:
+                # not converged, and re-sending the same PUT blindly would fail the same way.
+                result.outcome = "failed"
+                result.message = (
+                    f"{service.name} is in state Failed after its last update (its model "
+                    "already names the desired version); see its activity log, fix the cause "
+                    "and update it again; nothing was sent"
+                )
+                log.error("%s", result.message)
+                return result
             if result.plan.is_noop:
                 result.outcome, result.message = "noop", "already converged"
                 log.info(
@@ -368,12 +394,13 @@ class Engine:
             result.plan, result.execution = execute(
                 result.plan,
                 service,
-                replan,
+                replan_locked,
                 self.compute,
                 self.storage,
                 self.settings,
                 self.now,
                 progress,
+                wait,
             )
             outcome = {"noop": "noop", "succeeded": "rotated", "updating": "updating"}
             result.outcome = outcome[result.execution.status]

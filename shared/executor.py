@@ -1,10 +1,12 @@
 """Carry out one plan on one cloud service: the only code path that writes to Azure.
 
-Steps, each logged: re-read the service under its lock and re-plan (another invocation
-may have converged it already), check the package is still the one deployed, mint a
-fresh package SAS, send ONE PUT carrying cscfg + osProfile + packageUrl, follow the
-long-running operation (renewing the lock), verify the result. The caller stores the
-record; the SAS itself is never returned in anything that is logged or stored.
+Steps, each logged: re-read the service under its lock and re-plan (the caller's
+``replan`` reads the certificate again too: another invocation may have converged the
+service already, or a newer version may have appeared), check the package is still the
+one deployed, mint a fresh package SAS, send ONE PUT carrying cscfg + osProfile +
+packageUrl, follow the long-running operation (renewing the lock), verify the result.
+The caller stores the record; the SAS itself is never returned in anything that is logged
+or stored.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def execute(
     settings: Settings,
     now: Callable[[], datetime],
     progress: Callable[[Execution], None],
+    wait_seconds: float,
 ) -> tuple[Plan, Execution]:
     """Execute ``plan``; returns the plan actually applied and what happened."""
     run = Execution()
@@ -93,12 +96,12 @@ def execute(
         mark("submitted")
         log.info("%s: update submitted (operation %s)", fresh.name, run.operation_id)
         progress(run)
-        final = compute.wait(poller, settings.operation_wait_seconds, lease.renew)
+        final = compute.wait(poller, wait_seconds, lease.renew)
         if final is None:
             log.warning(
                 "%s: update still running after %.0fs; a later run will follow it",
                 fresh.name,
-                settings.operation_wait_seconds,
+                wait_seconds,
             )
             return plan, run
         mark("succeeded")

@@ -85,6 +85,9 @@ class Certificate:
     auto_renew: bool = False
     content_type: str | None = None  # of the secret: CSES needs application/x-pkcs12
     exportable: bool | None = None
+    # Key Vault's current version (the latest created, enabled or not): it orders versions
+    # whose ``created`` is the same second (Key Vault's timestamps have 1 s resolution).
+    current_version: str | None = None
 
     def version_by_thumbprint(self, thumbprint: str) -> CertificateVersion | None:
         upper = thumbprint.upper()

@@ -9,7 +9,8 @@ references) with the *desired* state, and returns the exact difference. It does 
 takes ``now`` as an argument, so the same inputs always give the same plan, a duplicate or
 late event yields a no-op plan, and every rule here is tested with plain values.
 
-1. Desired version: the newest version that is enabled, issued and valid at ``now``.
+1. Desired version: the newest version that is enabled, issued and valid at ``now``
+   (``created``; within one second, Key Vault's current version, then ``nbf``).
 2. cscfg: every ``Certificate`` whose thumbprint is one of *this* certificate's versions
    (any role, any case) gets the desired thumbprint; nothing else in the file moves
    (:func:`shared.cscfg.rewrite` preserves it byte for byte).
@@ -44,11 +45,22 @@ PFX = "application/x-pkcs12"
 
 
 def desired_version(certificate: Certificate, now: datetime) -> CertificateVersion | None:
-    """The newest enabled, issued version valid at ``now`` (``created``, then ``nbf``)."""
+    """The newest enabled, issued version valid at ``now``.
+
+    Ordered by ``created``, then (for versions created in the same second, which Key Vault
+    cannot order by timestamp) whether it is the vault's current version, then ``nbf``.
+    """
     valid = [v for v in certificate.versions if v.valid_at(now)]
     if not valid:
         return None
-    return max(valid, key=lambda v: (v.created or v.not_before or now, v.not_before or now))
+    return max(
+        valid,
+        key=lambda v: (
+            v.created or v.not_before or now,
+            v.version == certificate.current_version,
+            v.not_before or now,
+        ),
+    )
 
 
 def plan_rotation(

@@ -9,14 +9,17 @@ a developer's ``make stack-up`` keeps running untouched. Its settings are export
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
 
 from emulators.stack import Stack
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,15 @@ def no_faults(stack: LocalStack) -> Iterator[None]:
     """Clear injected faults after a test that adds some."""
     yield
     stack.admin("DELETE", "/faults")
+
+
+def wait_for(predicate: Callable[[], T], what: str = "condition", timeout: float = 20.0) -> T:
+    """Poll ``predicate`` every 50 ms until it returns something truthy, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)

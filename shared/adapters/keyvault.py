@@ -49,7 +49,10 @@ class KeyVault:
         client = self._client(vault_url)
         what = f"reading certificate '{name}' from {vault_url}"
         try:
-            policy = client.get_certificate_policy(name)
+            # The latest version (with the policy attached): the same one call as reading
+            # the policy alone, and it names Key Vault's current version.
+            latest = client.get_certificate(name)
+            policy = latest.policy or client.get_certificate_policy(name)
             versions = tuple(
                 _version(vault_url, name, props)
                 for props in client.list_properties_of_certificate_versions(name)
@@ -72,6 +75,7 @@ class KeyVault:
             ),
             content_type=_text(policy.content_type),
             exportable=policy.exportable,
+            current_version=latest.properties.version if latest.properties else None,
         )
 
     def thumbprint(self, secret_url: str) -> str | None:

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +29,7 @@ from azure.identity import DefaultAzureCredential
 from azure.keyvault.certificates import CertificateClient, CertificatePolicy
 from azure.storage.blob import BlobServiceClient
 
-from tests.conftest import LocalStack
+from tests.conftest import LocalStack, wait_for
 
 API = "2025-02-15"
 KV_NEW = "Microsoft.KeyVault.CertificateNewVersionCreated"
@@ -132,15 +132,6 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 # -- ARM over HTTPS ----------------------------------------------------------------------

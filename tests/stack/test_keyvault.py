@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import LocalStack
+from tests.conftest import LocalStack, wait_for
 
 KV_API = "2023-07-01"
 RG_API = "2021-04-01"
@@ -56,15 +56,6 @@ KV_NEW = "Microsoft.KeyVault.CertificateNewVersionCreated"
 KV_NEAR = "Microsoft.KeyVault.CertificateNearExpiry"
 KV_EXPIRED = "Microsoft.KeyVault.CertificateExpired"
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def unique(prefix: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -256,6 +256,16 @@ DESIRED = [
 def test_desired_version(versions: tuple[CertificateVersion, ...], expected: str | None) -> None:
     chosen = desired_version(certificate(*versions), NOW)
     assert (chosen.version if chosen else None) == expected
+
+
+def test_versions_created_in_the_same_second_are_ordered_by_the_current_version() -> None:
+    """Key Vault's ``created`` has one-second resolution; its current version is the newest."""
+    first = version(WEB_V1, TP1, "2026-04-01T10:00:00")
+    second = version(WEB_V2, TP2, "2026-04-01T10:00:00")
+    for listing in ((first, second), (second, first)):
+        for current in (WEB_V1, WEB_V2):
+            chosen = desired_version(replace(certificate(*listing), current_version=current), NOW)
+            assert chosen is not None and chosen.version == current
 
 
 # --------------------------------------------------------------------------- plan_rotation

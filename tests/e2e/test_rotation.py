@@ -1,0 +1,897 @@
+"""End-to-end: the product on the local stack, driven only through its public surfaces.
+
+Inputs are what reaches the product in Azure: Key Vault certificate events that Event Grid
+delivers to ``keyvault_events`` (a real webhook subscription on the vault's system topic
+and real versions created with the Key Vault SDK, or crafted events raised through the
+Event Grid emulator's own delivery path), and the HTTP API (``POST /api/rotations``,
+``GET /api/rotations/{id}``). Results are read the way an operator reads them: the cloud
+service through ComputeManagementClient (cscfg thumbprints per role, osProfile URLs), the
+run records through ``GET /api/rotations/{id}``, and the stack's request log (what the
+product itself sent, recognised by its ``certrotate`` user agent).
+
+Every test gets its own resource group, vault, subscription and services, so the tests
+are independent inside the one session stack; waits poll briefly up to a timeout. An
+Event Grid delivery is logged only after the function answered, so "delivered" means
+"the invocation finished".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+import requests
+from azure.core.exceptions import ResourceNotFoundError
+from azure.keyvault.certificates import (
+    CertificateContentType,
+    CertificatePolicy,
+    CertificatePolicyAction,
+    KeyVaultCertificate,
+    LifetimeAction,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
+from cryptography.x509.oid import NameOID
+
+from emulators.provision import NS, Operator, cscfg, thumbprint
+from tests.conftest import LocalStack, wait_for
+
+CERT = "web-tls"
+ROLES = ("WebRole1", "WorkerRole1")
+NEW_VERSION = "Microsoft.KeyVault.CertificateNewVersionCreated"
+NEAR_EXPIRY = "Microsoft.KeyVault.CertificateNearExpiry"
+RUNS_CONTAINER = "cert-rotation-runs"
+AGENT = "certrotate"  # in the User-Agent of every call the product makes
+
+
+def unique(prefix: str) -> str:
+    """A fresh resource name (letter first, so it is a valid vault name too)."""
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+
+def next_second() -> None:
+    """Wait for the clock's next second: Key Vault's ``created`` has 1 s resolution, and two
+    versions created in the same second can be ordered only by which one is current."""
+    start = int(time.time())
+    wait_for(lambda: int(time.time()) > start, "the next second", timeout=2)
+
+
+def version_of(cert: KeyVaultCertificate) -> str:
+    assert cert.properties is not None and cert.properties.version
+    return cert.properties.version
+
+
+def secret_of(cert: KeyVaultCertificate) -> str:
+    assert cert.secret_id
+    return cert.secret_id
+
+
+def unix(moment: dt.datetime | None) -> int:
+    assert moment is not None
+    return int(moment.timestamp())
+
+
+def self_signed_pfx(common_name: str, not_before: dt.datetime, not_after: dt.datetime) -> bytes:
+    """A PKCS#12 (no password) holding a fresh RSA key and a self-signed certificate."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    return pkcs12.serialize_key_and_certificates(None, key, cert, None, NoEncryption())
+
+
+def pfx_thumbprint(data: bytes) -> str:
+    _, cert, _ = pkcs12.load_key_and_certificates(data, None)
+    assert cert is not None
+    return cert.fingerprint(hashes.SHA1()).hex().upper()
+
+
+@dataclass(frozen=True)
+class Service:
+    rg: str  # resource group name
+    name: str
+    id: str
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A cloud service as ComputeManagementClient reads it."""
+
+    thumbprints: dict[str, list[str]]  # role -> cscfg Certificate thumbprints
+    secrets: list[str]  # osProfile certificate URLs
+    state: str | None
+
+
+class World:
+    """One test's own resource group and vault, and the ways to look at the outcome."""
+
+    def __init__(self, stack: LocalStack, op: Operator) -> None:
+        self.stack, self.op = stack, op
+        self.rg_name = unique("rg")
+        self.rg = op.resource_group(self.rg_name)
+        self.vault_name = unique("kv")
+        self.vault_id, self.vault_url = op.vault(self.rg, self.vault_name)
+        self.kv = op.certificates(self.vault_url)
+        self.subscription = ""
+        self.mark = stack.request_mark()
+
+    # -- operator actions ------------------------------------------------------------------
+
+    def new_version(self, policy: CertificatePolicy | None = None) -> KeyVaultCertificate:
+        return self.op.new_version(self.vault_url, CERT, policy)
+
+    def deploy(
+        self,
+        cert: KeyVaultCertificate,
+        *,
+        rg: str | None = None,
+        roles: tuple[str, ...] = ROLES,
+        tagged: bool = True,
+    ) -> Service:
+        """A cloud service whose roles all use ``cert`` (tagged for rotation if asked)."""
+        rg = rg or self.rg
+        name = unique("cs")
+        package, md5 = self.op.package("packages", f"{name}.cspkg", b"PK\x03\x04" + b"x" * 4096)
+        config = cscfg(name, {role: {"SslCert": thumbprint(cert)} for role in roles})
+        self.op.cloud_service(
+            rg,
+            name,
+            config,
+            list(roles),
+            self.vault_id,
+            [secret_of(cert)],
+            package if tagged else None,
+            md5 if tagged else None,
+        )
+        return Service(
+            rg.rsplit("/", 1)[-1], name, f"{rg}/providers/Microsoft.Compute/cloudServices/{name}"
+        )
+
+    def subscribe(self) -> None:
+        """The vault's certificate events to ``keyvault_events`` (handshake included)."""
+        self.subscription = unique("sub")
+        self.op.subscribe(self.rg, self.vault_id, self.subscription, self.op.webhook())
+
+    def raise_event(
+        self,
+        kind: str,
+        version: str,
+        *,
+        event_id: str | None = None,
+        event_time: str | None = None,
+        nbf: int | None = None,
+        exp: int | None = None,
+        data_id: str | None = None,
+    ) -> str:
+        """A Key Vault certificate event, through Event Grid's delivery path; its id."""
+        body: dict[str, Any] = {
+            "source": self.vault_id,
+            "eventType": kind,
+            "subject": CERT,
+            "data": {
+                "Id": data_id or f"{self.vault_url}certificates/{CERT}/{version}",
+                "VaultName": self.vault_name,
+                "ObjectType": "Certificate",
+                "ObjectName": CERT,
+                "Version": version,
+                "NBF": nbf if nbf is not None else int(time.time()),
+                "EXP": exp if exp is not None else int(time.time()) + 86400 * 365,
+            },
+        }
+        if event_id:
+            body["id"] = event_id
+        if event_time:
+            body["eventTime"] = event_time
+        raised = self.stack.admin("POST", "/eventgrid/system-events", body)
+        assert raised["subscriptions"] == 1, raised
+        return str(raised["id"])
+
+    # -- observations ----------------------------------------------------------------------
+
+    def read(self, svc: Service) -> Deployed:
+        cs = self.op.compute.cloud_services.get(svc.rg, svc.name)
+        props = cs.properties
+        assert props is not None and props.configuration
+        root = ElementTree.fromstring(props.configuration)
+        ns = {"sc": NS}
+        thumbprints = {
+            str(role.get("name")): [
+                str(c.get("thumbprint")).upper()
+                for c in role.findall("sc:Certificates/sc:Certificate", ns)
+            ]
+            for role in root.findall("sc:Role", ns)
+        }
+        groups = (props.os_profile.secrets if props.os_profile else None) or []
+        urls = [str(c.certificate_url) for g in groups for c in g.vault_certificates or []]
+        return Deployed(thumbprints, urls, props.provisioning_state)
+
+    def assert_on(
+        self, svc: Service, cert: KeyVaultCertificate, roles: tuple[str, ...] = ROLES
+    ) -> None:
+        """``svc`` serves ``cert`` in every role and references only its secret."""
+        got = self.read(svc)
+        assert got.thumbprints == {role: [thumbprint(cert)] for role in roles}
+        assert got.secrets == [secret_of(cert)]
+        assert got.state == "Succeeded"
+
+    def product_calls(self, since: int | None = None) -> list[dict[str, Any]]:
+        calls = self.stack.requests_since(self.mark if since is None else since)
+        return [c for c in calls if AGENT in c.get("agent", "")]
+
+    def puts(self, svc: Service, *, succeeded: bool = True) -> list[dict[str, Any]]:
+        """The product's PUTs on the service (only accepted ones unless told otherwise)."""
+        suffix = f"/cloudservices/{svc.name}".lower()
+        return [
+            c
+            for c in self.product_calls()
+            if c["service"] == "arm"
+            and c["method"] == "PUT"
+            and c["path"].lower().rstrip("/").endswith(suffix)
+            and (not succeeded or c["status"] < 300)
+        ]
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Event Grid's log of notification attempts to this test's subscription."""
+        return [
+            d
+            for d in self.stack.admin("GET", "/eventgrid/deliveries")
+            if d.get("kind") == "Notification"
+            and str(d.get("name", "")).lower() == self.subscription.lower()
+        ]
+
+    def delivered(self, event_id: str | None = None) -> list[dict[str, Any]]:
+        return [
+            d
+            for d in self.deliveries()
+            if d.get("outcome") == "Succeeded" and (event_id is None or event_id in d["event_ids"])
+        ]
+
+    def wait_delivered(self, count: int = 1, event_id: str | None = None) -> list[dict[str, Any]]:
+        """Until ``count`` deliveries (of ``event_id``) succeeded: the invocations finished."""
+        return wait_for(
+            lambda: (found := self.delivered(event_id)) and len(found) >= count and found,
+            f"{count} successful deliveries to {self.subscription}",
+        )
+
+    def records(self) -> list[dict[str, Any]]:
+        """This vault's run records, found in the app's storage and read over HTTP."""
+        container = self.op.blobs.get_container_client(RUNS_CONTAINER)
+        try:
+            names = [b.name for b in container.list_blobs()]
+        except ResourceNotFoundError:
+            return []
+        found = []
+        for name in names:
+            stored = json.loads(container.download_blob(name).readall())
+            if str(stored.get("vault", "")).lower() == self.vault_id.lower():
+                resp = api(self.stack, "GET", f"/api/rotations/{stored['id']}")
+                assert resp.status_code == 200, resp.text
+                found.append(resp.json())
+        return sorted(found, key=lambda r: r["started"])
+
+    def record_for(self, event_id: str) -> dict[str, Any]:
+        def finished() -> dict[str, Any] | None:
+            return next(
+                (
+                    r
+                    for r in self.records()
+                    if r["trigger"]["eventId"] == event_id and r["status"] != "running"
+                ),
+                None,
+            )
+
+        return wait_for(finished, f"the run record of event {event_id}")
+
+
+def call_kind(path: str) -> str:
+    """A request-log path reduced to what it addresses (for printing call counts)."""
+    parts = path.strip("/").split("/")
+    lower = [p.lower() for p in parts]
+    if "operations" in lower:
+        return "operation"
+    if lower[-1] == "cloudservices":
+        return "list"
+    if "cloudservices" in lower:
+        return "service"
+    if lower[0] in ("certificates", "secrets") and len(parts) == 2:
+        return f"{lower[0]}/latest"
+    if lower[0] in ("certificates", "secrets") and len(parts) == 3:
+        return f"{lower[0]}/{lower[2] if lower[2] in ('versions', 'policy') else 'version'}"
+    return parts[-1]
+
+
+_KEY = object()
+
+
+def api(
+    stack: LocalStack,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    key: Any = _KEY,
+) -> requests.Response:
+    """Call the function app's HTTP API (with the function key unless told otherwise)."""
+    headers = {"Content-Type": "application/json"}
+    if key is _KEY:
+        key = stack.env["FUNCTIONS_KEY"]
+    if key is not None:
+        headers["x-functions-key"] = key
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    return requests.request(
+        method, stack.env["FUNCTIONS_URL"] + path, data=data, headers=headers, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def op(stack: LocalStack) -> Operator:
+    return Operator(stack.env)
+
+
+@pytest.fixture
+def world(stack: LocalStack, op: Operator) -> Iterator[World]:
+    yield World(stack, op)
+    stack.admin("DELETE", "/faults")
+
+
+# -- 1-2: the happy path ---------------------------------------------------------------------
+
+
+def test_new_version_rotates_both_roles_with_one_put(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    mark = world.stack.request_mark()
+
+    v2 = world.new_version()
+    world.wait_delivered()
+
+    world.assert_on(svc, v2)
+    assert len(world.puts(svc)) == 1
+    product = world.product_calls(mark)
+    calls = Counter(f"{c['service']} {c['method']}" for c in product)
+    detail = Counter(
+        f"{c['service']} {c['method']} {call_kind(c['path'])} {c['status']}" for c in product
+    )
+    print(f"\nproduct calls for one rotation (1 service, 2 roles): {dict(sorted(calls.items()))}")
+    print(f"  by kind: {dict(sorted(detail.items()))}")
+    assert calls["arm PUT"] == 1
+    assert calls["keyvault POST"] == 0  # nothing written to Key Vault
+    assert sum(calls.values()) < 60, calls  # bounded: no polling storm
+
+
+def test_several_services_across_resource_groups_all_rotate(world: World) -> None:
+    v1 = world.new_version()
+    other_rg = world.op.resource_group(unique("rg"))
+    services = [
+        world.deploy(v1),
+        world.deploy(v1, roles=("WebRole1",)),
+        world.deploy(v1, rg=other_rg),
+    ]
+    world.subscribe()
+
+    v2 = world.new_version()
+    world.wait_delivered()
+
+    for svc, roles in zip(services, (ROLES, ("WebRole1",), ROLES), strict=True):
+        world.assert_on(svc, v2, roles)
+        assert len(world.puts(svc)) == 1, svc.name
+    (record,) = world.records()
+    assert sorted(s["outcome"] for s in record["services"]) == ["rotated"] * 3
+
+
+# -- 3-5: idempotence ------------------------------------------------------------------------
+
+
+def test_duplicate_event_updates_once(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    v2 = world.new_version()  # before the subscription: no event yet
+    world.subscribe()
+
+    event_id = str(uuid.uuid4())
+    world.raise_event(NEW_VERSION, version_of(v2), event_id=event_id)
+    world.wait_delivered(1, event_id)
+    world.assert_on(svc, v2)
+    world.raise_event(NEW_VERSION, version_of(v2), event_id=event_id)  # delivered again
+    world.wait_delivered(2, event_id)
+
+    world.assert_on(svc, v2)
+    assert len(world.puts(svc)) == 1
+    outcomes = [r["services"][0]["outcome"] for r in world.records()]
+    assert outcomes == ["rotated", "noop"]
+
+
+def test_old_version_event_after_rotation_changes_nothing(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    v2 = world.new_version()
+    world.wait_delivered()
+    world.assert_on(svc, v2)
+
+    assert v1.properties is not None and v1.properties.created_on is not None
+    late = world.raise_event(
+        NEW_VERSION,
+        version_of(v1),
+        event_time=v1.properties.created_on.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
+    )
+    world.wait_delivered(1, late)
+
+    world.assert_on(svc, v2)
+    assert len(world.puts(svc)) == 1
+    assert world.record_for(late)["services"][0]["outcome"] == "noop"
+
+
+def test_concurrent_events_for_one_certificate_update_once(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    v2 = world.new_version()
+    world.subscribe()
+
+    version = version_of(v2)
+    ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    body = [
+        {
+            "source": world.vault_id,
+            "eventType": NEW_VERSION,
+            "subject": CERT,
+            "id": event_id,
+            "data": {
+                "Id": f"{world.vault_url}certificates/{CERT}/{version}",
+                "VaultName": world.vault_name,
+                "ObjectType": "Certificate",
+                "ObjectName": CERT,
+                "Version": version,
+                "NBF": unix(v2.properties.not_before if v2.properties else None),
+                "EXP": unix(v2.properties.expires_on if v2.properties else None),
+            },
+        }
+        for event_id in ids
+    ]
+    raised = world.stack.admin("POST", "/eventgrid/system-events", body)  # one loop turn
+    assert [r["subscriptions"] for r in raised] == [1, 1]
+    for event_id in ids:
+        world.wait_delivered(1, event_id)
+
+    world.assert_on(svc, v2)
+    assert len(world.puts(svc)) == 1
+    attempts = Counter(e for d in world.deliveries() for e in d["event_ids"])
+    print(f"\ndelivery attempts per concurrent event: {sorted(attempts.values())}")
+
+
+# -- 6-9: what must not be rotated, or not to that version -----------------------------------
+
+
+def test_untagged_service_is_reported_unmanaged_not_updated(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1, tagged=False)
+    world.subscribe()
+    world.new_version()
+    world.wait_delivered()
+
+    assert world.read(svc).thumbprints == {role: [thumbprint(v1)] for role in ROLES}
+    (record,) = world.records()
+    assert record["services"][0]["outcome"] == "unmanaged"
+    assert "cert-rotation-package" in record["services"][0]["message"]
+
+    resp = api(
+        world.stack, "POST", "/api/rotations", {"vault": world.vault_id, "certificate": CERT}
+    )
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["services"] == [{"cloudService": svc.id, "outcome": "unmanaged"}]
+    stored = api(world.stack, "GET", resp.headers["Location"]).json()
+    message = stored["services"][0]["message"]
+    assert "cert-rotation-package" in message and "tag" in message
+    assert world.puts(svc, succeeded=False) == []
+
+
+def test_changed_package_is_refused(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    # Someone re-uploads different bytes over the deployed package.
+    world.op.package("packages", f"{svc.name}.cspkg", b"PK\x03\x04" + b"y" * 4096)
+    world.subscribe()
+    world.new_version()
+    world.wait_delivered()
+
+    assert world.read(svc).thumbprints == {role: [thumbprint(v1)] for role in ROLES}
+    assert world.puts(svc, succeeded=False) == []
+    (record,) = world.records()
+    result = record["services"][0]
+    assert result["outcome"] == "refused"
+    assert "changed since it was deployed" in result["message"]
+
+
+def test_disabled_newest_version_converges_to_the_previous_one(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    next_second()  # so that v2 is newer than v1 even once v3 is out of the way
+    v2 = world.new_version()
+    v3 = world.new_version()
+    world.kv.update_certificate_properties(CERT, version_of(v3), enabled=False)
+    world.subscribe()
+
+    event_id = world.raise_event(NEW_VERSION, version_of(v3))
+    world.wait_delivered(1, event_id)
+
+    world.assert_on(svc, v2)
+    assert len(world.puts(svc)) == 1
+
+
+def test_not_yet_valid_version_is_not_chosen(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    now = dt.datetime.now(dt.UTC)
+    future = self_signed_pfx("future", now + dt.timedelta(days=10), now + dt.timedelta(days=400))
+    imported = world.kv.import_certificate(CERT, future)
+    assert thumbprint(imported) == pfx_thumbprint(future)
+    world.wait_delivered()
+
+    world.assert_on(svc, v1)
+    assert world.puts(svc, succeeded=False) == []
+    (record,) = world.records()
+    assert record["services"][0]["outcome"] == "noop"
+
+
+def test_a_run_that_outlives_a_newer_version_does_not_undo_it(world: World) -> None:
+    """Run 1 (for v2) is still busy with service A when v3 arrives and run 2 puts service B
+    on v3; when run 1 reaches B it must see v3 and leave B alone (no PUT back to v2)."""
+    v1 = world.new_version()
+    first, second = world.deploy(v1), world.deploy(v1, roles=("WebRole1",))
+    world.subscribe()
+    stack = world.stack
+    # Run 1 reads A twice: under the lock (not delayed), then after its update (held 3 s).
+    # The emulator's clock is shared by the whole session, so it is not advanced here.
+    for delay_ms in (1, 3000):
+        stack.admin(
+            "POST",
+            "/faults",
+            {
+                "service": "arm",
+                "method": "GET",
+                "path": f"(?i)/cloudservices/{first.name}$",
+                "delay_ms": delay_ms,
+                "count": 1,
+            },
+        )
+    world.new_version()  # run 1
+    wait_for(lambda: world.puts(first), "run 1's update of service A")
+    v3 = world.new_version()  # run 2: A is locked by run 1 (transient), B goes to v3
+    on_v3 = Deployed({"WebRole1": [thumbprint(v3)]}, [secret_of(v3)], "Succeeded")
+    wait_for(lambda: world.read(second) == on_v3, "run 2 to put B on v3")
+    assert not world.delivered(), "precondition: run 1 should still be busy with A"
+
+    wait_for(
+        lambda: world.read(first).secrets == [secret_of(v3)] and len(world.delivered()) == 2,
+        "both events handled and A on v3",
+    )
+    world.assert_on(first, v3)
+    world.assert_on(second, v3, ("WebRole1",))
+    assert len(world.puts(second)) == 1  # run 2's; run 1 found B already past v2
+    run1 = world.records()[0]  # the records are sorted by start
+    assert [s["outcome"] for s in run1["services"]] == ["rotated", "noop"]
+
+
+# -- 10-12: the platform says no, or not now -------------------------------------------------
+
+
+def test_failed_update_is_reported_with_the_platform_code_without_retries(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    code = "RoleInstanceStartupTimeoutError"
+    world.stack.admin(
+        "POST",
+        "/cloudservices/fail-next",
+        {
+            "resourceGroup": svc.rg,
+            "name": svc.name,
+            "code": code,
+            "message": "One or more role instances did not start within the allowed time.",
+        },
+    )
+    world.new_version()
+    world.wait_delivered()
+
+    (record,) = world.records()
+    result = record["services"][0]
+    assert result["outcome"] == "failed", result
+    assert code in result["message"]
+    assert len(world.puts(svc, succeeded=False)) == 1
+    # Acknowledged on the first attempt: Event Grid has nothing to redeliver.
+    assert [d["outcome"] for d in world.deliveries()] == ["Succeeded"]
+    assert world.read(svc).state == "Failed"
+
+
+def test_conflict_on_put_is_retried_by_event_grid_redelivery(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    world.stack.admin(
+        "POST",
+        "/faults",
+        {
+            "service": "arm",
+            "method": "PUT",
+            "path": f"(?i)/cloudservices/{svc.name}$",
+            "status": 409,
+            "count": 1,
+        },
+    )
+    v2 = world.new_version()
+    world.wait_delivered()
+
+    world.assert_on(svc, v2)
+    attempts = world.deliveries()
+    assert [d["outcome"] for d in attempts][-1] == "Succeeded"
+    assert attempts[0]["status"] == 500  # the invocation failed as transient
+    assert len(attempts) == 2
+    assert [p["status"] for p in world.puts(svc, succeeded=False)] == [409, 200]
+    records = world.records()
+    assert [r["services"][0]["outcome"] for r in records] == ["transient", "rotated"]
+
+
+def test_throttled_reads_and_put_are_retried_by_the_sdk(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    for method in ("GET", "PUT"):
+        world.stack.admin(
+            "POST",
+            "/faults",
+            {
+                "service": "arm",
+                "method": method,
+                "path": f"(?i)/cloudservices/{svc.name}$",
+                "status": 429,
+                "retry_after": 0,
+                "count": 2,
+            },
+        )
+    v2 = world.new_version()
+    world.wait_delivered()
+
+    world.assert_on(svc, v2)
+    assert [d["outcome"] for d in world.deliveries()] == ["Succeeded"]
+    assert [p["status"] for p in world.puts(svc, succeeded=False)] == [429, 429, 200]
+    throttled_gets = [
+        c
+        for c in world.product_calls()
+        if c["method"] == "GET" and c["status"] == 429 and c["path"].endswith(svc.name)
+    ]
+    assert len(throttled_gets) == 2
+
+
+# -- 13-14: NearExpiry -----------------------------------------------------------------------
+
+
+def test_near_expiry_of_self_signed_without_auto_renew_renews_and_rotates(world: World) -> None:
+    policy = CertificatePolicy(
+        issuer_name="Self",
+        subject="CN=e2e-near-expiry",
+        validity_in_months=12,
+        content_type=CertificateContentType.pkcs12,
+        exportable=True,
+        lifetime_actions=[
+            LifetimeAction(action=CertificatePolicyAction.email_contacts, days_before_expiry=30)
+        ],
+    )
+    v1 = world.new_version(policy)
+    svc = world.deploy(v1)
+    world.subscribe()
+    assert v1.properties is not None
+
+    event_id = world.raise_event(
+        NEAR_EXPIRY,
+        version_of(v1),
+        nbf=unix(v1.properties.not_before),
+        exp=unix(v1.properties.expires_on),
+    )
+    versions = wait_for(
+        lambda: (
+            (found := list(world.kv.list_properties_of_certificate_versions(CERT)))
+            and len(found) == 2
+            and found
+        ),
+        "a new version requested by the product",
+    )
+    renewed = next(v for v in versions if v.version != version_of(v1))
+    world.wait_delivered(2)  # the NearExpiry, then the NewVersionCreated it caused
+
+    new = world.kv.get_certificate_version(CERT, str(renewed.version))
+    world.assert_on(svc, new)
+    assert len(world.puts(svc)) == 1
+    notes = world.record_for(event_id)["notes"]
+    assert any("requested a new version" in n for n in notes), notes
+
+
+def test_near_expiry_of_unknown_issuer_asks_a_person(world: World) -> None:
+    now = dt.datetime.now(dt.UTC)
+    # Expiring in 60 days: the vault's own NearExpiry (at 30 days) stays out of the way.
+    issued = self_signed_pfx(
+        "e2e-unknown", now - dt.timedelta(days=60), now + dt.timedelta(days=60)
+    )
+    v1 = world.kv.import_certificate(CERT, issued)
+    svc = world.deploy(v1)
+    world.kv.update_certificate_policy(
+        CERT, CertificatePolicy(issuer_name="Unknown", subject="CN=e2e-unknown")
+    )
+    assert world.kv.get_certificate_policy(CERT).issuer_name == "Unknown"
+    world.subscribe()
+    mark = world.stack.request_mark()
+
+    event_id = world.raise_event(
+        NEAR_EXPIRY,
+        version_of(v1),
+        nbf=unix(now - dt.timedelta(days=60)),
+        exp=unix(now + dt.timedelta(days=60)),
+    )
+    world.wait_delivered(1, event_id)
+
+    assert len(list(world.kv.list_properties_of_certificate_versions(CERT))) == 1
+    assert not [c for c in world.product_calls(mark) if c["method"] in ("POST", "PATCH", "PUT")]
+    world.assert_on(svc, v1)
+    notes = world.record_for(event_id)["notes"]
+    action = next(n for n in notes if "ACTION REQUIRED" in n)
+    assert "renew" in action
+    for name in (world.vault_name, CERT, svc.name):
+        assert name in action, (name, action)
+
+
+# -- 15: the HTTP API ------------------------------------------------------------------------
+
+
+def test_http_api_dry_run_run_status_and_refusals(world: World) -> None:
+    stack = world.stack
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    v2 = world.new_version()  # no subscription: only the HTTP API acts here
+    old, new = thumbprint(v1), thumbprint(v2)
+    body = {"vault": world.vault_id, "certificate": CERT}
+
+    dry = api(stack, "POST", "/api/rotations", {**body, "dryRun": True})
+    assert dry.status_code == 200, dry.text
+    (planned,) = dry.json()["services"]
+    assert planned["cloudService"] == svc.id and planned["outcome"] == "dry-run"
+    diff = planned["plan"]["cscfgDiff"].splitlines()
+    removed = [line for line in diff if line.startswith("-") and not line.startswith("---")]
+    added = [line for line in diff if line.startswith("+") and not line.startswith("+++")]
+    assert len(removed) == len(added) == len(ROLES)
+    assert all(old in line for line in removed) and all(new in line for line in added)
+    assert planned["plan"]["osProfile"] == {"added": [secret_of(v2)], "removed": [secret_of(v1)]}
+    assert world.puts(svc, succeeded=False) == []
+
+    resp = api(stack, "POST", "/api/rotations", body)
+    assert resp.status_code == 202, resp.text
+    run_id = resp.json()["id"]
+    assert resp.headers["Location"] == f"/api/rotations/{run_id}"
+    status = api(stack, "GET", resp.headers["Location"])
+    assert status.status_code == 200
+    assert "sig=" not in status.text
+    record = status.json()
+    assert record["id"] == run_id and record["status"] == "done"
+    (result,) = record["services"]
+    assert result["outcome"] == "rotated"
+    assert result["operationId"] and result["sasExpiry"]
+    world.assert_on(svc, v2)
+    assert len(world.puts(svc)) == 1
+
+    # Refusals: nothing is read or written for any of these.
+    mark = stack.request_mark()
+    storage_id = world.vault_id.replace(
+        "Microsoft.KeyVault/vaults", "Microsoft.Storage/storageAccounts"
+    )
+    bad = [
+        (b"{not json", "body"),
+        (json.dumps({"certificate": CERT}).encode(), "vault"),
+        (json.dumps({**body, "vault": storage_id}).encode(), "vault"),
+        (json.dumps({**body, "certificate": "web_tls!"}).encode(), "certificate"),
+        (json.dumps({**body, "cloudServices": svc.id}).encode(), "cloudServices"),
+        (json.dumps({**body, "cloudServices": [world.vault_id]}).encode(), "cloudServices"),
+        (json.dumps({**body, "force": True}).encode(), "force"),
+    ]
+    for raw, field in bad:
+        answer = api(stack, "POST", "/api/rotations", raw=raw)
+        assert answer.status_code == 400, (raw, answer.text)
+        assert answer.json()["error"]["field"] == field, (raw, answer.text)
+    missing_vault = world.vault_id.rsplit("/", 1)[0] + "/" + unique("kv")
+    for unknown in ({**body, "vault": missing_vault}, {**body, "certificate": "no-such-cert"}):
+        answer = api(stack, "POST", "/api/rotations", unknown)
+        assert answer.status_code == 404, (unknown, answer.text)
+        assert answer.json()["error"]["message"]
+    assert api(stack, "GET", f"/api/rotations/20990101T000000Z-{'0' * 12}").status_code == 404
+    for key in (None, "wrong-key"):
+        assert api(stack, "POST", "/api/rotations", body, key=key).status_code == 401
+        assert api(stack, "GET", f"/api/rotations/{run_id}", key=key).status_code == 401
+    writes = [c for c in world.product_calls(mark) if c["method"] not in ("GET", "HEAD")]
+    assert writes == []
+    assert len(world.puts(svc)) == 1
+
+
+# -- 16: security ----------------------------------------------------------------------------
+
+
+class Trap:
+    """A loopback listener that records every connection made to it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.1)
+        self.port = int(self.sock.getsockname()[1])
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+def test_event_naming_another_host_never_sends_a_request_there(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    v2 = world.new_version()
+    world.subscribe()
+    version = version_of(v2)
+    trap = Trap()
+    try:
+        trapped = world.raise_event(
+            NEW_VERSION,
+            version,
+            data_id=f"https://127.0.0.1:{trap.port}/certificates/{CERT}/{version}",
+        )
+        world.wait_delivered(1, trapped)
+        evil = world.raise_event(
+            NEW_VERSION, version, data_id=f"https://evil.example.net/certificates/{CERT}/{version}"
+        )
+        world.wait_delivered(1, evil)
+        assert trap.connections == 0
+    finally:
+        trap.close()
+
+    # The rotation read the vault the service's osProfile names, and only the stack.
+    world.assert_on(svc, v2)
+    assert len(world.puts(svc)) == 1
+    calls = world.product_calls()
+    assert {c["service"] for c in calls} <= {"arm", "keyvault", "identity"}
+    assert any(c["service"] == "keyvault" and CERT in c["path"] for c in calls)
+    assert [r["services"][0]["outcome"] for r in world.records()] == ["rotated", "noop"]
