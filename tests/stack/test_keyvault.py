@@ -13,12 +13,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -46,6 +43,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import LocalStack, wait_for
+from tests.webhook import Webhook
 
 KV_API = "2023-07-01"
 RG_API = "2021-04-01"
@@ -610,47 +608,12 @@ def test_delete_and_recover(certs: CertificateClient) -> None:
 # -- events and lifetime -------------------------------------------------------------------
 
 
-class Receiver:
-    """A loopback webhook: answers the Event Grid handshake and records notifications."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null")
-                reply = b""
-                if self.headers.get("aeg-event-type") == "SubscriptionValidation":
-                    code = body[0]["data"]["validationCode"]
-                    reply = json.dumps({"validationResponse": code}).encode()
-                else:
-                    with receiver.lock:
-                        receiver.events += body
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def of(self, subject: str, event_type: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [e for e in self.events
-                    if e["subject"] == subject and e["eventType"] == event_type]
 
 
 @pytest.fixture(scope="module")
-def receiver(arm: Arm, rg: str, vault: dict[str, Any]) -> Iterator[Receiver]:
-    """A system topic on the module's vault with a webhook subscription to ``Receiver``."""
-    server = Receiver()
+def receiver(arm: Arm, rg: str, vault: dict[str, Any]) -> Iterator[Webhook]:
+    """A system topic on the module's vault with a webhook subscription to ``Webhook``."""
+    server = Webhook()
     topic = (f"/subscriptions/{arm.stack.subscription}/resourceGroups/{rg}"
              f"/providers/Microsoft.EventGrid/systemTopics/{vault['name']}-events")
     resp = arm.call("PUT", topic, {"location": "westus", "properties": {
@@ -663,18 +626,17 @@ def receiver(arm: Arm, rg: str, vault: dict[str, Any]) -> Iterator[Receiver]:
     wait_for(lambda: arm.call("GET", f"{topic}/eventSubscriptions/all", api_version=EG_API)
              .json()["properties"]["provisioningState"] == "Succeeded")
     yield server
-    server.server.shutdown()
-    server.server.server_close()
+    server.close()
 
 
-def test_new_version_events(receiver: Receiver, certs: CertificateClient,
+def test_new_version_events(receiver: Webhook, certs: CertificateClient,
                             vault: dict[str, Any]) -> None:
     name = unique("events")
     cert = create_self(certs, name, CertificatePolicy(issuer_name="Self", subject="CN=e",
                                                       key_type=KeyType.ec))
     key, local = make_cert("imported")
     imported = certs.import_certificate(name, pfx(key, local))
-    events = wait_for(lambda: len(got := receiver.of(name, KV_NEW)) == 2 and got)
+    events = wait_for(lambda: len(got := receiver.of(KV_NEW, name)) == 2 and got)
     by_version = {e["data"]["Version"]: e for e in events}
     assert set(by_version) == {props(cert).version, props(imported).version}
     uri = vault["properties"]["vaultUri"]
@@ -690,27 +652,27 @@ def test_new_version_events(receiver: Receiver, certs: CertificateClient,
 
 
 def test_near_expiry_and_expired_once_per_current_version(
-        receiver: Receiver, certs: CertificateClient) -> None:
+        receiver: Webhook, certs: CertificateClient) -> None:
     soon, gone = unique("soon"), unique("gone")
     key, near = make_cert("soon", days_before=60, days_after=10)
     certs.import_certificate(soon, pfx(key, near))
     key, expired = make_cert("gone", days_before=60, days_after=-1)
     certs.import_certificate(gone, pfx(key, expired))
-    wait_for(lambda: receiver.of(soon, KV_NEAR) and receiver.of(gone, KV_EXPIRED))
+    wait_for(lambda: receiver.of(KV_NEAR, soon) and receiver.of(KV_EXPIRED, gone))
     time.sleep(1.5)  # more lifetime checks run; none may repeat an event
-    assert len(receiver.of(soon, KV_NEAR)) == 1 and not receiver.of(soon, KV_EXPIRED)
-    assert len(receiver.of(gone, KV_EXPIRED)) == 1 and len(receiver.of(gone, KV_NEAR)) == 1
+    assert len(receiver.of(KV_NEAR, soon)) == 1 and not receiver.of(KV_EXPIRED, soon)
+    assert len(receiver.of(KV_EXPIRED, gone)) == 1 and len(receiver.of(KV_NEAR, gone)) == 1
 
 
 def test_auto_renew_lifetime_action_issues_a_new_version(
-        receiver: Receiver, certs: CertificateClient) -> None:
+        receiver: Webhook, certs: CertificateClient) -> None:
     name = unique("renew")
     key, old = make_cert("renew.contoso.com", days_before=80, days_after=5)
     policy = CertificatePolicy(issuer_name="Self", subject="CN=renew.contoso.com",
                                lifetime_actions=[LifetimeAction(
                                    CertificatePolicyAction.auto_renew, lifetime_percentage=80)])
     first = certs.import_certificate(name, pfx(key, old), policy=policy)
-    renewed = wait_for(lambda: [e for e in receiver.of(name, KV_NEW)
+    renewed = wait_for(lambda: [e for e in receiver.of(KV_NEW, name)
                                 if e["data"]["Version"] != props(first).version])
     latest = certs.get_certificate(name)
     assert props(latest).version == renewed[0]["data"]["Version"]

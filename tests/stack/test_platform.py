@@ -19,11 +19,9 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +39,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from emulators.provision import Operator
 from emulators.stack import ROOT, Stack
 from tests.conftest import LocalStack, wait_for
+from tests.webhook import Webhook
 
 ARM = "https://management.azure.com"
 VAULT = "https://vault.azure.net"
@@ -450,48 +449,6 @@ def test_tokens_only_work_for_their_audience(client: Client, vault_url: str) -> 
 # -- clock and reset (in the module's own stack) ----------------------------------------
 
 
-class Webhook:
-    """An Event Grid webhook on 127.0.0.1: answers the handshake, records notifications."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null")
-                reply = b""
-                if self.headers.get("aeg-event-type") == "SubscriptionValidation":
-                    code = body[0]["data"]["validationCode"]
-                    reply = json.dumps({"validationResponse": code}).encode()
-                else:
-                    with hook.lock:
-                        hook.events.extend(body)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/events"
-
-    def of_type(self, event_type: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [e for e in self.events if e["eventType"] == event_type]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def clock(side: Client, advance_days: float | None = None) -> dict[str, Any]:
@@ -528,12 +485,12 @@ def test_clock_moves_certificate_lifetimes(side: Stack) -> None:
             cert = operator.new_version(vault_url, "clock", policy)
         expires = cert.properties.expires_on
         assert expires is not None
-        wait_for(lambda: hook.of_type(KV_NEW))
-        assert not hook.of_type(KV_NEAR)
+        wait_for(lambda: hook.of(KV_NEW))
+        assert not hook.of(KV_NEAR)
 
         now = dt.datetime.fromisoformat(clock(admin, 340)["now"])
         assert expires - dt.timedelta(days=30) < now < expires  # near expiry, not expired
-        near = wait_for(lambda: hook.of_type(KV_NEAR))
+        near = wait_for(lambda: hook.of(KV_NEAR))
         assert near[0]["subject"] == "clock"
         assert near[0]["topic"] == vault_id
         assert near[0]["data"]["ObjectName"] == "clock"
@@ -542,16 +499,16 @@ def test_clock_moves_certificate_lifetimes(side: Stack) -> None:
 
         clock(admin, 1)
         time.sleep(1.2)  # one lifetime check round of the vault's own ticker
-        assert len(hook.of_type(KV_NEAR)) == 1
-        assert not hook.of_type(KV_EXPIRED)
+        assert len(hook.of(KV_NEAR)) == 1
+        assert not hook.of(KV_EXPIRED)
 
         now = dt.datetime.fromisoformat(clock(admin, 30)["now"])
         assert now > expires
-        expired = wait_for(lambda: hook.of_type(KV_EXPIRED))
+        expired = wait_for(lambda: hook.of(KV_EXPIRED))
         assert expired[0]["data"]["Version"] == cert.properties.version
         clock(admin, 1)
         time.sleep(1.2)
-        assert [len(hook.of_type(t)) for t in (KV_NEW, KV_NEAR, KV_EXPIRED)] == [1, 1, 1]
+        assert [len(hook.of(t)) for t in (KV_NEW, KV_NEAR, KV_EXPIRED)] == [1, 1, 1]
     finally:
         hook.close()
 
