@@ -51,12 +51,29 @@ class ArmRequest:
         try:
             return json.loads(await self.http.text())
         except ValueError as exc:
-            raise web.HTTPBadRequest(
-                text=json.dumps(
-                    {"error": {"code": "InvalidRequestContent", "message": f"Bad JSON: {exc}"}}
-                ),
-                content_type="application/json",
-            ) from exc
+            raise _bad_request("InvalidRequestContent", f"Bad JSON: {exc}") from exc
+
+    async def resource_body(self) -> dict[str, Any]:
+        """A tracked resource's PUT body: a JSON object with a ``location``, as ARM
+        requires before any provider sees it; otherwise an HTTP 400 in ARM's format."""
+        body = await self.json_body()
+        if not isinstance(body, dict):
+            raise _bad_request(
+                "InvalidRequestContent", "The request content must be a JSON object."
+            )
+        location = body.get("location")
+        if not isinstance(location, str) or not location:
+            raise _bad_request(
+                "LocationRequired", "The location property is required for this definition."
+            )
+        return body
+
+
+def _bad_request(code: str, message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=json.dumps({"error": {"code": code, "message": message}}),
+        content_type="application/json",
+    )
 
 
 @dataclass
@@ -232,9 +249,7 @@ class Arm:
 
     async def _put_rg(self, req: ArmRequest) -> web.Response:
         self.check_subscription(req)
-        body = await req.json_body()
-        if not isinstance(body, dict) or not body.get("location"):
-            return error_response(400, "LocationRequired", "The location property is required.")
+        body = await req.resource_body()
         name = req.params["resourceGroup"]
         created = name.lower() not in self.resource_groups
         rg = {

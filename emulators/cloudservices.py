@@ -563,7 +563,7 @@ class CloudServices:
         self.arm.require_rg(req)
         key = self._key(req)
         self._refuse_if_busy(key)
-        draft = await self._check(await req.json_body())
+        draft = await self._check(await req.resource_body())
         self._refuse_if_busy(key)  # another PUT may have committed while we downloaded
         now = _timestamp(self.platform.now())
         # ARM records a managed identity's writes as by an Application, named by client id.
@@ -593,15 +593,9 @@ class CloudServices:
         return json_response(self._body(service), 201 if existing is None else 200,
                              self.arm.async_headers(op, req.api_version))
 
-    async def _check(self, body: Any) -> Draft:
+    async def _check(self, body: dict[str, Any]) -> Draft:
         """Every platform check of a PUT body, in Azure's order; raise ArmError on refusal."""
-        if not isinstance(body, dict):
-            raise ArmError(400, "InvalidRequestContent",
-                           "The request content must be a JSON object.")
-        location = body.get("location")
-        if not isinstance(location, str) or not location:
-            raise ArmError(400, "LocationRequired",
-                           "The location property is required for this definition.")
+        location = str(body["location"])
         properties = body.get("properties")
         if not isinstance(properties, dict):
             raise _missing("properties")

@@ -551,9 +551,7 @@ class EventGrid:
     async def _put_system_topic(self, req: ArmRequest) -> web.Response:
         self.arm.check_subscription(req)
         self.arm.require_rg(req)
-        body = await req.json_body()
-        if not isinstance(body, dict) or not body.get("location"):
-            return error_response(400, "LocationRequired", "The location property is required.")
+        body = await req.resource_body()
         props = body.get("properties") or {}
         source, topic_type = str(props.get("source") or ""), props.get("topicType")
         if not isinstance(topic_type, str) or topic_type.lower() != KEYVAULT_TOPIC_TYPE.lower():
@@ -734,9 +732,7 @@ class EventGrid:
         if not _TOPIC_NAME.match(name) or name.lower().startswith(
                 ("microsoft-", "eventgrid-", "system-")):
             return _bad_request("Topic name must be between 3 and 50 characters in length.")
-        body = await req.json_body()
-        if not isinstance(body, dict) or not body.get("location"):
-            return error_response(400, "LocationRequired", "The location property is required.")
+        body = await req.resource_body()
         props = body.get("properties") or {}
         schema = props.get("inputSchema") or EVENTGRID_SCHEMA
         if schema not in (EVENTGRID_SCHEMA, CLOUDEVENT_SCHEMA):

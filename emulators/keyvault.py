@@ -388,14 +388,8 @@ class KeyVault:
                 "alphanumeric characters. The name must begin with a letter, end with a letter "
                 "or digit, and not contain consecutive hyphens. Follow this link for more "
                 "information: https://go.microsoft.com/fwlink/?linkid=2147742")
-        body = await req.json_body()
-        if not isinstance(body, dict):
-            return error_response(400, "InvalidRequestContent",
-                                  "The request content must be a JSON object.")
-        location = body.get("location")
-        if not isinstance(location, str) or not location:
-            return error_response(400, "LocationRequired",
-                                  "The location property is required for this definition.")
+        body = await req.resource_body()
+        location = str(body["location"])
         props = body.get("properties")
         if not isinstance(props, dict):
             return error_response(400, "BadRequest",
