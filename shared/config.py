@@ -60,6 +60,11 @@ class Settings:
     renew_on_near_expiry: bool = True
     operation_wait_seconds: float = 900.0
     arm_polling_interval: float | None = None
+    rollback: bool = False
+    notify_eventgrid_endpoint: str | None = None
+    notify_eventgrid_key: str | None = None  # local use only; Azure uses the identity
+    notify_webhook_url: str | None = None
+    notify_webhook_format: str = "teams"  # teams | slack
     runs_container: str = "cert-rotation-runs"
     locks_container: str = "cert-rotation-locks"
 
@@ -87,6 +92,14 @@ class Settings:
                 "blob endpoint of the app's storage account (run records and locks live there)"
             )
         polling = env.get("ARM_POLLING_INTERVAL", "").strip()
+        webhook_format = (env.get("NOTIFY_WEBHOOK_FORMAT") or "teams").strip().lower()
+        if webhook_format not in ("teams", "slack"):
+            raise ConfigError(
+                f"NOTIFY_WEBHOOK_FORMAT={webhook_format!r} is not supported (use teams or slack)"
+            )
+        for name in ("NOTIFY_EVENTGRID_ENDPOINT", "NOTIFY_WEBHOOK_URL"):
+            if env.get(name) and not env[name].startswith("https://"):
+                raise ConfigError(f"{name} must be an https URL")
         return cls(
             subscriptions=subscriptions,
             resource_groups=_list(env, "ROTATION_RESOURCE_GROUPS"),
@@ -102,4 +115,9 @@ class Settings:
             arm_polling_interval=(
                 _number(env, "ARM_POLLING_INTERVAL", 30.0, 0.0, 300.0) if polling else None
             ),
+            rollback=_flag(env, "ROTATION_ROLLBACK", False),
+            notify_eventgrid_endpoint=env.get("NOTIFY_EVENTGRID_ENDPOINT") or None,
+            notify_eventgrid_key=env.get("NOTIFY_EVENTGRID_KEY") or None,
+            notify_webhook_url=env.get("NOTIFY_WEBHOOK_URL") or None,
+            notify_webhook_format=webhook_format,
         )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import planner
+from shared import logcontext, planner
 from shared.adapters.clients import Clients
 from shared.adapters.compute import Compute
 from shared.adapters.keyvault import KeyVault
@@ -56,6 +56,19 @@ class Trigger:
     kind: str  # event | manual | reconcile
     event_type: str | None = None
     event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the run learned beyond per-service outcomes, for people and notifications.
+
+    ``kind``: ``renew-requested`` (we asked the issuer), ``renew-pending`` (an issuance is
+    already running), ``renew-required`` (a person must renew), ``newer-version`` (a
+    NearExpiry event for a version already superseded) or ``expired``.
+    """
+
+    kind: str
+    message: str
 
 
 @dataclass
@@ -96,7 +109,7 @@ class Run:
     started: datetime
     status: str = "running"
     finished: datetime | None = None
-    notes: list[str] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
     results: list[ServiceResult] = field(default_factory=list)
 
     @property
@@ -117,7 +130,7 @@ class Run:
             "dryRun": self.dry_run,
             "started": self.started.isoformat(),
             "finished": self.finished.isoformat() if self.finished else None,
-            "notes": self.notes,
+            "actions": [{"kind": a.kind, "message": a.message} for a in self.actions],
             "services": [r.to_json() for r in self.results],
         }
 
@@ -154,12 +167,14 @@ class Engine:
         keyvault: KeyVault,
         storage: Storage,
         now: Callable[[], datetime] = utcnow,
+        notify: Callable[[Run], None] | None = None,
     ) -> None:
         self.settings = settings
         self.compute = compute
         self.keyvault = keyvault
         self.storage = storage
         self.now = now
+        self.notify = notify
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -210,15 +225,19 @@ class Engine:
             )
             return None
         cert = self.read_certificate(event.vault_id, event.certificate, services)
-        notes: list[str] = []
+        actions: list[Action] = []
         if event.kind == NEAR_EXPIRY:
-            notes.append(self._near_expiry(event, cert, services))
+            actions.append(self._near_expiry(event, cert, services))
         elif event.kind == EXPIRED:
-            notes.append(
-                f"EXPIRED: certificate '{cert.name}' version {event.version} in vault "
-                f"{event.vault_name} has expired; services: " + ", ".join(s.name for s in services)
+            actions.append(
+                Action(
+                    "expired",
+                    f"EXPIRED: certificate '{cert.name}' version {event.version} in vault "
+                    f"{event.vault_name} has expired; services: "
+                    + ", ".join(s.name for s in services),
+                )
             )
-            log.error("%s", notes[-1])
+            log.error("%s", actions[-1].message)
         trigger = Trigger("event", event.kind, event.event_id)
         return self.rotate(
             event.vault_id,
@@ -226,12 +245,12 @@ class Engine:
             trigger,
             services=services,
             certificate_state=cert,
-            notes=notes,
+            actions=actions,
         )
 
     def _near_expiry(
         self, event: CertificateEvent, cert: Certificate, services: list[CloudServiceSnapshot]
-    ) -> str:
+    ) -> Action:
         """Renew when no newer valid version exists and the issuer needs no person."""
         now = self.now()
         named = next((v for v in cert.versions if v.version == event.version), None)
@@ -245,15 +264,20 @@ class Engine:
             and planner.desired_version(cert, now) is not None
             and event.version is not None
         ):
-            return "a newer valid version exists; converging to it"
+            return Action("newer-version", "a newer valid version exists; converging to it")
         expiry = named.expires.isoformat() if named and named.expires else "unknown"
         if self.settings.renew_on_near_expiry and self.keyvault.can_renew(cert):
             if self.keyvault.renew(cert.vault_url, cert.name):
-                msg = f"requested a new version of '{cert.name}' from issuer {cert.issuer}"
+                action = Action(
+                    "renew-requested",
+                    f"requested a new version of '{cert.name}' from issuer {cert.issuer}",
+                )
             else:
-                msg = f"a new version of '{cert.name}' is already being issued"
-            log.info("%s", msg)
-            return msg
+                action = Action(
+                    "renew-pending", f"a new version of '{cert.name}' is already being issued"
+                )
+            log.info("%s", action.message)
+            return action
         why = (
             "its policy renews automatically"
             if cert.auto_renew
@@ -266,7 +290,7 @@ class Engine:
             f"(expires {expiry}; {why}); used by " + ", ".join(s.name for s in services)
         )
         log.warning("%s", msg)
-        return msg
+        return Action("renew-required", msg)
 
     def rotate(
         self,
@@ -278,7 +302,7 @@ class Engine:
         dry_run: bool = False,
         services: list[CloudServiceSnapshot] | None = None,
         certificate_state: Certificate | None = None,
-        notes: Iterable[str] = (),
+        actions: Iterable[Action] = (),
         wait_seconds: float | None = None,
     ) -> Run:
         """Converge every service in scope using the certificate; never raises for one
@@ -295,7 +319,7 @@ class Engine:
             certificate=certificate,
             dry_run=dry_run,
             started=self.now(),
-            notes=list(notes),
+            actions=list(actions),
         )
         only = tuple(only)
         if services is None:
@@ -306,24 +330,28 @@ class Engine:
                 f"cloud service(s) {sorted(missing)} do not reference certificate "
                 f"'{certificate}' of vault {vault_id} (or are out of scope)"
             )
-        cert = certificate_state or self.read_certificate(vault_id, certificate, services)
-        log.info(
-            "run %s: %s/%s used by %d cloud service(s)",
-            run.id,
-            vault_id.rsplit("/", 1)[-1],
-            certificate,
-            len(services),
-        )
-        self._save(run)
-        wait = self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
-        for service in services:
-            result = self._converge(run, service, cert, wait)
-            run.results.append(result)
+        with logcontext.bound(run_id=run.id):
+            cert = certificate_state or self.read_certificate(vault_id, certificate, services)
+            log.info(
+                "run %s: %s/%s used by %d cloud service(s)",
+                run.id,
+                vault_id.rsplit("/", 1)[-1],
+                certificate,
+                len(services),
+            )
             self._save(run)
-        updating = any(r.outcome == "updating" for r in run.results)
-        run.status = "transient" if run.transient else "updating" if updating else "done"
-        run.finished = self.now()
-        self._save(run)
+            wait = self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
+            for service in services:
+                with logcontext.bound(service_id=service.id):
+                    result = self._converge(run, service, cert, wait)
+                run.results.append(result)
+                self._save(run)
+            updating = any(r.outcome == "updating" for r in run.results)
+            run.status = "transient" if run.transient else "updating" if updating else "done"
+            run.finished = self.now()
+            self._save(run)
+            if self.notify is not None and not dry_run:
+                self.notify(run)
         return run
 
     def _converge(

@@ -725,8 +725,8 @@ def test_near_expiry_of_self_signed_without_auto_renew_renews_and_rotates(world:
     new = world.kv.get_certificate_version(CERT, str(renewed.version))
     world.assert_on(svc, new)
     assert len(world.puts(svc)) == 1
-    notes = world.record_for(event_id)["notes"]
-    assert any("requested a new version" in n for n in notes), notes
+    actions = world.record_for(event_id)["actions"]
+    assert any(a["kind"] == "renew-requested" for a in actions), actions
 
 
 def test_near_expiry_of_unknown_issuer_asks_a_person(world: World) -> None:
@@ -755,9 +755,9 @@ def test_near_expiry_of_unknown_issuer_asks_a_person(world: World) -> None:
     assert len(list(world.kv.list_properties_of_certificate_versions(CERT))) == 1
     assert not [c for c in world.product_calls(mark) if c["method"] in ("POST", "PATCH", "PUT")]
     world.assert_on(svc, v1)
-    notes = world.record_for(event_id)["notes"]
-    action = next(n for n in notes if "ACTION REQUIRED" in n)
-    assert "renew" in action
+    actions = world.record_for(event_id)["actions"]
+    action = next(a["message"] for a in actions if a["kind"] == "renew-required")
+    assert "ACTION REQUIRED" in action and "renew" in action
     for name in (world.vault_name, CERT, svc.name):
         assert name in action, (name, action)
 
