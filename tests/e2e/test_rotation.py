@@ -21,340 +21,35 @@ import datetime as dt
 import json
 import socket
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
-from xml.etree import ElementTree
 
-import pytest
-import requests
-from azure.core.exceptions import ResourceNotFoundError
 from azure.keyvault.certificates import (
     CertificateContentType,
     CertificatePolicy,
     CertificatePolicyAction,
-    KeyVaultCertificate,
     LifetimeAction,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
-from cryptography.x509.oid import NameOID
 
-from emulators.provision import NS, Operator, cscfg, thumbprint
-from tests.conftest import LocalStack, wait_for
-
-CERT = "web-tls"
-ROLES = ("WebRole1", "WorkerRole1")
-NEW_VERSION = "Microsoft.KeyVault.CertificateNewVersionCreated"
-NEAR_EXPIRY = "Microsoft.KeyVault.CertificateNearExpiry"
-RUNS_CONTAINER = "cert-rotation-runs"
-AGENT = "certrotate"  # in the User-Agent of every call the product makes
-
-
-def unique(prefix: str) -> str:
-    """A fresh resource name (letter first, so it is a valid vault name too)."""
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-
-def next_second() -> None:
-    """Wait for the clock's next second: Key Vault's ``created`` has 1 s resolution, and two
-    versions created in the same second can be ordered only by which one is current."""
-    start = int(time.time())
-    wait_for(lambda: int(time.time()) > start, "the next second", timeout=2)
-
-
-def version_of(cert: KeyVaultCertificate) -> str:
-    assert cert.properties is not None and cert.properties.version
-    return cert.properties.version
-
-
-def secret_of(cert: KeyVaultCertificate) -> str:
-    assert cert.secret_id
-    return cert.secret_id
-
-
-def unix(moment: dt.datetime | None) -> int:
-    assert moment is not None
-    return int(moment.timestamp())
-
-
-def self_signed_pfx(common_name: str, not_before: dt.datetime, not_after: dt.datetime) -> bytes:
-    """A PKCS#12 (no password) holding a fresh RSA key and a self-signed certificate."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    return pkcs12.serialize_key_and_certificates(None, key, cert, None, NoEncryption())
-
-
-def pfx_thumbprint(data: bytes) -> str:
-    _, cert, _ = pkcs12.load_key_and_certificates(data, None)
-    assert cert is not None
-    return cert.fingerprint(hashes.SHA1()).hex().upper()
-
-
-@dataclass(frozen=True)
-class Service:
-    rg: str  # resource group name
-    name: str
-    id: str
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """A cloud service as ComputeManagementClient reads it."""
-
-    thumbprints: dict[str, list[str]]  # role -> cscfg Certificate thumbprints
-    secrets: list[str]  # osProfile certificate URLs
-    state: str | None
-
-
-class World:
-    """One test's own resource group and vault, and the ways to look at the outcome."""
-
-    def __init__(self, stack: LocalStack, op: Operator) -> None:
-        self.stack, self.op = stack, op
-        self.rg_name = unique("rg")
-        self.rg = op.resource_group(self.rg_name)
-        self.vault_name = unique("kv")
-        self.vault_id, self.vault_url = op.vault(self.rg, self.vault_name)
-        self.kv = op.certificates(self.vault_url)
-        self.subscription = ""
-        self.mark = stack.request_mark()
-
-    # -- operator actions ------------------------------------------------------------------
-
-    def new_version(self, policy: CertificatePolicy | None = None) -> KeyVaultCertificate:
-        return self.op.new_version(self.vault_url, CERT, policy)
-
-    def deploy(
-        self,
-        cert: KeyVaultCertificate,
-        *,
-        rg: str | None = None,
-        roles: tuple[str, ...] = ROLES,
-        tagged: bool = True,
-    ) -> Service:
-        """A cloud service whose roles all use ``cert`` (tagged for rotation if asked)."""
-        rg = rg or self.rg
-        name = unique("cs")
-        package, md5 = self.op.package("packages", f"{name}.cspkg", b"PK\x03\x04" + b"x" * 4096)
-        config = cscfg(name, {role: {"SslCert": thumbprint(cert)} for role in roles})
-        self.op.cloud_service(
-            rg,
-            name,
-            config,
-            list(roles),
-            self.vault_id,
-            [secret_of(cert)],
-            package if tagged else None,
-            md5 if tagged else None,
-        )
-        return Service(
-            rg.rsplit("/", 1)[-1], name, f"{rg}/providers/Microsoft.Compute/cloudServices/{name}"
-        )
-
-    def subscribe(self) -> None:
-        """The vault's certificate events to ``keyvault_events`` (handshake included)."""
-        self.subscription = unique("sub")
-        self.op.subscribe(self.rg, self.vault_id, self.subscription, self.op.webhook())
-
-    def raise_event(
-        self,
-        kind: str,
-        version: str,
-        *,
-        event_id: str | None = None,
-        event_time: str | None = None,
-        nbf: int | None = None,
-        exp: int | None = None,
-        data_id: str | None = None,
-    ) -> str:
-        """A Key Vault certificate event, through Event Grid's delivery path; its id."""
-        body: dict[str, Any] = {
-            "source": self.vault_id,
-            "eventType": kind,
-            "subject": CERT,
-            "data": {
-                "Id": data_id or f"{self.vault_url}certificates/{CERT}/{version}",
-                "VaultName": self.vault_name,
-                "ObjectType": "Certificate",
-                "ObjectName": CERT,
-                "Version": version,
-                "NBF": nbf if nbf is not None else int(time.time()),
-                "EXP": exp if exp is not None else int(time.time()) + 86400 * 365,
-            },
-        }
-        if event_id:
-            body["id"] = event_id
-        if event_time:
-            body["eventTime"] = event_time
-        raised = self.stack.admin("POST", "/eventgrid/system-events", body)
-        assert raised["subscriptions"] == 1, raised
-        return str(raised["id"])
-
-    # -- observations ----------------------------------------------------------------------
-
-    def read(self, svc: Service) -> Deployed:
-        cs = self.op.compute.cloud_services.get(svc.rg, svc.name)
-        props = cs.properties
-        assert props is not None and props.configuration
-        root = ElementTree.fromstring(props.configuration)
-        ns = {"sc": NS}
-        thumbprints = {
-            str(role.get("name")): [
-                str(c.get("thumbprint")).upper()
-                for c in role.findall("sc:Certificates/sc:Certificate", ns)
-            ]
-            for role in root.findall("sc:Role", ns)
-        }
-        groups = (props.os_profile.secrets if props.os_profile else None) or []
-        urls = [str(c.certificate_url) for g in groups for c in g.vault_certificates or []]
-        return Deployed(thumbprints, urls, props.provisioning_state)
-
-    def assert_on(
-        self, svc: Service, cert: KeyVaultCertificate, roles: tuple[str, ...] = ROLES
-    ) -> None:
-        """``svc`` serves ``cert`` in every role and references only its secret."""
-        got = self.read(svc)
-        assert got.thumbprints == {role: [thumbprint(cert)] for role in roles}
-        assert got.secrets == [secret_of(cert)]
-        assert got.state == "Succeeded"
-
-    def product_calls(self, since: int | None = None) -> list[dict[str, Any]]:
-        calls = self.stack.requests_since(self.mark if since is None else since)
-        return [c for c in calls if AGENT in c.get("agent", "")]
-
-    def puts(self, svc: Service, *, succeeded: bool = True) -> list[dict[str, Any]]:
-        """The product's PUTs on the service (only accepted ones unless told otherwise)."""
-        suffix = f"/cloudservices/{svc.name}".lower()
-        return [
-            c
-            for c in self.product_calls()
-            if c["service"] == "arm"
-            and c["method"] == "PUT"
-            and c["path"].lower().rstrip("/").endswith(suffix)
-            and (not succeeded or c["status"] < 300)
-        ]
-
-    def deliveries(self) -> list[dict[str, Any]]:
-        """Event Grid's log of notification attempts to this test's subscription."""
-        return [
-            d
-            for d in self.stack.admin("GET", "/eventgrid/deliveries")
-            if d.get("kind") == "Notification"
-            and str(d.get("name", "")).lower() == self.subscription.lower()
-        ]
-
-    def delivered(self, event_id: str | None = None) -> list[dict[str, Any]]:
-        return [
-            d
-            for d in self.deliveries()
-            if d.get("outcome") == "Succeeded" and (event_id is None or event_id in d["event_ids"])
-        ]
-
-    def wait_delivered(self, count: int = 1, event_id: str | None = None) -> list[dict[str, Any]]:
-        """Until ``count`` deliveries (of ``event_id``) succeeded: the invocations finished."""
-        return wait_for(
-            lambda: (found := self.delivered(event_id)) and len(found) >= count and found,
-            f"{count} successful deliveries to {self.subscription}",
-        )
-
-    def records(self) -> list[dict[str, Any]]:
-        """This vault's run records, found in the app's storage and read over HTTP."""
-        container = self.op.blobs.get_container_client(RUNS_CONTAINER)
-        try:
-            names = [b.name for b in container.list_blobs()]
-        except ResourceNotFoundError:
-            return []
-        found = []
-        for name in names:
-            stored = json.loads(container.download_blob(name).readall())
-            if str(stored.get("vault", "")).lower() == self.vault_id.lower():
-                resp = api(self.stack, "GET", f"/api/rotations/{stored['id']}")
-                assert resp.status_code == 200, resp.text
-                found.append(resp.json())
-        return sorted(found, key=lambda r: r["started"])
-
-    def record_for(self, event_id: str) -> dict[str, Any]:
-        def finished() -> dict[str, Any] | None:
-            return next(
-                (
-                    r
-                    for r in self.records()
-                    if r["trigger"]["eventId"] == event_id and r["status"] != "running"
-                ),
-                None,
-            )
-
-        return wait_for(finished, f"the run record of event {event_id}")
-
-
-def call_kind(path: str) -> str:
-    """A request-log path reduced to what it addresses (for printing call counts)."""
-    parts = path.strip("/").split("/")
-    lower = [p.lower() for p in parts]
-    if "operations" in lower:
-        return "operation"
-    if lower[-1] == "cloudservices":
-        return "list"
-    if "cloudservices" in lower:
-        return "service"
-    if lower[0] in ("certificates", "secrets") and len(parts) == 2:
-        return f"{lower[0]}/latest"
-    if lower[0] in ("certificates", "secrets") and len(parts) == 3:
-        return f"{lower[0]}/{lower[2] if lower[2] in ('versions', 'policy') else 'version'}"
-    return parts[-1]
-
-
-_KEY = object()
-
-
-def api(
-    stack: LocalStack,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    raw: bytes | None = None,
-    key: Any = _KEY,
-) -> requests.Response:
-    """Call the function app's HTTP API (with the function key unless told otherwise)."""
-    headers = {"Content-Type": "application/json"}
-    if key is _KEY:
-        key = stack.env["FUNCTIONS_KEY"]
-    if key is not None:
-        headers["x-functions-key"] = key
-    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    return requests.request(
-        method, stack.env["FUNCTIONS_URL"] + path, data=data, headers=headers, timeout=120
-    )
-
-
-@pytest.fixture(scope="module")
-def op(stack: LocalStack) -> Operator:
-    return Operator(stack.env)
-
-
-@pytest.fixture
-def world(stack: LocalStack, op: Operator) -> Iterator[World]:
-    yield World(stack, op)
-    stack.admin("DELETE", "/faults")
-
+from emulators.provision import thumbprint
+from tests.conftest import wait_for
+from tests.e2e.world import (
+    CERT,
+    NEAR_EXPIRY,
+    NEW_VERSION,
+    ROLES,
+    Deployed,
+    World,
+    api,
+    call_kind,
+    next_second,
+    pfx_thumbprint,
+    secret_of,
+    self_signed_pfx,
+    unique,
+    unix,
+    version_of,
+)
 
 # -- 1-2: the happy path ---------------------------------------------------------------------
 
