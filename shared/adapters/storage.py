@@ -166,6 +166,17 @@ class Storage:
         record: dict[str, Any] = json.loads(data)
         return record
 
+    def record_ids(self) -> list[str]:
+        """Every stored run id, newest first (ids start with their UTC start time)."""
+        container = self._own.get_container_client(self._clients.settings.runs_container)
+        try:
+            names = [b.name for b in container.list_blobs() if b.name.endswith(".json")]
+        except ResourceNotFoundError:
+            return []
+        except HttpResponseError as exc:
+            raise translate(exc, "listing run records") from exc
+        return sorted((n.removesuffix(".json") for n in names), reverse=True)
+
 
 def _create(container: Any) -> None:
     with suppress(ResourceExistsError):
