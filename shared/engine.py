@@ -180,7 +180,6 @@ class Engine:
     def from_settings(cls, settings: Settings) -> Engine:
         clients = Clients(settings)
         return cls(settings, Compute(clients), KeyVault(clients), Storage(clients))
-        # (notifications and telemetry are attached here: see shared/notify.py)
 
     # -- discovery -----------------------------------------------------------------------
 
