@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
-from shared.executor import Execution, execute
+from shared.executor import Execution, Outcome, execute, resume
 from shared.model import (
     PACKAGE_TAG,
     Certificate,
@@ -178,8 +179,16 @@ class Engine:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
+        from shared.notify import observer  # imported here: notify reads this module's Run
+
         clients = Clients(settings)
-        return cls(settings, Compute(clients), KeyVault(clients), Storage(clients))
+        return cls(
+            settings,
+            Compute(clients),
+            KeyVault(clients),
+            Storage(clients),
+            notify=observer(settings, clients),
+        )
 
     # -- discovery -----------------------------------------------------------------------
 
@@ -304,13 +313,15 @@ class Engine:
         certificate_state: Certificate | None = None,
         actions: Iterable[Action] = (),
         wait_seconds: float | None = None,
+        pending: set[str] | None = None,
     ) -> Run:
         """Converge every service in scope using the certificate; never raises for one
         service's failure (it is in the run's results).
 
         ``wait_seconds`` bounds how long each update is followed before the run moves on
         and reports it ``updating`` (default ``OPERATION_WAIT_SECONDS``); the update itself
-        goes on in Azure.
+        goes on in Azure. ``pending``: ids (lower case) of services with a journaled write
+        to finish first (listed here unless the caller already did).
         """
         run = Run(
             id=new_run_id(self.now()),
@@ -341,21 +352,28 @@ class Engine:
             )
             self._save(run)
             wait = self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
+            if pending is None:
+                pending = set() if dry_run else self.storage.pending_services()
             for service in services:
                 with logcontext.bound(service_id=service.id):
-                    result = self._converge(run, service, cert, wait)
+                    result = self._converge(run, service, cert, wait, pending)
                 run.results.append(result)
                 self._save(run)
             updating = any(r.outcome == "updating" for r in run.results)
             run.status = "transient" if run.transient else "updating" if updating else "done"
             run.finished = self.now()
             self._save(run)
-            if self.notify is not None and not dry_run:
+            if self.notify is not None and not dry_run and not self._quiet(run):
                 self.notify(run)
         return run
 
     def _converge(
-        self, run: Run, service: CloudServiceSnapshot, cert: Certificate, wait: float
+        self,
+        run: Run,
+        service: CloudServiceSnapshot,
+        cert: Certificate,
+        wait: float,
+        pending: set[str],
     ) -> ServiceResult:
         result = ServiceResult(service.id, "pending")
         try:
@@ -371,6 +389,14 @@ class Engine:
                 )
                 log.warning("%s", result.message)
                 return result
+            if service.id.lower() in pending and not run.dry_run:
+                # An earlier write is journaled: finish it before planning anything new.
+                earlier = self._finish_pending(service.id, wait, run.id)
+                if earlier is not None and earlier.status == "updating":
+                    raise TransientError(
+                        f"the update sent by run {earlier.run_id} is still running"
+                    )
+                service = self.compute.get(service.id)
             thumbprints = self._thumbprints(service)
 
             def replan(snapshot: CloudServiceSnapshot, certificate: Certificate = cert) -> Plan:
@@ -429,14 +455,18 @@ class Engine:
                 self.now,
                 progress,
                 wait,
+                run.id,
             )
-            outcome = {"noop": "noop", "succeeded": "rotated", "updating": "updating"}
-            result.outcome = outcome[result.execution.status]
-            result.message = {
+            execution = result.execution
+            if execution.resumed is not None:
+                self._record_resumed(service.id, execution.resumed, run.id)
+            result.outcome = OUTCOMES[execution.status]
+            result.message = execution.message or {
                 "noop": "already converged",
-                "rotated": f"now on version {result.plan.desired.version}",
                 "updating": "update still running",
-            }[result.outcome]
+            }.get(result.outcome, "")
+            if result.outcome in ("failed", "rolled-back"):
+                log.error("%s: %s: %s", service.name, result.outcome, result.message)
         except (PlanRefused, PreconditionFailed, InvalidInput) as exc:
             result.outcome, result.message = "refused", str(exc)
             log.error("%s: refused: %s", service.name, exc)
@@ -447,6 +477,126 @@ class Engine:
             result.outcome, result.message = "failed", str(exc)
             log.error("%s: failed: %s", service.name, exc)
         return result
+
+    # -- writes that outlived their invocation -------------------------------------------
+
+    def _finish_pending(self, service_id: str, wait: float, by_run: str | None) -> Outcome | None:
+        """Follow the service's journaled write to its end and record it in its own run."""
+        outcome = resume(service_id, self.compute, self.storage, self.settings, self.now, wait)
+        if outcome is not None:
+            self._record_resumed(service_id, outcome, by_run)
+        return outcome
+
+    def _record_resumed(self, service_id: str, outcome: Outcome, by_run: str | None) -> None:
+        """Write how an earlier run's write ended into that run's record."""
+        if outcome.status == "updating":
+            return
+        try:
+            record = self.storage.load_record(outcome.run_id)
+        except NotFound:
+            log.warning("run %s has no record; its write ended %s", outcome.run_id, outcome.status)
+            return
+        message = outcome.message + (f" (finished by run {by_run})" if by_run else "")
+        for entry in record["services"]:
+            if entry["cloudService"].lower() == service_id.lower():
+                entry.update(
+                    outcome=OUTCOMES[outcome.status],
+                    message=message,
+                    continuationToken=None,
+                    finalThumbprints=outcome.final_thumbprints or None,
+                )
+        outcomes = {e["outcome"] for e in record["services"]}
+        if "updating" not in outcomes:
+            record["status"] = "transient" if "transient" in outcomes else "done"
+            record["finished"] = self.now().isoformat()
+        self.storage.save_record(outcome.run_id, record)
+        log.info("run %s: %s %s", outcome.run_id, service_id, message)
+
+    def resume_run(self, run_id: str, wait_seconds: float) -> dict[str, Any]:
+        """The run's record, after following any of its updates still running."""
+        record = self.storage.load_record(run_id)
+        if record.get("status") != "updating":
+            return record
+        with logcontext.bound(run_id=run_id):
+            for entry in record["services"]:
+                if entry["outcome"] == "updating":
+                    with logcontext.bound(service_id=entry["cloudService"]):
+                        self._finish_pending(entry["cloudService"], wait_seconds, None)
+        return self.storage.load_record(run_id)
+
+    # -- the backstop -------------------------------------------------------------------
+
+    def reconcile(self, wait_seconds: float | None = None) -> dict[str, Any]:
+        """Converge every managed service in scope to the desired version of every
+        certificate it uses, as events would have; finish journaled writes first.
+
+        Cheap when nothing changed: one listing of services (paged), one of journals, one
+        read per (vault, certificate) pair, thumbprints cached by versioned URL, and no
+        write at all (runs with nothing but no-ops are not stored).
+        """
+        started = self.now()
+        wait = self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
+        outcomes: Counter[str] = Counter()
+        for service_id in sorted(self.storage.pending_services()):
+            with logcontext.bound(service_id=service_id):
+                try:
+                    earlier = self._finish_pending(service_id, wait, "reconcile")
+                except RotationError as exc:
+                    log.warning("%s: could not finish its pending update: %s", service_id, exc)
+                    outcomes["transient"] += 1
+                    continue
+            if earlier is not None:
+                outcomes[f"resumed-{earlier.status}"] += 1
+        groups: dict[tuple[str, str], list[CloudServiceSnapshot]] = {}
+        names: dict[tuple[str, str], tuple[str, str]] = {}
+        services = 0
+        for service in self.compute.list_services():
+            if service.opted_out or not service.package_url:
+                outcomes["unmanaged" if not service.opted_out else "opted-out"] += 1
+                continue
+            services += 1
+            for vault_id, certificate in service.certificates_used():
+                key = (vault_id.lower(), certificate.lower())
+                groups.setdefault(key, []).append(service)
+                names.setdefault(key, (vault_id, certificate))
+        runs: list[str] = []
+        for key, members in sorted(groups.items()):
+            vault_id, certificate = names[key]
+            try:
+                run = self.rotate(
+                    vault_id,
+                    certificate,
+                    Trigger("reconcile"),
+                    services=members,
+                    wait_seconds=wait,
+                    pending=set(),
+                )
+            except RotationError as exc:
+                log.warning("reconcile: %s/%s: %s", vault_id, certificate, exc)
+                outcomes["transient" if isinstance(exc, TransientError) else "failed"] += 1
+                continue
+            outcomes.update(r.outcome for r in run.results)
+            if not self._quiet(run):
+                runs.append(run.id)
+        report = {
+            "started": started.isoformat(),
+            "seconds": round((self.now() - started).total_seconds(), 3),
+            "services": services,
+            "certificates": len(groups),
+            "outcomes": dict(sorted(outcomes.items())),
+            "runs": runs,
+        }
+        log.info("reconcile: %s", report)
+        return report
+
+    @staticmethod
+    def _quiet(run: Run) -> bool:
+        """A reconcile run that found everything converged: neither stored nor announced."""
+        return (
+            run.trigger.kind == "reconcile"
+            and not run.actions
+            and all(r.outcome in QUIET_OUTCOMES for r in run.results)
+        )
 
     def _thumbprints(self, service: CloudServiceSnapshot) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -473,11 +623,25 @@ class Engine:
             log.info("%s: plan osProfile - %s", service.name, url)
 
     def _save(self, run: Run, extra: ServiceResult | None = None) -> None:
+        if extra is None and self._quiet(run):
+            return
         record = run.to_json()
         if extra is not None and extra not in run.results:
             record["services"].append(extra.to_json())
         if not run.dry_run:
             self.storage.save_record(run.id, record)
+
+
+QUIET_OUTCOMES = {"noop", "unmanaged", "opted-out"}
+# Execution status (or a resumed write's outcome) -> the outcome in run records.
+OUTCOMES = {
+    "noop": "noop",
+    "succeeded": "rotated",
+    "updating": "updating",
+    "failed": "failed",
+    "rolled-back": "rolled-back",
+    "not-applied": "failed",
+}
 
 
 def new_run_id(now: datetime) -> str:

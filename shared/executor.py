@@ -1,12 +1,22 @@
 """Carry out one plan on one cloud service: the only code path that writes to Azure.
 
-Steps, each logged: re-read the service under its lock and re-plan (the caller's
-``replan`` reads the certificate again too: another invocation may have converged the
-service already, or a newer version may have appeared), check the package is still the
-one deployed, mint a fresh package SAS, send ONE PUT carrying cscfg + osProfile +
-packageUrl, follow the long-running operation (renewing the lock), verify the result.
-The caller stores the record; the SAS itself is never returned in anything that is logged
-or stored.
+Under the service's lease (:meth:`Storage.lock`), in this order:
+
+1. finish what an earlier invocation left in the journal (:mod:`shared.journal`): follow
+   its operation by continuation token instead of sending a second PUT; if it is still
+   running, stop here (the service is busy);
+2. re-read the service and re-plan (the caller's ``replan`` reads the certificate again
+   too: another invocation may have converged the service, or a newer version appeared);
+3. check the package is still the one deployed; mint a fresh package SAS;
+4. journal the intent with what the service ran before, send ONE PUT carrying cscfg +
+   osProfile + packageUrl, journal the continuation token;
+5. follow the operation (renewing the lease); for ``upgradeMode`` Manual walk the update
+   domains in order, journaling each; verify the model and the role instances;
+6. on failure, with ``ROTATION_ROLLBACK``, put the previous configuration back the same way.
+
+The journal is cleared only when the write has ended one way or another, so an invocation
+that dies or times out at any point leaves enough for the next one to finish it. The SAS is
+never returned in anything that is logged or stored.
 """
 
 from __future__ import annotations
@@ -14,30 +24,79 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
+
+from azure.core.polling import LROPoller
 
 from shared import cscfg
 from shared.adapters.compute import Compute, operation_id
-from shared.adapters.storage import Storage
+from shared.adapters.storage import Lease, Storage
 from shared.config import Settings
 from shared.errors import PlatformRejected, PreconditionFailed, TransientError
-from shared.model import PACKAGE_MD5_TAG, CloudServiceSnapshot, Plan
+from shared.journal import Pending
+from shared.model import PACKAGE_MD5_TAG, CloudServiceSnapshot, Plan, SecretGroup
 
 log = logging.getLogger("certrotate.executor")
 IN_PROGRESS = {"creating", "updating", "deleting"}
+RUNNING_CODES = {"provisioningstate/succeeded", "rolestate/rolestatestarted", "rolestate/started"}
+PROGRESS_EVERY = 10.0  # seconds between "still updating" lines while following an operation
+
+
+@dataclass
+class Outcome:
+    """How a journaled write ended (or that it has not yet)."""
+
+    run_id: str
+    status: str  # succeeded | updating | failed | rolled-back | not-applied
+    message: str = ""
+    final_thumbprints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Execution:
     """What happened while executing (mutable while it runs, then read by the caller)."""
 
-    status: str = "pending"  # noop | succeeded | updating
+    status: str = "pending"  # noop | succeeded | updating | failed | rolled-back
+    message: str = ""
     operation_id: str | None = None
     sas_expiry: datetime | None = None
     continuation_token: str | None = None
     final_thumbprints: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    resumed: Outcome | None = None  # an earlier invocation's write, finished first
+
+
+@dataclass
+class Context:
+    """What following a journaled write needs, bundled for the helpers below."""
+
+    service_id: str
+    name: str
+    upgrade_mode: str | None
+    compute: Compute
+    storage: Storage
+    settings: Settings
+    now: Callable[[], datetime]
+    lease: Lease
+    deadline: float
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def ticker(self, what: str) -> Callable[[], None]:
+        """Renew the lease between polls and say every so often that work goes on."""
+        started = last = time.monotonic()
+
+        def tick() -> None:
+            nonlocal last
+            self.lease.renew()
+            if time.monotonic() - last >= PROGRESS_EVERY:
+                last = time.monotonic()
+                log.info("%s: %s still running (%.0fs)", self.name, what, last - started)
+
+        return tick
 
 
 def execute(
@@ -50,6 +109,7 @@ def execute(
     now: Callable[[], datetime],
     progress: Callable[[Execution], None],
     wait_seconds: float,
+    run_id: str,
 ) -> tuple[Plan, Execution]:
     """Execute ``plan``; returns the plan actually applied and what happened."""
     run = Execution()
@@ -58,9 +118,24 @@ def execute(
     def mark(step: str) -> None:
         run.timings[step] = round(time.monotonic() - started, 3)
 
-    package = service.package_url or ""
     with storage.lock(service.id) as lease:
         mark("locked")
+        ctx = Context(
+            service.id,
+            service.name,
+            service.upgrade_mode,
+            compute,
+            storage,
+            settings,
+            now,
+            lease,
+            started + wait_seconds,
+        )
+        if lease.pending is not None:
+            earlier = lease.pending.run_id
+            run.resumed = follow(ctx, lease.pending)
+            if run.resumed.status == "updating":
+                raise TransientError(f"the update sent by run {earlier} is still running")
         # Re-read under the lock: the truth may have moved since planning.
         fresh = compute.get(service.id)
         if (fresh.provisioning_state or "").lower() in IN_PROGRESS:
@@ -72,6 +147,7 @@ def execute(
             run.status = "noop"
             log.info("%s: already converged under the lock; nothing to write", fresh.name)
             return plan, run
+        package = fresh.package_url or ""
         # Never deploy a package other than the one running.
         expected_md5 = fresh.tags.get(PACKAGE_MD5_TAG)
         if expected_md5:
@@ -81,59 +157,271 @@ def execute(
                     f"package {package} changed since it was deployed: Content-MD5 is {actual}, "
                     f"tag {PACKAGE_MD5_TAG} says {expected_md5}; redeploy it or update the tag"
                 )
-        sas_url, run.sas_expiry = storage.package_sas(package, settings.package_sas_hours, now())
-        mark("sas")
-        log.info(
-            "%s: package SAS minted (read-only, expires %s)",
-            fresh.name,
-            run.sas_expiry.isoformat(timespec="seconds"),
+        entry = Pending(
+            run_id=run_id,
+            kind="update",
+            vault_id=plan.vault_id,
+            certificate=plan.certificate,
+            version=plan.desired.version,
+            package_url=package,
+            expect_thumbprints=tuple(sorted({c.new for c in plan.changes})),
+            expect_secrets=(plan.desired.secret_id,),
+            previous_configuration=fresh.configuration,
+            previous_secrets=fresh.secrets,
+            submitted=now().isoformat(),
         )
-        poller = compute.begin_update(fresh, plan.configuration_after, plan.secrets_after, sas_url)
-        del sas_url
-        run.operation_id = operation_id(poller)
-        run.continuation_token = poller.continuation_token()
-        run.status = "updating"
+        ctx.name = fresh.name
+        entry, poller = submit(ctx, fresh, entry, plan.configuration_after, plan.secrets_after, run)
         mark("submitted")
-        log.info("%s: update submitted (operation %s)", fresh.name, run.operation_id)
         progress(run)
-        final = compute.wait(poller, wait_seconds, lease.renew)
-        if final is None:
+        outcome = follow(ctx, entry, poller)
+        run.status, run.message = outcome.status, outcome.message
+        run.final_thumbprints = outcome.final_thumbprints
+        if outcome.status == "succeeded":
+            mark("succeeded")
+            log.info(
+                "%s: update succeeded in %.1fs",
+                fresh.name,
+                run.timings["succeeded"] - run.timings["submitted"],
+            )
+        elif outcome.status == "updating":
             log.warning(
                 "%s: update still running after %.0fs; a later run will follow it",
                 fresh.name,
                 wait_seconds,
             )
-            return plan, run
-        mark("succeeded")
-        verify(plan, final)
-        run.final_thumbprints = thumbprints_by_role(final)
-        run.status = "succeeded"
-        log.info(
-            "%s: operation succeeded in %.1fs",
-            fresh.name,
-            run.timings["succeeded"] - run.timings["submitted"],
-        )
     return plan, run
 
 
-def verify(plan: Plan, final: CloudServiceSnapshot) -> None:
-    """The service as Azure now reports it must hold what the plan wrote."""
+def resume(
+    service_id: str,
+    compute: Compute,
+    storage: Storage,
+    settings: Settings,
+    now: Callable[[], datetime],
+    wait_seconds: float,
+) -> Outcome | None:
+    """Finish the journaled write of ``service_id``, if any (no new write is planned)."""
+    with storage.lock(service_id) as lease:
+        if lease.pending is None:
+            return None
+        service = compute.get(service_id)
+        ctx = Context(
+            service_id,
+            service.name,
+            service.upgrade_mode,
+            compute,
+            storage,
+            settings,
+            now,
+            lease,
+            time.monotonic() + wait_seconds,
+        )
+        log.info("%s: following the update sent by run %s", service.name, lease.pending.run_id)
+        return follow(ctx, lease.pending)
+
+
+def submit(
+    ctx: Context,
+    service: CloudServiceSnapshot,
+    entry: Pending,
+    configuration: str,
+    secrets: tuple[SecretGroup, ...],
+    run: Execution,
+) -> tuple[Pending, LROPoller[Any]]:
+    """Journal the intent, mint a SAS, send the PUT, journal its continuation token."""
+    ctx.lease.write(entry)  # first: a crash after the PUT is then noticed by the next holder
+    sas_url, run.sas_expiry = ctx.storage.package_sas(
+        entry.package_url, ctx.settings.package_sas_hours, ctx.now()
+    )
+    log.info(
+        "%s: package SAS minted (read-only, expires %s)",
+        service.name,
+        run.sas_expiry.isoformat(timespec="seconds"),
+    )
+    try:
+        poller = ctx.compute.begin_update(service, configuration, secrets, sas_url)
+    except Exception:
+        ctx.lease.write(None)  # refused before any work started: nothing is in flight
+        raise
+    del sas_url
+    run.operation_id = operation_id(poller)
+    run.continuation_token = poller.continuation_token()
+    run.status = "updating"
+    entry = replace(entry, operation_id=run.operation_id, continuation_token=run.continuation_token)
+    ctx.lease.write(entry)
+    log.info("%s: %s submitted (operation %s)", service.name, entry.kind, run.operation_id)
+    return entry, poller
+
+
+def follow(ctx: Context, entry: Pending, poller: LROPoller[Any] | None = None) -> Outcome:
+    """Drive a journaled write to its end (or until time runs out); the journal tracks it.
+
+    ``poller``: the sender's own poller (already polling in its thread); without it the
+    operation is followed by the journaled continuation token.
+    """
+    what = "rollback" if entry.kind == "rollback" else "update"
+    try:
+        if entry.next_update_domain is None:
+            if not _model_applied(ctx, entry, poller):
+                return Outcome(entry.run_id, "updating", f"{what} still running")
+            if entry.continuation_token is None and not _holds(
+                entry, ctx.compute.get(ctx.service_id)
+            ):
+                # The sender died before Azure answered, and the PUT never landed.
+                ctx.lease.write(None)
+                return Outcome(entry.run_id, "not-applied", f"the {what} never reached Azure")
+            if (ctx.upgrade_mode or "").lower() == "manual":
+                entry = replace(entry, next_update_domain=0, continuation_token=None)
+                ctx.lease.write(entry)
+        if entry.next_update_domain is not None:
+            done = _walk(ctx, entry)
+            if done is None:
+                return Outcome(entry.run_id, "updating", f"{what}: walking update domains")
+            entry = done
+        final = ctx.compute.get(ctx.service_id)
+        _verify(entry, final)
+        _verify_instances(ctx)
+    except PlatformRejected as exc:
+        return _failed(ctx, entry, exc)
+    ctx.lease.write(None)
+    if entry.kind == "rollback":
+        message = f"the update failed ({entry.failure}); the previous configuration is restored"
+        log.error("%s: %s", ctx.name, message)
+        return Outcome(entry.run_id, "rolled-back", message, thumbprints_by_role(final))
+    return Outcome(
+        entry.run_id, "succeeded", f"now on version {entry.version}", thumbprints_by_role(final)
+    )
+
+
+def _model_applied(ctx: Context, entry: Pending, poller: LROPoller[Any] | None) -> bool:
+    """Follow the PUT to its end: by token, or (no token: the sender died) by the service.
+
+    False while it still runs; raises PlatformRejected if it failed.
+    """
+    tick = ctx.ticker("update")
+    if poller is None and entry.continuation_token:
+        poller = ctx.compute.resume(ctx.service_id, entry.continuation_token)
+    if poller is not None:
+        return ctx.compute.wait(poller, ctx.remaining(), tick)
+    while True:
+        service = ctx.compute.get(ctx.service_id)
+        state = (service.provisioning_state or "").lower()
+        if state not in IN_PROGRESS:
+            break
+        if ctx.remaining() <= 0:
+            return False
+        time.sleep(min(ctx.remaining(), ctx.settings.arm_polling_interval or 30.0))
+        tick()
+    if state == "failed":
+        raise PlatformRejected("Failed", f"{service.name} ended in state Failed")
+    return True
+
+
+def _walk(ctx: Context, entry: Pending) -> Pending | None:
+    """Walk the update domains from ``entry.next_update_domain`` on, in order, journaling
+    each; None if time ran out (the journal says where to go on)."""
+    count = ctx.compute.update_domains(ctx.service_id)
+    assert entry.next_update_domain is not None
+    while entry.next_update_domain < count:
+        domain = entry.next_update_domain
+        token = entry.continuation_token if entry.walking == domain else None
+        poller = ctx.compute.begin_walk(ctx.service_id, domain, token)
+        if token is None:
+            entry = replace(entry, walking=domain, continuation_token=poller.continuation_token())
+            ctx.lease.write(entry)
+            log.info("%s: walking update domain %d of %d", ctx.name, domain, count)
+        try:
+            if not ctx.compute.wait(poller, ctx.remaining(), ctx.ticker(f"update domain {domain}")):
+                return None
+        except PlatformRejected as exc:
+            raise PlatformRejected(
+                exc.code, f"update domain {domain} of {count} failed, walk stopped there: {exc}"
+            ) from exc
+        entry = replace(entry, next_update_domain=domain + 1, walking=None, continuation_token=None)
+        ctx.lease.write(entry)
+    return entry
+
+
+def _failed(ctx: Context, entry: Pending, exc: PlatformRejected) -> Outcome:
+    """Record the failure; roll back first when asked to (and not already rolling back)."""
+    reason = f"{exc.code}: {exc}"
+    log.error("%s: %s failed: %s", ctx.name, entry.kind, reason)
+    if entry.kind == "rollback" or not ctx.settings.rollback:
+        ctx.lease.write(None)
+        message = (
+            f"the rollback after '{entry.failure}' failed too: {reason}"
+            if entry.kind == "rollback"
+            else f"the update failed: {reason}"
+        )
+        return Outcome(entry.run_id, "failed", message)
+    service = ctx.compute.get(ctx.service_id)
+    if (service.provisioning_state or "").lower() in IN_PROGRESS:
+        ctx.lease.write(None)
+        return Outcome(
+            entry.run_id,
+            "failed",
+            f"the update failed: {reason}; not rolled back: "
+            f"{service.name} is {service.provisioning_state}",
+        )
+    previous = cscfg.parse(entry.previous_configuration)
+    back = replace(
+        entry,
+        kind="rollback",
+        failure=reason,
+        expect_thumbprints=tuple(sorted({c.thumbprint.upper() for c in previous.certificates})),
+        expect_secrets=tuple(u for g in entry.previous_secrets for u in g.certificate_urls),
+        operation_id=None,
+        continuation_token=None,
+        walking=None,
+        next_update_domain=None,
+        submitted=ctx.now().isoformat(),
+    )
+    log.warning("%s: restoring the previous configuration (ROTATION_ROLLBACK)", ctx.name)
+    back, poller = submit(
+        ctx, service, back, entry.previous_configuration, entry.previous_secrets, Execution()
+    )
+    return follow(ctx, back, poller)
+
+
+def _holds(entry: Pending, service: CloudServiceSnapshot) -> bool:
+    try:
+        _verify(entry, service)
+    except PlatformRejected:
+        return False
+    return True
+
+
+def _verify(entry: Pending, final: CloudServiceSnapshot) -> None:
+    """The service as Azure now reports it must hold what the write put there."""
     if (final.provisioning_state or "").lower() != "succeeded":
         raise PlatformRejected(
             final.provisioning_state or "Unknown",
             f"{final.name} ended in state {final.provisioning_state}",
         )
     deployed = set(thumbprints_by_role(final).values())
-    missing = {c.new for c in plan.changes} - deployed
+    missing = set(entry.expect_thumbprints) - deployed
     if missing:
         raise PlatformRejected(
             "VerificationFailed", f"{final.name} does not hold thumbprint(s) {sorted(missing)}"
         )
     urls = {u.lower() for g in final.secrets for u in g.certificate_urls}
-    if plan.desired.secret_id.lower() not in urls:
-        raise PlatformRejected(
-            "VerificationFailed", f"{final.name} osProfile lacks {plan.desired.secret_id}"
-        )
+    lacking = [u for u in entry.expect_secrets if u.lower() not in urls]
+    if lacking:
+        raise PlatformRejected("VerificationFailed", f"{final.name} osProfile lacks {lacking}")
+
+
+def _verify_instances(ctx: Context) -> None:
+    """Every role instance must run the new model and be started."""
+    states = ctx.compute.instance_states(ctx.service_id)
+    odd = {
+        code: count
+        for code, count in states.items()
+        if code.lower().split("/")[0] in ("provisioningstate", "rolestate")
+        and code.lower() not in RUNNING_CODES
+    }
+    if odd:
+        raise PlatformRejected("RoleInstancesNotRunning", f"{ctx.name} role instances report {odd}")
 
 
 def thumbprints_by_role(service: CloudServiceSnapshot) -> dict[str, str]:

@@ -122,14 +122,20 @@ class CloudServiceSnapshot:
     def opted_out(self) -> bool:
         return self.tags.get(OPT_OUT_TAG, "").strip().lower() == "off"
 
+    def certificates_used(self) -> list[tuple[str, str]]:
+        """(vault id, certificate name) of every certificate ``osProfile`` takes, once each."""
+        seen: dict[tuple[str, str], tuple[str, str]] = {}
+        for group in self.secrets:
+            for url in group.certificate_urls:
+                parsed = SecretUrl.parse(url)
+                if parsed is not None:
+                    key = (group.source_vault_id.lower(), parsed.name.lower())
+                    seen.setdefault(key, (group.source_vault_id, parsed.name))
+        return list(seen.values())
+
     def references(self, vault_id: str, certificate: str) -> bool:
-        return any(
-            group.source_vault_id.lower() == vault_id.lower()
-            and (parsed := SecretUrl.parse(url)) is not None
-            and parsed.name.lower() == certificate.lower()
-            for group in self.secrets
-            for url in group.certificate_urls
-        )
+        wanted = (vault_id.lower(), certificate.lower())
+        return any((v.lower(), c.lower()) == wanted for v, c in self.certificates_used())
 
 
 @dataclass(frozen=True)

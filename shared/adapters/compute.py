@@ -19,6 +19,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import (
     CloudService,
     CloudServiceOsProfile,
+    CloudServiceUpdate,
     CloudServiceVaultCertificate,
     CloudServiceVaultSecretGroup,
     SubResource,
@@ -101,34 +102,91 @@ class Compute:
             raise translate(exc, f"updating cloud service {name}") from exc
 
     def resume(self, service_id: str, token: str) -> LROPoller[CloudService]:
+        """Follow an update another invocation sent (no second PUT)."""
         sub, rg, name = split_service_id(service_id)
-        return self._client(sub).cloud_services.begin_create_or_update(
-            rg, name, None, continuation_token=token
-        )
+        try:
+            return self._client(sub).cloud_services.begin_create_or_update(
+                rg, name, None, continuation_token=token
+            )
+        except (HttpResponseError, ValueError) as exc:
+            raise TransientError(f"resuming the update of {name}: {exc}") from exc
+
+    def update_domains(self, service_id: str) -> int:
+        sub, rg, name = split_service_id(service_id)
+        try:
+            domains = self._client(sub).cloud_services_update_domain.list_update_domains(rg, name)
+            return sum(1 for _ in domains)
+        except HttpResponseError as exc:
+            raise translate(exc, f"listing the update domains of {name}") from exc
+
+    def begin_walk(self, service_id: str, domain: int, token: str | None = None) -> LROPoller[None]:
+        """Apply the service's model to one update domain (``upgradeMode`` Manual)."""
+        sub, rg, name = split_service_id(service_id)
+        operations = self._client(sub).cloud_services_update_domain
+        try:
+            if token:
+                return operations.begin_walk_update_domain(
+                    rg, name, domain, continuation_token=token
+                )
+            return operations.begin_walk_update_domain(rg, name, domain)
+        except HttpResponseError as exc:
+            raise translate(exc, f"walking update domain {domain} of {name}") from exc
+
+    def instance_states(self, service_id: str) -> dict[str, int]:
+        """Status codes of the role instances and their counts (``RoleState/…`` etc.)."""
+        sub, rg, name = split_service_id(service_id)
+        try:
+            view = self._client(sub).cloud_services.get_instance_view(rg, name)
+        except HttpResponseError as exc:
+            raise translate(exc, f"reading the instance view of {name}") from exc
+        summary = view.role_instance.statuses_summary if view.role_instance else None
+        return {s.code: s.count or 0 for s in summary or [] if s.code}
 
     @staticmethod
-    def wait(
-        poller: LROPoller[CloudService], timeout: float, tick: Callable[[], None]
-    ) -> CloudServiceSnapshot | None:
+    def wait(poller: LROPoller[Any], timeout: float, tick: Callable[[], None]) -> bool:
         """Follow the operation up to ``timeout`` s, calling ``tick`` between polls.
 
-        Returns the final service, or None if still running when time ran out.
-        Raises PlatformRejected when the operation ends Failed/Canceled.
+        True when it succeeded, False if still running when time ran out. Raises
+        PlatformRejected when it ends Failed/Canceled, TransientError when following it
+        failed for a reason a later attempt may not meet.
         """
         deadline = time.monotonic() + timeout
         try:
             while not poller.done():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return None
+                    return False
                 poller.wait(min(remaining, 5.0))
                 tick()
-            return _snapshot(poller.result())
+            poller.result()
+            return True
         except HttpResponseError as exc:
             code, message = error_code(exc)
             if exc.status_code in (429, 500, 502, 503, 504) and code != "OperationFailed":
-                raise TransientError(f"following the update: {code}: {message}") from exc
-            raise PlatformRejected(code, f"the update failed: {message}") from exc
+                raise TransientError(f"following the operation: {code}: {message}") from exc
+            raise PlatformRejected(code, message) from exc
+
+    def set_tags(self, service_id: str, tags: dict[str, str]) -> None:
+        """Replace the service's tags with ``tags`` and wait until Azure has applied them.
+
+        A PATCH (``CloudServiceUpdate`` holds nothing but tags), so the model, the package
+        and the role instances are left alone; ARM replaces the whole tag set, so ``tags``
+        must hold every tag to keep. Raises NotFound, TransientError (409 while another
+        operation runs), PlatformRejected.
+        """
+        sub, rg, name = split_service_id(service_id)
+        wait = self._clients.settings.operation_wait_seconds
+        try:
+            poller = self._client(sub).cloud_services.begin_update(
+                rg, name, parameters=CloudServiceUpdate(tags=tags)
+            )
+        except HttpResponseError as exc:
+            raise translate(exc, f"tagging cloud service {name}") from exc
+        if not self.wait(poller, wait, lambda: None):
+            raise TransientError(
+                f"tagging cloud service {name}: still running after {wait:.0f} s; "
+                "read its tags again later"
+            )
 
 
 def operation_id(poller: LROPoller[Any]) -> str | None:

@@ -32,22 +32,47 @@ from azure.storage.blob import (
 from shared.adapters.arm_errors import translate
 from shared.adapters.clients import Clients
 from shared.errors import InvalidInput, NotFound, PreconditionFailed, TransientError
+from shared.journal import Pending
 
 SAS_CLOCK_SKEW = timedelta(minutes=15)
 LEASE_SECONDS = 60
 
 
 class Lease:
-    """A held per-service lock; ``renew`` keeps it while a long update runs."""
+    """A held per-service lock and the service's journal (:mod:`shared.journal`).
 
-    def __init__(self, client: BlobLeaseClient) -> None:
+    ``renew`` keeps the lock while a long update runs; ``write`` replaces the journal entry
+    (None clears it). The entry is the blob's content, written under the lease so only the
+    holder can change it; the blob's ``pending`` metadata lets one listing find every
+    service with work in flight.
+    """
+
+    def __init__(
+        self, client: BlobLeaseClient, blob: BlobClient, service_id: str, pending: Pending | None
+    ) -> None:
         self._client = client
+        self._blob = blob
+        self._service_id = service_id
+        self.pending = pending
 
     def renew(self) -> None:
         try:
             self._client.renew()
         except HttpResponseError as exc:
             raise TransientError("lost the lock on the cloud service while updating") from exc
+
+    def write(self, pending: Pending | None) -> None:
+        body = {"serviceId": self._service_id, "pending": pending.to_json() if pending else None}
+        try:
+            self._blob.upload_blob(
+                json.dumps(body).encode(),
+                overwrite=True,
+                lease=self._client,
+                metadata=_journal_metadata(self._service_id, pending is not None),
+            )
+        except HttpResponseError as exc:
+            raise translate(exc, "writing the service journal") from exc
+        self.pending = pending
 
 
 class Storage:
@@ -112,18 +137,27 @@ class Storage:
             raise translate(exc, f"reading the package blob {blob_url}") from exc
         return base64.b64encode(bytes(md5)).decode() if md5 else None
 
-    @contextmanager
-    def lock(self, service_id: str) -> Iterator[Lease]:
-        """Hold the service's lease or raise TransientError (someone else holds it)."""
+    def _lock_blob(self, service_id: str) -> BlobClient:
         name = hashlib.sha256(service_id.lower().encode()).hexdigest() + ".lock"
         container = self._own.get_container_client(self._clients.settings.locks_container)
-        blob = container.get_blob_client(name)
+        return container.get_blob_client(name)
+
+    @contextmanager
+    def lock(self, service_id: str) -> Iterator[Lease]:
+        """Hold the service's lease or raise TransientError (someone else holds it).
+
+        The lease is taken before anything else: without it (storage unreachable, lease
+        held elsewhere) nothing is written anywhere.
+        """
+        blob = self._lock_blob(service_id)
+        initial = json.dumps({"serviceId": service_id, "pending": None}).encode()
+        metadata = _journal_metadata(service_id, False)
         try:
             try:
-                blob.upload_blob(service_id.encode(), overwrite=False)
+                blob.upload_blob(initial, overwrite=False, metadata=metadata)
             except ResourceNotFoundError:
-                _create(container)
-                blob.upload_blob(service_id.encode(), overwrite=False)
+                _create(self._own.get_container_client(self._clients.settings.locks_container))
+                blob.upload_blob(initial, overwrite=False, metadata=metadata)
         except ResourceExistsError:
             pass
         except HttpResponseError as exc:
@@ -138,10 +172,35 @@ class Storage:
                 raise TransientError("another invocation is updating this cloud service") from exc
             raise translate(exc, "locking the cloud service") from exc
         try:
-            yield Lease(lease)
+            yield Lease(lease, blob, service_id, self._read_pending(blob))
         finally:
             with suppress(HttpResponseError):  # else it expires by itself in LEASE_SECONDS
                 lease.release()
+
+    def _read_pending(self, blob: BlobClient) -> Pending | None:
+        try:
+            data = json.loads(blob.download_blob().readall() or b"{}")
+        except HttpResponseError as exc:
+            raise translate(exc, "reading the service journal") from exc
+        except ValueError:
+            return None  # a lock blob from before the journal existed: nothing pending
+        entry = data.get("pending") if isinstance(data, dict) else None
+        return Pending.from_json(entry) if entry else None
+
+    def pending_services(self) -> set[str]:
+        """Ids (lower case) of the services whose journal holds work in flight: one listing."""
+        container = self._own.get_container_client(self._clients.settings.locks_container)
+        try:
+            blobs = list(container.list_blobs(include=["metadata"]))
+        except ResourceNotFoundError:
+            return set()
+        except HttpResponseError as exc:
+            raise translate(exc, "listing service journals") from exc
+        return {
+            b.metadata["service"].lower()
+            for b in blobs
+            if (b.metadata or {}).get("pending") == "true" and "service" in b.metadata
+        }
 
     def save_record(self, record_id: str, record: dict[str, Any]) -> None:
         container = self._own.get_container_client(self._clients.settings.runs_container)
@@ -176,6 +235,10 @@ class Storage:
         except HttpResponseError as exc:
             raise translate(exc, "listing run records") from exc
         return sorted((n.removesuffix(".json") for n in names), reverse=True)
+
+
+def _journal_metadata(service_id: str, pending: bool) -> dict[str, str]:
+    return {"service": service_id, "pending": "true" if pending else "false"}
 
 
 def _create(container: Any) -> None:
