@@ -497,14 +497,19 @@ class Engine:
             log.warning("run %s has no record; its write ended %s", outcome.run_id, outcome.status)
             return
         message = outcome.message + (f" (finished by run {by_run})" if by_run else "")
-        for entry in record["services"]:
-            if entry["cloudService"].lower() == service_id.lower():
-                entry.update(
-                    outcome=OUTCOMES[outcome.status],
-                    message=message,
-                    continuationToken=None,
-                    finalThumbprints=outcome.final_thumbprints or None,
-                )
+        entries = [
+            e for e in record["services"] if e["cloudService"].lower() == service_id.lower()
+        ]
+        if not entries:  # the run died before it could record the service at all
+            entries = [{"cloudService": service_id}]
+            record["services"].append(entries[0])
+        for entry in entries:
+            entry.update(
+                outcome=OUTCOMES[outcome.status],
+                message=message,
+                continuationToken=None,
+                finalThumbprints=outcome.final_thumbprints or None,
+            )
         outcomes = {e["outcome"] for e in record["services"]}
         if "updating" not in outcomes:
             record["status"] = "transient" if "transient" in outcomes else "done"

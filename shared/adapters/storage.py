@@ -3,7 +3,7 @@
 * Package SAS: user-delegation (signed by a key the managed identity obtains; no account
   key anywhere), read-only, HTTPS-only, start backdated 15 minutes for clock skew, short
   lived. The SAS is returned to the caller and never logged or stored.
-* Locks: one blob per cloud service in the app's own storage, held with a 60 s lease that
+* Locks: one blob per cloud service in the app's own storage, held with a 15 s lease that
   the executor renews while it follows an update, so two invocations never interleave
   writes to one service; a crashed holder's lease simply expires.
 * Run records: one JSON blob per run in the app's storage.
@@ -35,7 +35,7 @@ from shared.errors import InvalidInput, NotFound, PreconditionFailed, TransientE
 from shared.journal import Pending
 
 SAS_CLOCK_SKEW = timedelta(minutes=15)
-LEASE_SECONDS = 60
+LEASE_SECONDS = 15  # the shortest Azure allows: a dead holder blocks the service briefly
 
 
 class Lease:
@@ -63,6 +63,7 @@ class Lease:
 
     def write(self, pending: Pending | None) -> None:
         body = {"serviceId": self._service_id, "pending": pending.to_json() if pending else None}
+        self.renew()  # every journal step also proves the lease is still ours
         try:
             self._blob.upload_blob(
                 json.dumps(body).encode(),

@@ -132,6 +132,7 @@ class World:
         rg: str | None = None,
         roles: tuple[str, ...] = ROLES,
         tagged: bool = True,
+        upgrade_mode: str = "Auto",
     ) -> Service:
         """A cloud service whose roles all use ``cert`` (tagged for rotation if asked)."""
         rg = rg or self.rg
@@ -147,6 +148,7 @@ class World:
             [secret_of(cert)],
             package if tagged else None,
             md5 if tagged else None,
+            upgrade_mode,
         )
         return Service(
             rg.rsplit("/", 1)[-1], name, f"{rg}/providers/Microsoft.Compute/cloudServices/{name}"

@@ -1,0 +1,327 @@
+"""End-to-end: convergence without events, writes that outlive their invocation, rollback,
+and Manual update domains.
+
+Most tests run the engine in this process, built exactly as the function app builds it
+(``Engine.from_settings(Settings.from_env())``) from the stack's environment, scoped to the
+test's own resource group so the session's other services stay out of the way. A second
+``Engine`` instance stands for "another invocation, later, maybe on another host": it
+shares nothing with the first but the stack. A process killed with SIGKILL stands for a
+host that dies mid-update.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from emulators.provision import cscfg, thumbprint
+from emulators.stack import app_settings
+from shared.config import Settings
+from shared.engine import Engine, Trigger
+from tests.conftest import wait_for
+from tests.e2e.world import CERT, ROLES, World, api, secret_of
+
+LOCKS_CONTAINER = "cert-rotation-locks"
+
+
+def engine_for(world: World, **settings: str) -> Engine:
+    env = {
+        **os.environ,
+        **app_settings(world.stack.env),
+        "ROTATION_RESOURCE_GROUPS": world.rg_name,
+        **settings,
+    }
+    return Engine.from_settings(Settings.from_env(env))
+
+
+def update_seconds(world: World, seconds: float | None) -> None:
+    world.stack.admin("POST", "/cloudservices/settings", {"update_seconds": seconds})
+
+
+@pytest.fixture
+def slow(world: World) -> Any:
+    yield
+    update_seconds(world, None)
+
+
+def pending_journals(world: World) -> list[str]:
+    engine = engine_for(world)
+    return sorted(engine.storage.pending_services())
+
+
+def writes(world: World, mark: int) -> list[dict[str, Any]]:
+    return [
+        c
+        for c in world.product_calls(mark)
+        if c["method"] not in ("GET", "HEAD") and c["service"] == "arm"
+    ]
+
+
+# -- reconcile --------------------------------------------------------------------------------
+
+
+def test_reconcile_repairs_a_missed_event_and_then_does_nothing(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    v2 = world.new_version()  # no subscription: the event is never delivered
+    engine = engine_for(world)
+
+    report = engine.reconcile()
+    world.assert_on(svc, v2)
+    assert report["outcomes"] == {"rotated": 1}, report
+    assert len(report["runs"]) == 1
+
+    mark = world.stack.request_mark()
+    records = len(world.records())
+    quiet = engine_for(world).reconcile()  # a later tick, another worker
+    assert quiet["outcomes"] == {"noop": 1}, quiet
+    assert quiet["runs"] == []
+    assert writes(world, mark) == []
+    assert len(world.records()) == records  # nothing stored either
+    calls = world.product_calls(mark)
+    kv_reads = [c for c in calls if c["service"] == "keyvault" and c["status"] == 200]
+    print(f"\nreconcile with nothing to do: {len(calls)} calls, {len(kv_reads)} Key Vault reads")
+    assert len(kv_reads) <= 3  # the certificate and its version list, once
+
+
+def test_reconcile_repairs_a_manual_edit_that_reintroduced_an_old_thumbprint(
+    world: World,
+) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    v2 = world.new_version()
+    engine_for(world).reconcile()
+    world.assert_on(svc, v2)
+    # An operator redeploys the old cscfg by hand (osProfile still carries v1's secret).
+    cs = world.op.compute.cloud_services.get(svc.rg, svc.name)
+    assert cs.properties is not None and cs.properties.os_profile is not None
+    cs.properties.configuration = cscfg(svc.name, {r: {"SslCert": thumbprint(v1)} for r in ROLES})
+    cs.properties.package_url = world.op.package_sas(cs.tags["cert-rotation-package"])
+    group = cs.properties.os_profile.secrets[0]
+    group.vault_certificates[0].certificate_url = secret_of(v1)
+    world.op.compute.cloud_services.begin_create_or_update(svc.rg, svc.name, cs).result()
+    world.assert_on(svc, v1)
+
+    report = engine_for(world).reconcile()
+    assert report["outcomes"] == {"rotated": 1}, report
+    world.assert_on(svc, v2)
+
+
+def test_reconcile_timer_runs_in_the_function_host(world: World) -> None:
+    env = world.stack.env
+
+    resp = requests.post(
+        f"{env['FUNCTIONS_URL']}/admin/functions/reconcile",
+        json={"input": ""},
+        headers={"x-functions-key": env["FUNCTIONS_MASTER_KEY"]},
+        timeout=120,
+    )
+    assert resp.status_code == 202, resp.text
+
+
+# -- writes that outlive their invocation ------------------------------------------------------
+
+
+def test_an_update_that_outlives_the_run_is_followed_not_resent(world: World, slow: Any) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    v2 = world.new_version()
+    update_seconds(world, 2.0)
+    mark = world.stack.request_mark()
+
+    run = engine_for(world).rotate(world.vault_id, CERT, Trigger("manual"), wait_seconds=0.2)
+    assert [r.outcome for r in run.results] == ["updating"]
+    assert run.status == "updating"
+    assert pending_journals(world) == [svc.id.lower()]
+
+    # Later, elsewhere: reading the run follows the same operation to its end.
+    record = wait_for(
+        lambda: (
+            (r := api(world.stack, "GET", f"/api/rotations/{run.id}").json())["status"] == "done"
+            and r
+        ),
+        "the run to be finished by GET",
+    )
+    assert record["services"][0]["outcome"] == "rotated", record
+    assert record["services"][0]["continuationToken"] is None
+    world.assert_on(svc, v2)
+    assert len(world.puts(svc)) == 1
+    assert [c["method"] for c in writes(world, mark)] == ["PUT"]
+    assert pending_journals(world) == []
+
+
+def test_a_host_killed_after_the_put_is_noticed_and_recorded_once(world: World, slow: Any) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    v2 = world.new_version()
+    # The PUT is held 3 s before the platform takes it; the sender is killed a second after
+    # journaling its intent (the SAS and the PUT follow within milliseconds), so it never
+    # hears Azure's answer: no continuation token, no record of the service.
+    world.stack.admin(
+        "POST",
+        "/faults",
+        {
+            "service": "arm",
+            "method": "PUT",
+            "path": f"(?i)/cloudservices/{svc.name}$",
+            "delay_ms": 3000,
+            "count": 1,
+        },
+    )
+    script = textwrap.dedent(
+        f"""
+        import logging, os
+        logging.basicConfig(level=logging.INFO)
+        logging.getLogger("azure").setLevel(logging.WARNING)
+        from emulators.stack import app_settings
+        from shared.config import Settings
+        from shared.engine import Engine, Trigger
+        env = {{**os.environ, **app_settings(dict(os.environ)),
+               "ROTATION_RESOURCE_GROUPS": {world.rg_name!r}}}
+        Engine.from_settings(Settings.from_env(env)).rotate(
+            {world.vault_id!r}, {CERT!r}, Trigger("manual"))
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        wait_for(lambda: pending_journals(world), "the intent to be journaled", timeout=30)
+        time.sleep(1.0)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    wait_for(lambda: world.puts(svc, succeeded=False), "the held PUT to reach the platform")
+
+    # Until the dead host's lease runs out (15 s) reconcile reports it busy and writes nothing.
+    report = wait_for(
+        lambda: (r := engine_for(world).reconcile())["outcomes"].get("resumed-succeeded") and r,
+        "reconcile to finish the dead host's update",
+        timeout=40,
+    )
+    assert report["outcomes"] == {"resumed-succeeded": 1, "noop": 1}, report
+    world.assert_on(svc, v2)
+    assert len(world.puts(svc, succeeded=False)) == 1  # never sent twice
+    (record,) = world.records()
+    assert record["status"] == "done"
+    assert [s["outcome"] for s in record["services"]] == ["rotated"]
+    assert "finished by run reconcile" in record["services"][0]["message"]
+    assert pending_journals(world) == []
+
+
+# -- failures and rollback ---------------------------------------------------------------------
+
+
+def fail_next(world: World, svc: Any, code: str = "RoleInstanceStartupFailed") -> None:
+    world.stack.admin(
+        "POST",
+        "/cloudservices/fail-next",
+        {
+            "resourceGroup": svc.rg,
+            "name": svc.name,
+            "code": code,
+            "message": "Role instance WebRole1_IN_0 failed to start.",
+        },
+    )
+
+
+def test_failed_update_is_rolled_back_when_asked(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.new_version()
+    fail_next(world, svc)
+
+    run = engine_for(world, ROTATION_ROLLBACK="true").rotate(
+        world.vault_id, CERT, Trigger("manual")
+    )
+
+    (result,) = run.results
+    assert result.outcome == "rolled-back", result.message
+    assert "RoleInstanceStartupFailed" in result.message
+    world.assert_on(svc, v1)
+    assert world.read(svc).state == "Succeeded"
+    assert len(world.puts(svc, succeeded=False)) == 2  # the update, then the rollback
+    assert pending_journals(world) == []
+
+
+def test_failed_update_without_rollback_is_reported_and_left_alone(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.new_version()
+    fail_next(world, svc)
+
+    run = engine_for(world).rotate(world.vault_id, CERT, Trigger("manual"))
+    (result,) = run.results
+    assert result.outcome == "failed"
+    assert "RoleInstanceStartupFailed" in result.message
+    assert world.read(svc).state == "Failed"
+    assert len(world.puts(svc, succeeded=False)) == 1
+    # Reconcile does not blindly resend it: the model already names the desired version.
+    again = engine_for(world).reconcile()
+    assert again["outcomes"] == {"failed": 1}, again
+    assert len(world.puts(svc, succeeded=False)) == 1
+
+
+# -- upgradeMode Manual ------------------------------------------------------------------------
+
+
+def domains_walked(world: World, mark: int) -> list[str]:
+    return [
+        c["path"].rsplit("/", 1)[-1]
+        for c in world.product_calls(mark)
+        if c["method"] == "PUT" and "/updatedomains/" in c["path"].lower()
+    ]
+
+
+def instances(world: World, svc: Any) -> dict[str, Any]:
+    state = world.stack.admin("GET", "/cloudservices")
+    found = next(s for s in state["services"] if s["name"] == svc.name)
+    return dict(found)
+
+
+def test_manual_upgrade_mode_walks_every_update_domain_in_order(world: World) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1, upgrade_mode="Manual")
+    v2 = world.new_version()
+    mark = world.stack.request_mark()
+
+    run = engine_for(world).rotate(world.vault_id, CERT, Trigger("manual"))
+
+    assert [r.outcome for r in run.results] == ["rotated"], run.to_json()
+    assert domains_walked(world, mark) == ["0", "1"]
+    world.assert_on(svc, v2)
+    state = instances(world, svc)
+    assert {i["appliedVersion"] for i in state["instances"].values()} == {state["targetVersion"]}
+
+
+def test_manual_walk_stops_at_the_first_failed_domain_and_says_where(
+    world: World, slow: Any
+) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1, upgrade_mode="Manual")
+    world.new_version()
+    update_seconds(world, 0.8)
+    mark = world.stack.request_mark()
+    engine = engine_for(world)
+
+    results: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: results.append(engine.rotate(world.vault_id, CERT, Trigger("manual")))
+    )
+    worker.start()
+    wait_for(lambda: domains_walked(world, mark) == ["0"], "domain 0 to be walked", timeout=30)
+    fail_next(world, svc, "UpdateDomainWalkFailed")  # domain 0's walk is the one running
+    worker.join(timeout=60)
+
+    (result,) = results[0].results
+    assert result.outcome == "failed"
+    assert "update domain 0 of 2" in result.message, result.message
+    assert domains_walked(world, mark) == ["0"]  # stopped: domain 1 never walked
+    assert pending_journals(world) == []
