@@ -181,6 +181,9 @@ class Platform:
                 if fault.remaining == 0:
                     self.faults.remove(fault)
                 if fault.delay_ms:
+                    # The body is taken first, as a front door does: a client that hangs up
+                    # while the request is held does not take back a request it sent.
+                    await request.read()
                     await asyncio.sleep(fault.delay_ms / 1000)
             if fault is not None and fault.status is not None:
                 code, message = _DEFAULT_FAULT_BODY.get(fault.status, ("Fault", "Injected fault."))
