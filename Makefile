@@ -4,13 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK_DIR ?= .local
 
-.PHONY: install test lint demo stack-up stack-down bench clean
+.PHONY: install test lint demo soak bench stack-up stack-down clean
 
 install: $(VENV)/.installed emulators/node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 emulators/node_modules/.installed: emulators/package.json emulators/package-lock.json
@@ -29,6 +30,10 @@ lint: install
 demo: install
 	$(PY) -m emulators.demo
 
+# Bounded chaos on a fresh stack (a few minutes at most); prints figures, exits 1 on a violation.
+soak: install
+	$(PY) -m emulators.soak
+
 stack-up: install
 	$(PY) -m emulators.stack up --dir $(STACK_DIR)
 
@@ -36,4 +41,4 @@ stack-down:
 	$(PY) -m emulators.stack down --dir $(STACK_DIR)
 
 clean: stack-down
-	rm -rf $(VENV) emulators/node_modules .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) emulators/node_modules .local .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -33,6 +33,11 @@ instance when its operation succeeds; a ``Manual`` one moves none: each update d
 then be walked, in order, with ``PUT updateDomains/{n}``, and until then the instance
 view shows the instance as ``ProvisioningState/updating`` with the version it runs.
 
+``PATCH`` (CloudServices_Update) changes only ``tags``, replacing the whole set as ARM's
+PATCH does: 409 while an operation runs, otherwise an operation of the same length that
+leaves the model, its version, the role instances and the provisioning state it ends in
+(a ``Failed`` service stays ``Failed``) alone; Azure's behaviour there is not documented.
+
 ``packageUrl`` and ``configurationUrl`` are write-only and never echoed; read-only fields
 in a PUT body are ignored; every other property is kept verbatim. State is in memory and
 cleared by the platform reset.
@@ -169,10 +174,11 @@ class Pending:
     """The one operation a cloud service may have in flight."""
 
     op: Operation
-    kind: str  # create | update | delete | walk
+    kind: str  # create | update | delete | walk | tags
     deadline: dt.datetime
     roles: tuple[RoleSpec, ...] = ()
     update_domain: int = -1
+    state_after: str = "Succeeded"  # a tags change ends in the state the service had
 
 
 @dataclass
@@ -338,6 +344,7 @@ class CloudServices:
              self._list_all),
             ("GET", base, self._list),
             ("PUT", cs, self._put),
+            ("PATCH", cs, self._patch),
             ("GET", cs, self._get),
             ("DELETE", cs, self._delete),
             ("GET", cs + "/instanceView", self._instance_view),
@@ -459,12 +466,12 @@ class CloudServices:
             service.state = "Failed"
             pending.op.finish(end, {"code": failure.code, "message": failure.message})
             return
-        service.state = "Succeeded"
+        service.state = pending.state_after
         if pending.kind == "walk":
             for instance in service.instances:
                 if service.update_domain_of(instance) == pending.update_domain:
                     instance.applied = service.target
-        else:
+        elif pending.kind != "tags":
             manual = (pending.kind == "update"
                       and str(service.properties.get("upgradeMode", "")).lower() == "manual")
             before = {i.name.lower(): i.applied for i in service.instances}
@@ -565,19 +572,16 @@ class CloudServices:
         self._refuse_if_busy(key)
         draft = await self._check(await req.resource_body())
         self._refuse_if_busy(key)  # another PUT may have committed while we downloaded
-        now = _timestamp(self.platform.now())
-        # ARM records a managed identity's writes as by an Application, named by client id.
-        by = str(req.claims.get("appid") or req.claims.get("oid") or "")
-        modified = {"lastModifiedAt": now, "lastModifiedBy": by,
-                    "lastModifiedByType": "Application"}
+        modified = self._modified(req)
         existing = self.services.get(key)
         if existing is None:
             service = Service(
                 resource_group=req.params["resourceGroup"], name=req.params["cloudService"],
                 location=draft.location, tags=draft.tags, zones=draft.zones,
                 properties=draft.properties, roles=draft.roles, package=draft.package,
-                system_data={"createdAt": now, "createdBy": by, "createdByType": "Application",
-                             **modified},
+                system_data={"createdAt": modified["lastModifiedAt"],
+                             "createdBy": modified["lastModifiedBy"],
+                             "createdByType": "Application", **modified},
                 state="Creating",
             )
             self.services[key] = service
@@ -592,6 +596,34 @@ class CloudServices:
                          "Creating" if existing is None else "Updating", roles=draft.roles)
         return json_response(self._body(service), 201 if existing is None else 200,
                              self.arm.async_headers(op, req.api_version))
+
+    def _modified(self, req: ArmRequest) -> dict[str, str]:
+        """``systemData`` of a write: ARM records a managed identity's writes as by an
+        Application, named by its client id."""
+        return {"lastModifiedAt": _timestamp(self.platform.now()),
+                "lastModifiedBy": str(req.claims.get("appid") or req.claims.get("oid") or ""),
+                "lastModifiedByType": "Application"}
+
+    async def _patch(self, req: ArmRequest) -> web.StreamResponse:
+        """CloudServices_Update: the body is a ``CloudServiceUpdate``, which holds only
+        ``tags``; they replace the whole tag set (other members are ignored). Like a PUT it
+        answers 200 in ``Updating`` with an operation, and 409 while another one runs."""
+        service = self._service(req)
+        self._refuse_if_busy(self._key(req))
+        body = await req.json_body()
+        if not isinstance(body, dict):
+            raise ArmError(400, "InvalidRequestContent",
+                           "The request content must be a JSON object.")
+        tags = body.get("tags")
+        if tags is not None:
+            if not isinstance(tags, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+                raise _invalid("The tags must be an object of string names and string values.",
+                               "tags")
+            service.tags = dict(tags)
+        service.system_data = {**service.system_data, **self._modified(req)}
+        op = self._begin(service, "tags", "Updating", state_after=service.state)
+        return json_response(self._body(service), 200, self.arm.async_headers(op, req.api_version))
 
     async def _check(self, body: dict[str, Any]) -> Draft:
         """Every platform check of a PUT body, in Azure's order; raise ArmError on refusal."""

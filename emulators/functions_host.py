@@ -492,8 +492,9 @@ class FunctionsHost:
                 return self._validation_response(fn, body)
             if not isinstance(body, (list, dict)):
                 raise ValueError(f"the body should be a JSON object or array, not {body!r}")
-        except (ValueError, LookupError, TypeError) as exc:
-            # The extension throws here; the host answers 500 without details.
+        except (ValueError, LookupError, TypeError, RecursionError) as exc:
+            # The extension throws on a body it cannot read; the host answers 500 without
+            # details. (RecursionError: how Python's JSON reader fails on deep nesting.)
             log.warning("Event Grid request for '%s' not processed: %s", fn.name, exc)
             return web.Response(status=500)
         events = body if isinstance(body, list) else [body]

@@ -2,7 +2,9 @@
 
 The same engine call as an event, with the operator choosing vault, certificate and
 optionally the services. Input is validated completely before anything is read from
-Azure, so a bad request changes nothing; every error answers JSON naming the field.
+Azure, so a bad request changes nothing; every error answers JSON naming the field: 413
+for a body over ``MAX_BODY``, 400 for anything malformed (including nesting deeper than
+``MAX_DEPTH`` and a key given twice), 404 for a vault outside ``ROTATION_SUBSCRIPTIONS``.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ from typing import Any
 import azure.functions as func
 
 from handlers.runtime import engine
-from shared.compute_ids import split_service_id
 from shared.engine import Trigger, describe
 from shared.errors import ConfigError, InvalidInput, NotFound, RotationError, TransientError
-from shared.events import CERTIFICATE_NAME, parse_vault_id
+from shared.json_body import BodyTooLarge, load_object
+from shared.requests import RotationRequest
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.http")
-MAX_BODY = 64 * 1024
+MAX_BODY = 64 * 1024  # a request with 200 service ids is ~30 KiB
+MAX_DEPTH = 4  # the request itself needs 2 (an object holding a list)
 RUN_ID_CHARS = set("0123456789abcdefTZ-")
 # Azure ends an HTTP request after ~230 s; an update still running after this long is
 # answered 202 "updating" and goes on in Azure (its record keeps the operation's token).
 HTTP_WAIT_SECONDS = 60.0
+STATUS_WAIT_SECONDS = 5.0
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -43,33 +47,17 @@ def _error(status: int, message: str, field: str | None = None) -> func.HttpResp
 
 def parse_request(raw: bytes) -> tuple[str, str, tuple[str, ...], bool]:
     """(vault id, certificate, cloud service ids, dry run) or InvalidInput."""
-    if len(raw) > MAX_BODY:
-        raise InvalidInput("body", f"larger than {MAX_BODY} bytes")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("body", f"not valid JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("body", "must be a JSON object")
+    body = load_object(raw, max_bytes=MAX_BODY, max_depth=MAX_DEPTH)
     unknown = set(body) - {"vault", "certificate", "cloudServices", "dryRun"}
     if unknown:
         raise InvalidInput(sorted(unknown)[0], "unknown field")
-    vault_id, _ = parse_vault_id(body.get("vault"), "vault")
-    certificate = body.get("certificate")
-    if not isinstance(certificate, str) or not CERTIFICATE_NAME.fullmatch(certificate):
-        raise InvalidInput(
-            "certificate",
-            "must be a Key Vault certificate name (1-127 letters, digits and hyphens)",
-        )
-    services = body.get("cloudServices", [])
-    if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
-        raise InvalidInput("cloudServices", "must be a list of cloud service ARM ids")
-    for service in services:
-        split_service_id(service)
-    dry_run = body.get("dryRun", False)
-    if not isinstance(dry_run, bool):
-        raise InvalidInput("dryRun", "must be true or false")
-    return vault_id, certificate, tuple(services), dry_run
+    request = RotationRequest.from_fields(
+        body.get("vault"),
+        body.get("certificate"),
+        body.get("cloudServices", []),
+        body.get("dryRun", False),
+    )
+    return request.vault_id, request.certificate, request.cloud_services, request.dry_run
 
 
 @bp.function_name("rotations")
@@ -77,6 +65,10 @@ def parse_request(raw: bytes) -> tuple[str, str, tuple[str, ...], bool]:
 def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
     try:
         vault_id, certificate, services, dry_run = parse_request(req.get_body())
+        if not engine().settings.in_scope(vault_id):
+            return _error(
+                404, "the vault is in a subscription not in ROTATION_SUBSCRIPTIONS", "vault"
+            )
         run = engine().rotate(
             vault_id,
             certificate,
@@ -85,6 +77,8 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
             dry_run=dry_run,
             wait_seconds=HTTP_WAIT_SECONDS,
         )
+    except BodyTooLarge as exc:
+        return _error(413, exc.detail, exc.field)
     except InvalidInput as exc:
         return _error(400, exc.detail, exc.field)
     except NotFound as exc:
@@ -129,7 +123,8 @@ def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
     if not run_id or len(run_id) > 64 or not set(run_id) <= RUN_ID_CHARS:
         return _error(400, "not a rotation run id", "id")
     try:
-        return _json(engine().storage.load_record(run_id), 200)
+        # A run still "updating" is followed a little first, then answered as it stands.
+        return _json(engine().resume_run(run_id, STATUS_WAIT_SECONDS), 200)
     except NotFound as exc:
         return _error(404, str(exc))
     except RotationError as exc:

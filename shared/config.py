@@ -68,6 +68,19 @@ class Settings:
     runs_container: str = "cert-rotation-runs"
     locks_container: str = "cert-rotation-locks"
 
+    def in_scope(self, vault_id: str) -> bool:
+        """Whether a vault (an ARM id already validated by ``shared.events``) may be acted on.
+
+        Vaults are scoped by subscription only: CSES installs certificates only from a vault
+        in the cloud service's own subscription, so a vault in any other subscription cannot
+        serve a service we manage, and an event naming one is foreign (or forged).
+        ``ROTATION_RESOURCE_GROUPS`` scopes the cloud services, not vaults, which often live
+        in a shared resource group of their own.
+        """
+        parts = vault_id.split("/")
+        subscription = parts[2] if len(parts) > 2 and parts[1].lower() == "subscriptions" else ""
+        return subscription.lower() in {s.lower() for s in self.subscriptions}
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

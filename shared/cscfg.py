@@ -272,11 +272,14 @@ def _locate(data: bytes) -> tuple[list[int], list[int]]:
     parser = expat.ParserCreate(encoding="utf-8", namespace_separator=" ")
     stack: list[str] = []
     found: dict[tuple[str, ...], list[int]] = {_CERTIFICATE_PATH: [], _SETTING_PATH: []}
+    depths = {len(path) for path in found}
 
     def start(name: str, _attributes: object) -> None:
         namespace, _, local = name.rpartition(" ")
         stack.append(local if namespace == NAMESPACE else "")
-        offsets = found.get(tuple(stack))
+        # Only paths of these lengths can match; building a key at every depth would make
+        # a deeply nested document (100k levels fit in the size limit) quadratic.
+        offsets = found.get(tuple(stack)) if len(stack) in depths else None
         if offsets is not None:
             offsets.append(parser.CurrentByteIndex)
 

@@ -114,6 +114,16 @@ class Run:
     results: list[ServiceResult] = field(default_factory=list)
 
     @property
+    def quiet(self) -> bool:
+        """A reconcile run that found everything converged: not stored, not announced
+        (telemetry still sees it, for the days-to-expiry gauge)."""
+        return (
+            self.trigger.kind == "reconcile"
+            and not self.actions
+            and all(r.outcome in QUIET_OUTCOMES for r in self.results)
+        )
+
+    @property
     def transient(self) -> bool:
         return any(r.outcome == "transient" for r in self.results)
 
@@ -332,6 +342,8 @@ class Engine:
             started=self.now(),
             actions=list(actions),
         )
+        if not self.settings.in_scope(vault_id):
+            raise NotFound(f"vault {vault_id} is in a subscription not in ROTATION_SUBSCRIPTIONS")
         only = tuple(only)
         if services is None:
             services = self.services_using(vault_id, certificate, only)
@@ -363,7 +375,7 @@ class Engine:
             run.status = "transient" if run.transient else "updating" if updating else "done"
             run.finished = self.now()
             self._save(run)
-            if self.notify is not None and not dry_run and not self._quiet(run):
+            if self.notify is not None and not dry_run:
                 self.notify(run)
         return run
 
@@ -581,7 +593,7 @@ class Engine:
                 outcomes["transient" if isinstance(exc, TransientError) else "failed"] += 1
                 continue
             outcomes.update(r.outcome for r in run.results)
-            if not self._quiet(run):
+            if not run.quiet:
                 runs.append(run.id)
         report = {
             "started": started.isoformat(),
@@ -593,15 +605,6 @@ class Engine:
         }
         log.info("reconcile: %s", report)
         return report
-
-    @staticmethod
-    def _quiet(run: Run) -> bool:
-        """A reconcile run that found everything converged: neither stored nor announced."""
-        return (
-            run.trigger.kind == "reconcile"
-            and not run.actions
-            and all(r.outcome in QUIET_OUTCOMES for r in run.results)
-        )
 
     def _thumbprints(self, service: CloudServiceSnapshot) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -628,7 +631,7 @@ class Engine:
             log.info("%s: plan osProfile - %s", service.name, url)
 
     def _save(self, run: Run, extra: ServiceResult | None = None) -> None:
-        if extra is None and self._quiet(run):
+        if extra is None and run.quiet:
             return
         record = run.to_json()
         if extra is not None and extra not in run.results:

@@ -25,6 +25,9 @@ Why this module exists and why it is shaped this way:
   policy changes, the webhook handshake) raises :class:`IgnoredEvent`, so the
   handler can acknowledge it without retry; malformed input raises
   :class:`InvalidInput` naming the field.
+* Whatever the sender wrote ends up in log lines, so the event id may not hold control
+  characters (a newline would forge a log line) and error messages quote rejected values
+  clipped to a few dozen characters.
 """
 
 from __future__ import annotations
@@ -55,7 +58,11 @@ _VAULT_ID = re.compile(
 )
 CERTIFICATE_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
 _VERSION = re.compile(r"[0-9a-zA-Z]{1,64}")
-_UNIX_SECONDS = re.compile(r"[+-]?\d+(?:\.\d*)?")
+# Event ids are the sender's choice (a GUID from Key Vault) and end up in log lines and run
+# records: no control characters (a newline would forge a log line), bounded length.
+_EVENT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
+_SHOWN_CHARS = 64  # how much of a rejected value an error message quotes
+_UNIX_SECONDS = re.compile(r"[+-]?[0-9]{1,19}(?:\.[0-9]{0,9})?")  # ASCII, bounded
 _ISO_TIME = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt](?P<time>\d{2}:\d{2}:\d{2})"
     r"(?:\.(?P<fraction>\d{1,7}))?(?P<zone>[Zz]|[+-]\d{2}:\d{2})"
@@ -97,23 +104,30 @@ def parse_event(item: Mapping[str, Any]) -> CertificateEvent:
     schema = _schema_of(item)
     kind = _certificate_kind(item, schema)
     event_id = _required_text(item.get("id"), "id")
+    if not _EVENT_ID.fullmatch(event_id):
+        raise InvalidInput(
+            "id", f"{_shown(event_id)} has control characters or is over 256 characters"
+        )
     vault_id, vault_name = parse_vault_id(item.get(schema.source_key), schema.source_key)
     data = _normalised_data(item.get("data"))
 
     object_type = _text(data.get("objecttype"), "data.ObjectType")
     if object_type is not None and object_type.casefold() != "certificate":
-        raise IgnoredEvent(f"{kind} event for ObjectType {object_type!r}; only certificates")
+        raise IgnoredEvent(
+            f"{kind} event for ObjectType {_shown(object_type)}; only certificates"
+        )
 
     claimed_vault = _text(data.get("vaultname"), "data.VaultName")
     if claimed_vault is not None and claimed_vault.casefold() != vault_name.casefold():
         raise InvalidInput(
             "data.VaultName",
-            f"{claimed_vault!r} does not match vault {vault_name!r} of {schema.source_key}",
+            f"{_shown(claimed_vault)} does not match vault {vault_name!r} "
+            f"of {schema.source_key}",
         )
 
     version = _text(data.get("version"), "data.Version")
     if version is not None and not _VERSION.fullmatch(version):
-        raise InvalidInput("data.Version", f"{version!r} is not a Key Vault version id")
+        raise InvalidInput("data.Version", f"{_shown(version)} is not a Key Vault version id")
 
     return CertificateEvent(
         kind=kind,
@@ -150,6 +164,13 @@ def validation_code(items: Any) -> str | None:
     return code.strip() or None
 
 
+def _shown(value: object) -> str:
+    """``repr`` of a sender-supplied value, clipped: error messages are logged, and an
+    event may carry up to a megabyte of whatever its sender chose."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+
+
 def _schema_of(item: Mapping[str, Any]) -> _Schema:
     return _CLOUD_EVENTS if "specversion" in item else _EVENT_GRID
 
@@ -163,7 +184,9 @@ def _certificate_kind(item: Mapping[str, Any], schema: _Schema) -> str:
     if schema is _CLOUD_EVENTS:
         spec = _text(item.get("specversion"), "specversion")
         if spec != "1.0":
-            raise InvalidInput("specversion", f"{spec!r} is not a supported CloudEvents version")
+            raise InvalidInput(
+                "specversion", f"{_shown(spec)} is not a supported CloudEvents version"
+            )
     if _is_validation(event_type):
         raise IgnoredEvent(
             f"{SUBSCRIPTION_VALIDATION} is the webhook handshake; "
@@ -171,7 +194,9 @@ def _certificate_kind(item: Mapping[str, Any], schema: _Schema) -> str:
         )
     kind = _CERTIFICATE_TYPES.get(event_type.casefold())
     if kind is None:
-        raise IgnoredEvent(f"event type {event_type!r} is not a Key Vault certificate event")
+        raise IgnoredEvent(
+            f"event type {_shown(event_type)} is not a Key Vault certificate event"
+        )
     return kind
 
 
@@ -198,8 +223,8 @@ def parse_vault_id(value: Any, field: str) -> tuple[str, str]:
     if match is None:
         raise InvalidInput(
             field,
-            f"{text!r} is not a Key Vault ARM id (/subscriptions/{{sub}}/resourceGroups/{{rg}}"
-            "/providers/Microsoft.KeyVault/vaults/{name})",
+            f"{_shown(text)} is not a Key Vault ARM id (/subscriptions/{{sub}}"
+            "/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name})",
         )
     return text.removesuffix("/"), match["name"]
 
@@ -224,11 +249,13 @@ def _normalised_data(raw: Any) -> dict[str, Any]:
     normalised: dict[str, Any] = {}
     for key, value in data.items():
         if not isinstance(key, str):
-            raise InvalidInput("data", f"key {key!r} is not a string")
+            raise InvalidInput("data", f"key {_shown(key)} is not a string")
         folded = key.strip().casefold()
         clean = value.strip() if isinstance(value, str) else value
         if folded in normalised and normalised[folded] != clean:
-            raise InvalidInput(f"data.{key.strip()}", "given more than once with different values")
+            raise InvalidInput(
+                f"data.{key.strip()[:_SHOWN_CHARS]}", "given more than once with different values"
+            )
         normalised[folded] = clean
     return normalised
 
@@ -244,7 +271,7 @@ def _certificate_name(data: Mapping[str, Any], subject: Any) -> str:
     if not CERTIFICATE_NAME.fullmatch(name):
         raise InvalidInput(
             "data.ObjectName",
-            f"{name!r} (from {origin}) is not a Key Vault certificate name "
+            f"{_shown(name)} (from {origin}) is not a Key Vault certificate name "
             "(1-127 letters, digits or hyphens)",
         )
     return name
@@ -260,13 +287,15 @@ def _unix_time(value: Any, field: str) -> datetime | None:
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = value
     else:
-        raise InvalidInput(field, f"{value!r} is not Unix seconds (number or numeric string)")
+        raise InvalidInput(
+            field, f"{_shown(value)} is not Unix seconds (number or numeric string)"
+        )
     try:
         if not math.isfinite(seconds):
             raise ValueError("not finite")
         return datetime.fromtimestamp(seconds, tz=UTC)
     except (ValueError, OverflowError, OSError) as exc:
-        raise InvalidInput(field, f"{value!r} is out of range ({exc})") from None
+        raise InvalidInput(field, f"{_shown(value)} is out of range ({exc})") from None
 
 
 def _event_time(value: Any, field: str) -> datetime | None:
@@ -283,12 +312,12 @@ def _event_time(value: Any, field: str) -> datetime | None:
     text = _required_text(value, field)
     match = _ISO_TIME.fullmatch(text)
     if match is None:
-        raise InvalidInput(field, f"{text!r} is not an ISO 8601 time with a zone")
+        raise InvalidInput(field, f"{_shown(text)} is not an ISO 8601 time with a zone")
     # Event Grid sends 7 fractional digits (100 ns ticks); datetime keeps microseconds.
     fraction = (match["fraction"] or "0")[:6].ljust(6, "0")
     zone = "+00:00" if match["zone"] in ("Z", "z") else match["zone"]
     try:
         parsed = datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{zone}")
     except ValueError as exc:
-        raise InvalidInput(field, f"{text!r} is not a valid time ({exc})") from None
+        raise InvalidInput(field, f"{_shown(text)} is not a valid time ({exc})") from None
     return parsed.astimezone(UTC)

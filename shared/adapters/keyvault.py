@@ -124,6 +124,21 @@ class KeyVault:
         except HttpResponseError as exc:
             raise translate(exc, f"requesting a new version of '{name}'") from exc
 
+    def certificate_names(self, vault_url: str) -> list[str]:
+        """Names of every certificate in the vault (one listing, pages followed).
+
+        Certificates still waiting for their first version are left out (Key Vault's
+        default). Raises NotFound, TransientError, PlatformRejected (e.g. no list right).
+        """
+        try:
+            return [
+                props.name
+                for props in self._client(vault_url).list_properties_of_certificates()
+                if props.name
+            ]
+        except HttpResponseError as exc:
+            raise translate(exc, f"listing the certificates of {vault_url}") from exc
+
 
 def _version(vault_url: str, name: str, props: CertificateProperties) -> CertificateVersion:
     version = props.version or ""

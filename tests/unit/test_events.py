@@ -259,6 +259,13 @@ BAD = [
     pytest.param(["not", "a", "dict"], InvalidInput, "event:", id="not-a-mapping"),
     pytest.param(_with(EG_EVENT, id=None), InvalidInput, "id:", id="missing-id"),
     pytest.param(_with(EG_EVENT, id="  "), InvalidInput, "id:", id="blank-id"),
+    pytest.param(
+        _with(EG_EVENT, id="eg-1\n2026-01-01 INFO certrotate: forged"),
+        InvalidInput,
+        "has control characters",
+        id="id-with-newline",
+    ),
+    pytest.param(_with(EG_EVENT, id="x" * 257), InvalidInput, "over 256", id="id-too-long"),
     pytest.param(_with(EG_EVENT, eventType=None), InvalidInput, "eventType:", id="missing-type"),
     pytest.param(_with(CLOUD_EVENT, type=None), InvalidInput, "type:", id="ce-missing-type"),
     pytest.param(
@@ -307,6 +314,11 @@ BAD = [
     pytest.param(_with_data(EG_EVENT, EXP=float("inf")), InvalidInput, "data.EXP:", id="inf-exp"),
     pytest.param(_with_data(EG_EVENT, EXP=10**20), InvalidInput, "data.EXP:", id="huge-exp"),
     pytest.param(_with_data(EG_EVENT, NBF=True), InvalidInput, "data.NBF:", id="bool-nbf"),
+    pytest.param(
+        _with_data(EG_EVENT, NBF="\u0661\u0667\u0664\u0669"), InvalidInput, "data.NBF:",
+        id="non-ascii-digits-nbf",
+    ),
+    pytest.param(_with_data(EG_EVENT, EXP="9" * 5000), InvalidInput, "data.EXP:", id="5000-digits"),
     pytest.param(
         _with_data(EG_EVENT, ObjectName="web tls"),
         InvalidInput,
@@ -382,6 +394,23 @@ def test_parse_event_rejects(item: Any, error: type[Exception], substring: str) 
     with pytest.raises(error) as caught:
         parse_event(item)
     assert substring in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        pytest.param(_with_data(EG_EVENT, ObjectName="a" * 100_000), id="name"),
+        pytest.param(_with(EG_EVENT, topic="/subscriptions/" + "x" * 100_000), id="topic"),
+        pytest.param(_with(EG_EVENT, eventType="x" * 100_000), id="type"),
+        pytest.param(_with(EG_EVENT, id="\n" * 100_000), id="event-id"),
+        pytest.param(_with_data(EG_EVENT, EXP="9" * 100_000), id="exp"),
+    ],
+)
+def test_rejected_values_are_clipped_in_messages(item: dict[str, Any]) -> None:
+    """Messages are logged: a megabyte-sized value must not become a megabyte log line."""
+    with pytest.raises((InvalidInput, IgnoredEvent)) as caught:
+        parse_event(item)
+    assert len(str(caught.value)) < 300
 
 
 def test_invalid_input_carries_field() -> None:

@@ -1,0 +1,1 @@
+"""``certrotate``: the rotation engine for operators and pipelines (see :mod:`certrotate.cli`)."""

@@ -1,0 +1,374 @@
+"""``make soak``: bounded chaos on the local stack, then proof that nothing was lost.
+
+THEORY OF OPERATION
+
+A fresh stack hosts N cloud services spread over several vaults and certificates (each
+service uses one or two certificates of one vault). Every vault but one is subscribed to
+``keyvault_events``; the unsubscribed vault stands for dropped events. A seeded random
+stream then, step by step: creates a new certificate version (a real Key Vault event),
+re-raises an event already delivered (a duplicate, same id) or one for an older version
+(late, out of order), injects a fault (ARM 429 with Retry-After, 500, 503, 409 on a PUT,
+Key Vault 429/503, slow responses), or runs the ``reconcile`` timer. When the stream ends
+the faults are cleared and ``reconcile`` runs until everything settles.
+
+The checks, per service: the cscfg and ``osProfile`` name the newest version of every
+certificate it uses; it is ``Succeeded`` with no journaled write left; the successful PUTs
+the product sent equal the ``rotated`` results in the run records; no two of those wrote
+the same version (no doubled update); and every version that was newest while the service
+was behind is either deployed or superseded (no lost update: the final state shows it).
+Figures are printed as JSON; any violation makes the exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from azure.keyvault.certificates import KeyVaultCertificate
+
+from emulators.provision import Operator, cscfg, thumbprint
+from emulators.stack import Stack
+from shared import cscfg as parser
+
+RUNS_CONTAINER = "cert-rotation-runs"
+LOCKS_CONTAINER = "cert-rotation-locks"
+NEW_VERSION = "Microsoft.KeyVault.CertificateNewVersionCreated"
+SETTLE_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class Config:
+    services: int = 12
+    vaults: int = 3
+    certificates_per_vault: int = 2
+    steps: int = 60
+    fault_rate: float = 0.3
+    seed: int = 7
+    update_seconds: float = 0.4
+
+    @classmethod
+    def small(cls) -> Config:
+        return cls(services=4, vaults=2, certificates_per_vault=1, steps=14, seed=3)
+
+
+@dataclass
+class Cert:
+    vault: int
+    name: str
+    versions: list[KeyVaultCertificate] = field(default_factory=list)
+
+    @property
+    def newest(self) -> KeyVaultCertificate:
+        return self.versions[-1]
+
+
+@dataclass
+class World:
+    op: Operator
+    rg: str
+    vault_ids: list[str]
+    vault_urls: list[str]
+    certs: list[Cert]
+    services: dict[str, list[Cert]]  # service name -> certificates it uses
+    events: list[dict[str, Any]] = field(default_factory=list)  # raised, for replays
+
+
+def admin(stack: Stack, method: str, path: str, body: Any = None) -> Any:
+    resp = requests.request(method, stack.env["EMULATOR_ADMIN_URL"] + path, json=body, timeout=60)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def build(stack: Stack, config: Config, rng: random.Random) -> World:
+    op = Operator(stack.env)
+    rg = op.resource_group("soak-rg")
+    vault_ids, vault_urls, certs = [], [], []
+    for v in range(config.vaults):
+        vault_id, vault_url = op.vault(rg, f"soak-kv{v}")
+        vault_ids.append(vault_id)
+        vault_urls.append(vault_url)
+        for c in range(config.certificates_per_vault):
+            cert = Cert(v, f"tls-{c}")
+            cert.versions.append(op.new_version(vault_url, cert.name))
+            certs.append(cert)
+    package, md5 = op.package("packages", "soak.cspkg", b"PK\x03\x04" + b"soak" * 2048)
+    services: dict[str, list[Cert]] = {}
+    for s in range(config.services):
+        vault = s % config.vaults
+        mine = [c for c in certs if c.vault == vault]
+        used = mine if len(mine) == 1 or rng.random() < 0.5 else [rng.choice(mine)]
+        name = f"soak-cs{s:03d}"
+        config_xml = cscfg(name, {"WebRole1": {c.name: thumbprint(c.newest) for c in used}})
+        secrets = [str(c.newest.secret_id) for c in used]
+        op.cloud_service(
+            rg, name, config_xml, ["WebRole1"], vault_ids[vault], secrets, package, md5
+        )
+        services[name] = used
+    for v in range(1, config.vaults):  # vault 0's events are dropped: nobody subscribes
+        op.subscribe(rg, vault_ids[v], f"soak-sub{v}", op.webhook())
+    return World(op, rg, vault_ids, vault_urls, certs, services)
+
+
+FAULTS: list[dict[str, Any]] = [
+    {"service": "arm", "method": "GET", "status": 429, "retry_after": 1, "count": 2},
+    {"service": "arm", "method": "GET", "status": 503, "count": 1},
+    {"service": "arm", "method": "PUT", "status": 500, "count": 1},
+    {"service": "arm", "method": "PUT", "status": 409, "count": 1},
+    {"service": "arm", "method": "GET", "delay_ms": 400, "count": 4},
+    {"service": "keyvault", "method": "GET", "status": 429, "retry_after": 1, "count": 1},
+    {"service": "keyvault", "method": "GET", "status": 503, "count": 1},
+]
+
+
+def step(
+    stack: Stack, world: World, config: Config, rng: random.Random, tally: Counter[str]
+) -> None:
+    roll = rng.random()
+    if roll < config.fault_rate:
+        fault = dict(rng.choice(FAULTS))
+        admin(stack, "POST", "/faults", {**fault, "path": "(?i).", "agent": "certrotate"})
+        tally["faults"] += 1
+        return
+    roll = rng.random()
+    if roll < 0.55:
+        cert = rng.choice(world.certs)
+        cert.versions.append(world.op.new_version(world.vault_urls[cert.vault], cert.name))
+        tally["versions"] += 1
+        if cert.vault == 0:
+            tally["dropped"] += 1
+    elif roll < 0.7 and world.events:
+        admin(stack, "POST", "/eventgrid/system-events", rng.choice(world.events))
+        tally["duplicates"] += 1
+    elif roll < 0.85:
+        cert = rng.choice([c for c in world.certs if c.vault != 0])
+        old = rng.choice(cert.versions)
+        event = raise_event(stack, world, cert, old)
+        world.events.append(event)
+        tally["late"] += 1
+    else:
+        run_reconcile(stack)
+        tally["reconciles"] += 1
+
+
+def raise_event(
+    stack: Stack, world: World, cert: Cert, version: KeyVaultCertificate
+) -> dict[str, Any]:
+    props = version.properties
+    assert props is not None and props.version
+    body = {
+        "id": str(uuid.uuid4()),
+        "source": world.vault_ids[cert.vault],
+        "eventType": NEW_VERSION,
+        "subject": cert.name,
+        "data": {
+            "Id": f"{world.vault_urls[cert.vault]}certificates/{cert.name}/{props.version}",
+            "VaultName": world.vault_ids[cert.vault].rsplit("/", 1)[-1],
+            "ObjectType": "Certificate",
+            "ObjectName": cert.name,
+            "Version": props.version,
+            "NBF": int(props.not_before.timestamp()) if props.not_before else None,
+            "EXP": int(props.expires_on.timestamp()) if props.expires_on else None,
+        },
+    }
+    admin(stack, "POST", "/eventgrid/system-events", body)
+    return body
+
+
+def run_reconcile(stack: Stack) -> int:
+    resp = requests.post(
+        f"{stack.env['FUNCTIONS_URL']}/admin/functions/reconcile",
+        json={"input": ""},
+        headers={"x-functions-key": stack.env["FUNCTIONS_MASTER_KEY"]},
+        timeout=300,
+    )
+    return resp.status_code
+
+
+def pending_journals(world: World) -> int:
+    container = world.op.blobs.get_container_client(LOCKS_CONTAINER)
+    if not container.exists():
+        return 0
+    return sum(
+        1
+        for b in container.list_blobs(include=["metadata"])
+        if (b.metadata or {}).get("pending") == "true"
+    )
+
+
+def violations(world: World) -> list[str]:
+    """Every service on the newest versions, settled, and not written once too often."""
+    found: list[str] = []
+    for name, used in world.services.items():
+        cs = world.op.compute.cloud_services.get("soak-rg", name)
+        props = cs.properties
+        assert props is not None
+        deployed = {
+            c.name: c.thumbprint.upper()
+            for c in parser.parse(props.configuration or "").certificates
+        }
+        for cert in used:
+            if deployed.get(cert.name) != thumbprint(cert.newest):
+                found.append(
+                    f"{name}: {cert.name} is {deployed.get(cert.name)}, "
+                    f"want {thumbprint(cert.newest)}"
+                )
+        urls = {
+            str(c.certificate_url)
+            for g in (props.os_profile.secrets if props.os_profile else None) or []
+            for c in g.vault_certificates or []
+        }
+        want = {str(c.newest.secret_id) for c in used}
+        if urls != want:
+            found.append(f"{name}: osProfile {sorted(urls)}, want {sorted(want)}")
+        if props.provisioning_state != "Succeeded":
+            found.append(f"{name}: left {props.provisioning_state}")
+    return found
+
+
+def records(world: World) -> list[dict[str, Any]]:
+    container = world.op.blobs.get_container_client(RUNS_CONTAINER)
+    return [json.loads(container.download_blob(b.name).readall()) for b in container.list_blobs()]
+
+
+def write_checks(stack: Stack, world: World) -> tuple[list[str], Counter[str]]:
+    """Successful PUTs per service against the rotated results recorded for it."""
+    calls = admin(stack, "GET", "/requests")
+    product = [c for c in calls if "certrotate" in c.get("agent", "")]
+    puts: Counter[str] = Counter(
+        c["path"].rsplit("/", 1)[-1]
+        for c in product
+        if c["service"] == "arm"
+        and c["method"] == "PUT"
+        and "/cloudservices/" in c["path"].lower()
+        and "/updatedomains/" not in c["path"].lower()
+        and c["status"] < 300
+    )
+    rotated: dict[str, list[str]] = {}
+    outcomes: Counter[str] = Counter()
+    for record in records(world):
+        for result in record["services"]:
+            outcomes[result["outcome"]] += 1
+            if result["outcome"] == "rotated":
+                service = result["cloudService"].rsplit("/", 1)[-1]
+                version = (result.get("plan") or {}).get("desiredVersion")
+                rotated.setdefault(service, []).append(f"{record['certificate']}/{version}")
+    found = []
+    for name in world.services:
+        writes, recorded = puts.get(name, 0), rotated.get(name, [])
+        if writes != len(recorded):
+            found.append(
+                f"{name}: {writes} successful PUT(s) but {len(recorded)} rotated result(s)"
+            )
+        doubled = [v for v, n in Counter(recorded).items() if n > 1]
+        if doubled:
+            found.append(f"{name}: the same version written more than once: {doubled}")
+    figures: Counter[str] = Counter(
+        writes=sum(puts.values()),
+        product_calls=len(product),
+        answered_errors=sum(1 for c in product if c["status"] in (409, 429, 500, 503)),
+        injected=sum(1 for c in calls if c.get("injected")),
+    )
+    figures.update({f"outcome:{k}": v for k, v in outcomes.items()})
+    return found, figures
+
+
+def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
+    rng = random.Random(config.seed)
+    started = time.monotonic()
+    stack = Stack.up(folder, update_seconds=config.update_seconds)
+    saved = dict(os.environ)
+    os.environ.update(stack.env)
+    try:
+        world = build(stack, config, rng)
+        print(
+            f"soak: {config.services} services, {len(world.certs)} certificates in "
+            f"{config.vaults} vaults; {config.steps} steps",
+            file=out,
+            flush=True,
+        )
+        tally: Counter[str] = Counter()
+        stream_started = time.monotonic()
+        for index in range(config.steps):
+            step(stack, world, config, rng, tally)
+            if (index + 1) % 10 == 0:
+                print(f"soak: step {index + 1}/{config.steps} {dict(tally)}", file=out, flush=True)
+            time.sleep(rng.uniform(0.1, 0.4))
+        stream_seconds = time.monotonic() - stream_started
+        admin(stack, "DELETE", "/faults")
+        settle_started = time.monotonic()
+        problems = violations(world)
+        while (
+            problems or pending_journals(world)
+        ) and time.monotonic() - settle_started < SETTLE_TIMEOUT_S:
+            run_reconcile(stack)
+            tally["reconciles"] += 1
+            time.sleep(0.5)
+            problems = violations(world)
+        settle_seconds = time.monotonic() - settle_started
+        write_problems, figures = write_checks(stack, world)
+        problems += write_problems
+        if pending_journals(world):
+            problems.append(f"{pending_journals(world)} journaled write(s) left pending")
+        deliveries = [
+            d
+            for d in admin(stack, "GET", "/eventgrid/deliveries")
+            if d.get("kind") == "Notification"
+        ]
+        report = {
+            "config": asdict(config),
+            "services": config.services,
+            "certificates": len(world.certs),
+            "stream": dict(tally),
+            "deliveries": len(deliveries),
+            "deliveries_failed": sum(1 for d in deliveries if d.get("outcome") != "Succeeded"),
+            **dict(figures),
+            "stream_seconds": round(stream_seconds, 1),
+            "converge_seconds_after_stream": round(settle_seconds, 1),
+            "total_seconds": round(time.monotonic() - started, 1),
+            "violations": problems,
+        }
+        print(json.dumps(report, indent=1, sort_keys=True), file=out, flush=True)
+        print(
+            f"soak: {'FAILED with ' + str(len(problems)) + ' violation(s)' if problems else 'OK'}",
+            file=out,
+            flush=True,
+        )
+        return 1 if problems else 0
+    finally:
+        stack.down()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser_ = argparse.ArgumentParser(
+        prog="python -m emulators.soak", description=__doc__.split("\n")[0]
+    )
+    parser_.add_argument("--small", action="store_true", help="the quick version run by make test")
+    parser_.add_argument("--services", type=int)
+    parser_.add_argument("--steps", type=int)
+    parser_.add_argument("--seed", type=int)
+    args = parser_.parse_args(argv)
+    config = Config.small() if args.small else Config()
+    overrides = {
+        k: v
+        for k, v in (("services", args.services), ("steps", args.steps), ("seed", args.seed))
+        if v is not None
+    }
+    config = Config(**{**asdict(config), **overrides})
+    return run(config, Path(tempfile.mkdtemp(prefix="certrotate-soak-")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

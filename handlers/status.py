@@ -1,0 +1,53 @@
+"""``GET /api/status``: what every cloud service in scope runs, as JSON or a small page.
+
+Read-only: it lists services, vaults and run records and changes nothing. The JSON is
+:meth:`shared.inventory.Inventory.to_json`, the same document ``certrotate status --json``
+prints; ``?format=html`` renders it for people.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from handlers.responses import error_response, json_response
+from handlers.runtime import engine
+from shared import inventory, status_html
+from shared.errors import ConfigError, RotationError, TransientError
+
+bp = func.Blueprint()
+log = logging.getLogger("certrotate.http")
+FORMATS = ("json", "html")
+# The page holds no script and loads nothing: forbid both, and keep it out of caches.
+HTML_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+@bp.function_name("status")
+@bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def status(req: func.HttpRequest) -> func.HttpResponse:
+    wanted = req.params.get("format", "json").strip().lower()
+    if wanted not in FORMATS:
+        return error_response(400, f"must be one of {', '.join(FORMATS)}", "format")
+    try:
+        found = inventory.gather(engine())
+    except TransientError as exc:
+        return error_response(503, str(exc), headers={"Retry-After": "30"})
+    except ConfigError as exc:
+        log.error("configuration: %s", exc)
+        return error_response(500, f"the app is misconfigured: {exc}")
+    except RotationError as exc:
+        return error_response(502, str(exc))
+    if wanted == "html":
+        return func.HttpResponse(
+            status_html.render(found),
+            status_code=200,
+            mimetype="text/html",
+            charset="utf-8",
+            headers=HTML_HEADERS,
+        )
+    return json_response(found.to_json(), 200)

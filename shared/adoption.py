@@ -1,0 +1,40 @@
+"""Adopting a cloud service: tag it so rotation manages it.
+
+Azure never returns a service's ``packageUrl``, so rotation needs the operator to say
+where the deployed ``.cspkg`` is (``cert-rotation-package``) and, so a changed blob is
+noticed, its Content-MD5 (``cert-rotation-package-md5``). Adopting checks the blob first
+(it must exist; a URL with a query string is refused, so no SAS ever lands in a tag),
+then sets both tags in one PATCH that keeps every other tag and touches nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shared.compute_ids import split_service_id
+from shared.model import PACKAGE_MD5_TAG, PACKAGE_TAG
+
+if TYPE_CHECKING:
+    from shared.engine import Engine
+
+
+@dataclass(frozen=True)
+class Adoption:
+    service_id: str
+    package_url: str
+    md5: str | None  # None: Storage keeps no Content-MD5 for the blob (the tag is removed)
+
+
+def adopt(engine: Engine, service_id: str, package_url: str) -> Adoption:
+    """Tag ``service_id`` with its package. Raises InvalidInput (bad id or URL),
+    PreconditionFailed (no such blob), NotFound, TransientError, PlatformRejected."""
+    split_service_id(service_id)
+    md5 = engine.storage.package_md5(package_url)  # refuses a query string; checks the blob
+    service = engine.compute.get(service_id)
+    tags = {k: v for k, v in service.tags.items() if k != PACKAGE_MD5_TAG}
+    tags[PACKAGE_TAG] = package_url
+    if md5:
+        tags[PACKAGE_MD5_TAG] = md5
+    engine.compute.set_tags(service.id, tags)
+    return Adoption(service.id, package_url, md5)

@@ -1,0 +1,98 @@
+"""Past runs, read back from the run records the engine stores.
+
+The records are the only history there is (no database): one JSON blob per run, named by
+its id, and ids start with the UTC start time, so listing them newest first costs one
+listing and reading stops as soon as enough matching runs were found. Reading is bounded
+(``scan``) because each record is one blob download; the status page and ``certrotate
+history`` both read through here, so they agree on what "the last run" is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# At most this many records are read per call (newest first): each one is a download.
+MAX_SCAN = 500
+
+
+class RecordStore(Protocol):
+    def record_ids(self) -> list[str]: ...
+
+    def load_record(self, record_id: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """One service's result in one run, as the status page shows it."""
+
+    run_id: str
+    started: str
+    status: str  # of the run: running | done | updating | transient
+    outcome: str  # of this service: rotated | noop | refused | failed | ...
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "id": self.run_id,
+            "started": self.started,
+            "status": self.status,
+            "outcome": self.outcome,
+            "message": self.message,
+        }
+
+
+def touches(record: Mapping[str, Any], service_id: str) -> bool:
+    """Whether the run has a result for ``service_id`` (ARM ids compare case-insensitively)."""
+    return any(
+        str(result.get("cloudService", "")).lower() == service_id.lower()
+        for result in record.get("services") or []
+    )
+
+
+def recent_records(
+    store: RecordStore, *, limit: int, service_id: str | None = None, scan: int = MAX_SCAN
+) -> Iterator[dict[str, Any]]:
+    """Up to ``limit`` run records, newest first, only those touching ``service_id`` if given.
+
+    Reads at most ``scan`` records, so an id that matches nothing costs a bounded time.
+    """
+    found = 0
+    for record_id in store.record_ids()[:scan]:
+        if found >= limit:
+            return
+        record = store.load_record(record_id)
+        if service_id is None or touches(record, service_id):
+            found += 1
+            yield record
+
+
+def last_runs(
+    records: Iterable[Mapping[str, Any]], wanted: Collection[tuple[str, str, str]] = ()
+) -> dict[tuple[str, str, str], LastRun]:
+    """The newest result per (service id, vault id, certificate), all keys lower case.
+
+    ``records`` must come newest first; a result already found is never replaced. With
+    ``wanted``, reading stops as soon as each of those keys has its result (records are
+    read lazily, so the older ones are never downloaded).
+    """
+    found: dict[tuple[str, str, str], LastRun] = {}
+    remaining = set(wanted)
+    for record in records:
+        vault = str(record.get("vault", "")).lower()
+        certificate = str(record.get("certificate", "")).lower()
+        for result in record.get("services") or []:
+            key = (str(result.get("cloudService", "")).lower(), vault, certificate)
+            if key not in found:
+                found[key] = LastRun(
+                    run_id=str(record.get("id", "")),
+                    started=str(record.get("started", "")),
+                    status=str(record.get("status", "")),
+                    outcome=str(result.get("outcome", "")),
+                    message=str(result.get("message", "")),
+                )
+                remaining.discard(key)
+        if wanted and not remaining:
+            break
+    return found

@@ -1,0 +1,502 @@
+"""Status and inventory: what each cloud service in scope runs, held against Key Vault.
+
+Theory of operation
+-------------------
+:func:`gather` does the reading, :func:`build` the thinking. Gathering lists the cloud
+services in scope, takes the vaults they reference from their ``osProfile.secrets`` (the
+same trust rule as rotation: vault URLs only ever come from the services themselves),
+lists each vault's certificates and reads every certificate it finds once (all versions),
+and looks up the newest run of each (service, certificate) in the run records. Whatever
+cannot be read becomes an :class:`Unreadable` with the reason, so one bad vault never
+hides the rest of the page.
+
+:func:`build` is pure (``now`` is an argument) and turns that into rows:
+
+* every cscfg ``Certificate`` is matched by thumbprint against every version of the
+  certificates in the service's referenced vaults (the ones ``osProfile`` names first);
+  a match gives the deployed version, its expiry, the desired version (the planner's own
+  rule) and drift (deployed is not desired);
+* a referenced certificate that no cscfg entry names still gets a row (``role`` null),
+  from the version in its secret URL;
+* a thumbprint that matches no version of any certificate in the referenced vaults is an
+  orphan, unless something there could not be read (a deleted certificate does not count:
+  it is known not to match), in which case the row says so rather than guess;
+* certificates in the referenced vaults that no service references or names are unused.
+
+Expiry is ``expired``, ``soon`` (within 30 days, when Key Vault raises NearExpiry) or ``ok``.
+Nothing secret is shown: no tag values (an operator may have pasted a SAS into one), only
+thumbprints, versions and ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from shared import cscfg, planner
+from shared.errors import InvalidInput, NotFound, RotationError
+from shared.history import LastRun, last_runs, recent_records
+from shared.model import (
+    PACKAGE_TAG,
+    Certificate,
+    CertificateVersion,
+    CloudServiceSnapshot,
+    SecretUrl,
+)
+
+if TYPE_CHECKING:
+    from shared.engine import Engine
+
+EXPIRY_WARNING = timedelta(days=30)  # Key Vault raises NearExpiry this long before expiry
+RUNS_SCAN = 200  # run records read at most per status (newest first; each is a download)
+
+CertKey = tuple[str, str]  # (vault ARM id, certificate name), lower case
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A certificate that could not be read, and why (the adapter's message).
+
+    ``missing``: Key Vault said it does not exist (deleted), so it cannot be what an
+    unmatched thumbprint is; any other failure leaves that open.
+    """
+
+    reason: str
+    missing: bool = False
+
+
+@dataclass(frozen=True)
+class VaultListing:
+    """The certificate names of one referenced vault, or why they could not be listed."""
+
+    vault_id: str
+    names: tuple[str, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One ``osProfile.secrets`` certificate URL of a service."""
+
+    vault_id: str
+    vault_url: str
+    certificate: str
+    secret_url: str
+
+    @property
+    def key(self) -> CertKey:
+        return (self.vault_id.lower(), self.certificate.lower())
+
+
+def references(service: CloudServiceSnapshot) -> list[Reference]:
+    return [
+        Reference(group.source_vault_id, parsed.vault_url, parsed.name, url)
+        for group in service.secrets
+        for url in group.certificate_urls
+        if (parsed := SecretUrl.parse(url)) is not None
+    ]
+
+
+def expiry_state(expires: datetime | None, now: datetime) -> str:
+    if expires is None:
+        return "unknown"
+    if expires <= now:
+        return "expired"
+    return "soon" if expires - now < EXPIRY_WARNING else "ok"
+
+
+def _days(expires: datetime | None, now: datetime) -> float | None:
+    return None if expires is None else round((expires - now).total_seconds() / 86400, 1)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+@dataclass(frozen=True)
+class CertificateUse:
+    """One certificate one service uses: a cscfg entry, or an ``osProfile``-only secret."""
+
+    vault_id: str | None
+    certificate: str | None
+    role: str | None  # None: in osProfile.secrets but named by no cscfg Certificate
+    cscfg_name: str | None
+    thumbprint: str | None
+    version: str | None
+    expires: datetime | None
+    days_left: float | None
+    expiry: str  # ok | soon | expired | unknown
+    desired_version: str | None
+    desired_thumbprint: str | None
+    drift: bool | None  # None: cannot tell (unreadable, or no valid version exists)
+    last_run: LastRun | None
+    problem: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vault": self.vault_id,
+            "certificate": self.certificate,
+            "role": self.role,
+            "cscfgName": self.cscfg_name,
+            "thumbprint": self.thumbprint,
+            "version": self.version,
+            "expires": _iso(self.expires),
+            "expiresInDays": self.days_left,
+            "expiry": self.expiry,
+            "desiredVersion": self.desired_version,
+            "desiredThumbprint": self.desired_thumbprint,
+            "drift": self.drift,
+            "lastRun": self.last_run.to_json() if self.last_run else None,
+            "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    id: str
+    name: str
+    provisioning_state: str | None
+    managed: bool
+    reason: str
+    certificates: tuple[CertificateUse, ...]
+    problem: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "provisioningState": self.provisioning_state,
+            "managed": self.managed,
+            "reason": self.reason,
+            "certificates": [c.to_json() for c in self.certificates],
+            "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True)
+class OrphanThumbprint:
+    """A cscfg thumbprint that is no version of any certificate in the referenced vaults."""
+
+    service_id: str
+    role: str
+    cscfg_name: str
+    thumbprint: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "cloudService": self.service_id,
+            "role": self.role,
+            "cscfgName": self.cscfg_name,
+            "thumbprint": self.thumbprint,
+        }
+
+
+@dataclass(frozen=True)
+class UnusedCertificate:
+    vault_id: str
+    certificate: str
+    version: str | None  # the vault's current version
+    thumbprint: str | None
+    expires: datetime | None
+    days_left: float | None
+    expiry: str
+    problem: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vault": self.vault_id,
+            "certificate": self.certificate,
+            "version": self.version,
+            "thumbprint": self.thumbprint,
+            "expires": _iso(self.expires),
+            "expiresInDays": self.days_left,
+            "expiry": self.expiry,
+            "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True)
+class Inventory:
+    generated: datetime
+    services: tuple[ServiceStatus, ...]
+    orphans: tuple[OrphanThumbprint, ...]
+    unused: tuple[UnusedCertificate, ...]
+    problems: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generated": self.generated.isoformat(),
+            "services": [s.to_json() for s in self.services],
+            "orphanThumbprints": [o.to_json() for o in self.orphans],
+            "unusedCertificates": [u.to_json() for u in self.unused],
+            "problems": list(self.problems),
+        }
+
+
+def management(service: CloudServiceSnapshot) -> tuple[bool, str]:
+    """Whether rotation manages the service, and why (the engine's rule, in words)."""
+    if service.opted_out:
+        return False, "opted out (tag cert-rotation=off)"
+    if not service.package_url:
+        return False, (
+            f"no '{PACKAGE_TAG}' tag: tag it with the blob URL (no SAS) of its deployed "
+            ".cspkg, e.g. with 'certrotate adopt'"
+        )
+    return True, f"tagged '{PACKAGE_TAG}'"
+
+
+def build(
+    services: Sequence[CloudServiceSnapshot],
+    certificates: Mapping[CertKey, Certificate | Unreadable],
+    vaults: Sequence[VaultListing],
+    runs: Mapping[tuple[str, str, str], LastRun],
+    now: datetime,
+    problems: Sequence[str] = (),
+) -> Inventory:
+    """The status of ``services`` from what was read; see the module docstring.
+
+    ``problems``: what else could not be read (shown as is).
+    """
+    listing_errors = {v.vault_id.lower(): v.error for v in vaults if v.error}
+    statuses: list[ServiceStatus] = []
+    orphans: list[OrphanThumbprint] = []
+    used: set[CertKey] = set()
+    for service in services:
+        status, found, matched = _service_status(
+            service, certificates, listing_errors, runs, now
+        )
+        statuses.append(status)
+        orphans.extend(found)
+        used |= matched
+    unused = [
+        _unused(vault.vault_id, name, certificates.get((vault.vault_id.lower(), name.lower())), now)
+        for vault in vaults
+        for name in sorted(vault.names, key=str.lower)
+        if (vault.vault_id.lower(), name.lower()) not in used
+    ]
+    return Inventory(
+        generated=now,
+        services=tuple(statuses),
+        orphans=tuple(orphans),
+        unused=tuple(unused),
+        problems=(*problems, *(f"vault {v.vault_id}: {v.error}" for v in vaults if v.error)),
+    )
+
+
+def _service_status(
+    service: CloudServiceSnapshot,
+    certificates: Mapping[CertKey, Certificate | Unreadable],
+    listing_errors: Mapping[str, str],
+    runs: Mapping[tuple[str, str, str], LastRun],
+    now: datetime,
+) -> tuple[ServiceStatus, list[OrphanThumbprint], set[CertKey]]:
+    refs = references(service)
+    referenced = list(dict.fromkeys(r.key for r in refs))
+    vault_ids = {key[0] for key in referenced}
+    # The service's own certificates first, then the rest of its vaults.
+    candidates = referenced + sorted(k for k in certificates if k[0] in vault_ids)
+    candidates = list(dict.fromkeys(candidates))
+    unreadable = [
+        c.reason
+        for k in candidates
+        if isinstance(c := certificates.get(k, Unreadable(f"'{k[1]}' was not read")), Unreadable)
+        and not c.missing
+    ] + [listing_errors[v] for v in sorted(vault_ids) if v in listing_errors]
+    problem = None
+    try:
+        entries = cscfg.parse(service.configuration).certificates
+    except InvalidInput as exc:
+        entries, problem = (), f"the cscfg cannot be read: {exc}"
+    uses: list[CertificateUse] = []
+    orphans: list[OrphanThumbprint] = []
+    matched: set[CertKey] = set()
+    for entry in entries:
+        hit = _find(entry.thumbprint, candidates, certificates)
+        if hit is not None:
+            key, cert, version = hit
+            matched.add(key)
+            uses.append(_use(service, cert, version, entry.role, entry.name, runs, now))
+        elif unreadable:
+            uses.append(
+                _unknown(entry.role, entry.name, entry.thumbprint.upper(), "; ".join(unreadable))
+            )
+        else:
+            orphans.append(
+                OrphanThumbprint(service.id, entry.role, entry.name, entry.thumbprint.upper())
+            )
+    for key in referenced:
+        if key in matched:
+            continue
+        matched.add(key)
+        ref = next(r for r in refs if r.key == key)
+        uses.append(_secret_only(service, ref, certificates.get(key), runs, now))
+    managed, reason = management(service)
+    status = ServiceStatus(
+        id=service.id,
+        name=service.name,
+        provisioning_state=service.provisioning_state,
+        managed=managed,
+        reason=reason,
+        certificates=tuple(uses),
+        problem=problem,
+    )
+    return status, orphans, matched
+
+
+def _find(
+    thumbprint: str,
+    candidates: Iterable[CertKey],
+    certificates: Mapping[CertKey, Certificate | Unreadable],
+) -> tuple[CertKey, Certificate, CertificateVersion] | None:
+    for key in candidates:
+        cert = certificates.get(key)
+        if isinstance(cert, Certificate):
+            version = cert.version_by_thumbprint(thumbprint)
+            if version is not None:
+                return key, cert, version
+    return None
+
+
+def _use(
+    service: CloudServiceSnapshot,
+    cert: Certificate,
+    version: CertificateVersion,
+    role: str | None,
+    cscfg_name: str | None,
+    runs: Mapping[tuple[str, str, str], LastRun],
+    now: datetime,
+) -> CertificateUse:
+    desired = planner.desired_version(cert, now)
+    return CertificateUse(
+        vault_id=cert.vault_id,
+        certificate=cert.name,
+        role=role,
+        cscfg_name=cscfg_name,
+        thumbprint=version.thumbprint,
+        version=version.version,
+        expires=version.expires,
+        days_left=_days(version.expires, now),
+        expiry=expiry_state(version.expires, now),
+        desired_version=desired.version if desired else None,
+        desired_thumbprint=desired.thumbprint if desired else None,
+        drift=None if desired is None else desired.version != version.version,
+        last_run=runs.get((service.id.lower(), cert.vault_id.lower(), cert.name.lower())),
+        problem=None if desired else f"no enabled version of '{cert.name}' is valid now",
+    )
+
+
+def _unknown(role: str, cscfg_name: str, thumbprint: str, why: str) -> CertificateUse:
+    return CertificateUse(
+        vault_id=None,
+        certificate=None,
+        role=role,
+        cscfg_name=cscfg_name,
+        thumbprint=thumbprint,
+        version=None,
+        expires=None,
+        days_left=None,
+        expiry="unknown",
+        desired_version=None,
+        desired_thumbprint=None,
+        drift=None,
+        last_run=None,
+        problem=f"cannot tell which certificate this is: {why}",
+    )
+
+
+def _secret_only(
+    service: CloudServiceSnapshot,
+    ref: Reference,
+    cert: Certificate | Unreadable | None,
+    runs: Mapping[tuple[str, str, str], LastRun],
+    now: datetime,
+) -> CertificateUse:
+    """A referenced certificate no cscfg entry names: described by its secret URL."""
+    parsed = SecretUrl.parse(ref.secret_url)
+    wanted = (parsed.version or "").lower() if parsed else ""
+    if isinstance(cert, Certificate):
+        version = next((v for v in cert.versions if v.version.lower() == wanted), None)
+        if version is not None:
+            return _use(service, cert, version, None, None, runs, now)
+        why = f"version '{wanted}' of '{cert.name}' is not in the vault"
+    else:
+        why = cert.reason if cert else "not read"
+    last = runs.get((service.id.lower(), ref.key[0], ref.key[1]))
+    return CertificateUse(
+        vault_id=ref.vault_id,
+        certificate=ref.certificate,
+        role=None,
+        cscfg_name=None,
+        thumbprint=None,
+        version=wanted or None,
+        expires=None,
+        days_left=None,
+        expiry="unknown",
+        desired_version=None,
+        desired_thumbprint=None,
+        drift=None,
+        last_run=last,
+        problem=why,
+    )
+
+
+def _unused(
+    vault_id: str, name: str, cert: Certificate | Unreadable | None, now: datetime
+) -> UnusedCertificate:
+    current = None
+    if isinstance(cert, Certificate):
+        current = next((v for v in cert.versions if v.version == cert.current_version), None)
+    expires = current.expires if current else None
+    return UnusedCertificate(
+        vault_id=vault_id,
+        certificate=name,
+        version=current.version if current else None,
+        thumbprint=current.thumbprint if current else None,
+        expires=expires,
+        days_left=_days(expires, now),
+        expiry=expiry_state(expires, now),
+        problem=cert.reason if isinstance(cert, Unreadable) else None,
+    )
+
+
+def gather(engine: Engine, *, scan: int = RUNS_SCAN) -> Inventory:
+    """Read everything :func:`build` needs, each certificate once; see the module docstring.
+
+    Raises what listing the services raises (TransientError, ConfigError); failures to read
+    a vault, a certificate or the run records are reported in the inventory instead.
+    """
+    services = sorted(engine.compute.list_services(), key=lambda s: (s.name.lower(), s.id))
+    refs = sorted((r for s in services for r in references(s)), key=lambda r: r.vault_url)
+    vault_urls: dict[str, tuple[str, str]] = {}
+    for ref in refs:
+        vault_urls.setdefault(ref.vault_id.lower(), (ref.vault_id, ref.vault_url))
+    wanted: dict[CertKey, tuple[str, str, str]] = {}
+    for ref in refs:
+        vault_id, vault_url = vault_urls[ref.vault_id.lower()]
+        wanted.setdefault(ref.key, (vault_id, vault_url, ref.certificate))
+    listings: list[VaultListing] = []
+    for vault_id, vault_url in vault_urls.values():
+        try:
+            names = tuple(engine.keyvault.certificate_names(vault_url))
+        except RotationError as exc:
+            listings.append(VaultListing(vault_id, error=str(exc)))
+            continue
+        listings.append(VaultListing(vault_id, names))
+        for name in names:
+            wanted.setdefault((vault_id.lower(), name.lower()), (vault_id, vault_url, name))
+    certificates: dict[CertKey, Certificate | Unreadable] = {}
+    for key, (vault_id, vault_url, name) in wanted.items():
+        try:
+            certificates[key] = engine.keyvault.certificate(vault_id, vault_url, name)
+        except NotFound as exc:
+            certificates[key] = Unreadable(str(exc), missing=True)
+        except RotationError as exc:
+            certificates[key] = Unreadable(str(exc))
+    keys = {(s.id.lower(), r.key[0], r.key[1]) for s in services for r in references(s)}
+    try:
+        runs = last_runs(recent_records(engine.storage, limit=scan, scan=scan), keys)
+    except RotationError as exc:  # the page is still worth having without last runs
+        return build(services, certificates, listings, {}, engine.now(), [f"run records: {exc}"])
+    return build(services, certificates, listings, runs, engine.now())
