@@ -9,12 +9,11 @@ for a body over ``MAX_BODY``, 400 for anything malformed (including nesting deep
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 import azure.functions as func
 
+from handlers.responses import error_response, json_response
 from handlers.runtime import engine
 from shared.engine import Trigger, describe
 from shared.errors import ConfigError, InvalidInput, NotFound, RotationError, TransientError
@@ -30,19 +29,6 @@ RUN_ID_CHARS = set("0123456789abcdefTZ-")
 # answered 202 "updating" and goes on in Azure (its record keeps the operation's token).
 HTTP_WAIT_SECONDS = 60.0
 STATUS_WAIT_SECONDS = 5.0
-
-
-def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(body, indent=1), status_code=status, headers=headers, mimetype="application/json"
-    )
-
-
-def _error(status: int, message: str, field: str | None = None) -> func.HttpResponse:
-    error: dict[str, Any] = {"message": message}
-    if field:
-        error["field"] = field
-    return _json({"error": error}, status)
 
 
 def parse_request(raw: bytes) -> tuple[str, str, tuple[str, ...], bool]:
@@ -66,7 +52,7 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
     try:
         vault_id, certificate, services, dry_run = parse_request(req.get_body())
         if not engine().settings.in_scope(vault_id):
-            return _error(
+            return error_response(
                 404, "the vault is in a subscription not in ROTATION_SUBSCRIPTIONS", "vault"
             )
         run = engine().rotate(
@@ -78,18 +64,18 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
             wait_seconds=HTTP_WAIT_SECONDS,
         )
     except BodyTooLarge as exc:
-        return _error(413, exc.detail, exc.field)
+        return error_response(413, exc.detail, exc.field)
     except InvalidInput as exc:
-        return _error(400, exc.detail, exc.field)
+        return error_response(400, exc.detail, exc.field)
     except NotFound as exc:
-        return _error(404, str(exc))
+        return error_response(404, str(exc))
     except TransientError as exc:
-        return _json({"error": {"message": str(exc)}}, 503, {"Retry-After": "30"})
+        return error_response(503, str(exc), headers={"Retry-After": "30"})
     except ConfigError as exc:
         log.error("configuration: %s", exc)
-        return _error(500, f"the app is misconfigured: {exc}")
+        return error_response(500, f"the app is misconfigured: {exc}")
     if dry_run:
-        return _json(
+        return json_response(
             {
                 "dryRun": True,
                 "services": [
@@ -105,7 +91,7 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
             200,
         )
     location = f"/api/rotations/{run.id}"
-    return _json(
+    return json_response(
         {
             "id": run.id,
             "status": run.status,
@@ -121,11 +107,11 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
 def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
     run_id = req.route_params.get("id", "")
     if not run_id or len(run_id) > 64 or not set(run_id) <= RUN_ID_CHARS:
-        return _error(400, "not a rotation run id", "id")
+        return error_response(400, "not a rotation run id", "id")
     try:
         # A run still "updating" is followed a little first, then answered as it stands.
-        return _json(engine().resume_run(run_id, STATUS_WAIT_SECONDS), 200)
+        return json_response(engine().resume_run(run_id, STATUS_WAIT_SECONDS), 200)
     except NotFound as exc:
-        return _error(404, str(exc))
+        return error_response(404, str(exc))
     except RotationError as exc:
-        return _error(503, str(exc))
+        return error_response(503, str(exc))
