@@ -1,17 +1,24 @@
 # Everything installs itself: a fresh clone needs only python3.11, node 20 and npm.
 PYTHON ?= python3
 VENV := .venv
+# checkov's dependencies clash with ours: it gets a venv of its own.
+INFRA_VENV := .venv-infra
 PY := $(VENV)/bin/python
 STACK_DIR ?= .local
 
 .PHONY: install test lint demo soak bench stack-up stack-down clean
 
-install: $(VENV)/.installed emulators/node_modules/.installed
+install: $(VENV)/.installed $(INFRA_VENV)/.installed emulators/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-infra.txt
 	touch $@
 
 emulators/node_modules/.installed: emulators/package.json emulators/package-lock.json
@@ -21,6 +28,7 @@ emulators/node_modules/.installed: emulators/package.json emulators/package-lock
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
 	$(PY) -m pytest -q
 
 lint: install
@@ -41,4 +49,4 @@ stack-down:
 	$(PY) -m emulators.stack down --dir $(STACK_DIR)
 
 clean: stack-down
-	rm -rf $(VENV) emulators/node_modules .local .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(INFRA_VENV) emulators/node_modules .local .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -54,8 +54,9 @@ def slow(world: World) -> Any:
 
 
 def pending_journals(world: World) -> list[str]:
-    engine = engine_for(world)
-    return sorted(engine.storage.pending_services())
+    """This world's services with a journaled write (the locks container is session-wide)."""
+    mine = f"/resourcegroups/{world.rg_name.lower()}/"
+    return sorted(s for s in engine_for(world).storage.pending_services() if mine in s)
 
 
 def writes(world: World, mark: int) -> list[dict[str, Any]]:

@@ -1,0 +1,13 @@
+// The cloud-service role on one target resource group.
+param principalId string
+param roleDefinitionId string
+
+// certrotate cloud service operator (custom role from roles.bicep)
+resource groupAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(resourceGroup().id, principalId, roleDefinitionId)
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: roleDefinitionId
+  }
+}

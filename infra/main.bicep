@@ -1,0 +1,141 @@
+// certrotate on Azure, first of three deployments (all plain Bicep, no registry modules, so
+// checkov and tests/infra read every line offline):
+//   main.bicep    (azd provision) the app resource group: identity, storage, monitoring,
+//                 Flex Consumption plan, function app, and the app's rights on its own resources.
+//   access.bicep  (postprovision hook) everything outside that group: custom roles, the app's
+//                 rights on target scopes, vaults and package storage, the vaults' system topics.
+//   events.bicep  (postdeploy hook) the Event Grid subscriptions, which need the deployed function.
+// Why the split: `azd down` deletes every resource group that holds a resource of azd's own
+// deployment (Azure/azure-dev#2916), so that deployment must never touch a vault's or a cloud
+// service's group. The predown hook removes what access.bicep and events.bicep created.
+//
+// Lists arrive as comma-separated strings (the form the app settings and azd environment
+// variables use) and are split here.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names every resource and role of this deployment.')
+param environmentName string
+
+@minLength(1)
+@description('Region of the app resource group (a region where Flex Consumption is offered).')
+param location string
+
+@description('ROTATION_SUBSCRIPTIONS: comma-separated subscription ids whose cloud services are in scope; empty means this subscription.')
+param rotationSubscriptions string = ''
+
+@description('ROTATION_RESOURCE_GROUPS: comma-separated resource group names in scope (in every subscription above); empty means whole subscriptions.')
+param rotationResourceGroups string = ''
+
+@description('PACKAGE_SAS_HOURS: lifetime of the package SAS in hours, 0.25 to 168.')
+param packageSasHours string = '4'
+
+@description('ROTATION_REWRITE_SETTINGS: also rewrite cscfg settings that hold an old thumbprint.')
+param rewriteSettings bool = false
+
+@description('RENEW_ON_NEAR_EXPIRY: request a new certificate version on NearExpiry when no person is needed (access.bicep then grants Key Vault Certificates Officer on the vaults).')
+param renewOnNearExpiry bool = true
+
+@minValue(0)
+@maxValue(3600)
+@description('OPERATION_WAIT_SECONDS: how long one invocation follows an update.')
+param operationWaitSeconds int = 900
+
+@description('ROTATION_ROLLBACK: roll a service back when its update fails verification.')
+param rollback bool = false
+
+@description('RECONCILE_SCHEDULE: NCRONTAB schedule of the backstop reconcile run.')
+param reconcileSchedule string = '0 0 * * * *'
+
+@description('Optional ARM id of an Event Grid custom topic to publish run notifications to (access.bicep grants EventGrid Data Sender on it).')
+param notifyEventGridTopicId string = ''
+
+@description('Optional ARM id of a Key Vault secret holding the Teams/Slack webhook URL (…/vaults/{v}/secrets/{s}); preferred over notifyWebhookUrl (access.bicep grants read on that secret).')
+param notifyWebhookSecretId string = ''
+
+@secure()
+@description('Optional Teams/Slack webhook URL. It embeds a signature: prefer notifyWebhookSecretId. Never an output.')
+param notifyWebhookUrl string = ''
+
+@allowed([
+  'teams'
+  'slack'
+])
+@description('NOTIFY_WEBHOOK_FORMAT: payload shape of the webhook.')
+param notifyWebhookFormat string = 'teams'
+
+@minValue(1)
+@maxValue(1000)
+@description('Flex Consumption scale-out limit; kept low so a burst of events cannot flood ARM.')
+param maximumInstanceCount int = 40
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var requestedSubscriptions = [for s in (empty(rotationSubscriptions) ? [] : split(rotationSubscriptions, ',')): toLower(trim(s))]
+var targetSubscriptions = empty(requestedSubscriptions) ? [
+  subscription().subscriptionId
+] : requestedSubscriptions
+var targetResourceGroups = [for rg in (empty(rotationResourceGroups) ? [] : split(rotationResourceGroups, ',')): trim(rg)]
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-certrotate-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module app 'app/app.bicep' = {
+  name: 'app'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    identityPrincipalId: identity.outputs.principalId
+    maximumInstanceCount: maximumInstanceCount
+    settings: {
+      ROTATION_SUBSCRIPTIONS: join(targetSubscriptions, ',')
+      ROTATION_RESOURCE_GROUPS: join(targetResourceGroups, ',')
+      PACKAGE_SAS_HOURS: packageSasHours
+      ROTATION_REWRITE_SETTINGS: string(rewriteSettings)
+      RENEW_ON_NEAR_EXPIRY: string(renewOnNearExpiry)
+      OPERATION_WAIT_SECONDS: string(operationWaitSeconds)
+      ROTATION_ROLLBACK: string(rollback)
+      RECONCILE_SCHEDULE: reconcileSchedule
+      NOTIFY_WEBHOOK_FORMAT: notifyWebhookFormat
+    }
+    notifyEventGridTopicId: notifyEventGridTopicId
+    notifyWebhookSecretId: notifyWebhookSecretId
+    notifyWebhookUrl: notifyWebhookUrl
+  }
+}
+
+// azd stores these in the environment, where the hooks read them. None is a secret.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
+output FUNCTION_APP_ID string = app.outputs.functionAppId
+output FUNCTION_APP_URL string = app.outputs.functionAppUrl
+output IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output APP_STORAGE_ACCOUNT_NAME string = app.outputs.storageAccountName
+output DEAD_LETTER_STORAGE_ID string = app.outputs.storageAccountId
+output DEAD_LETTER_CONTAINER string = app.outputs.deadLetterContainerName
+output TARGET_SUBSCRIPTIONS string = join(targetSubscriptions, ',')
+output TARGET_RESOURCE_GROUPS string = join(targetResourceGroups, ',')
+output GRANT_CERTIFICATES_OFFICER bool = renewOnNearExpiry
