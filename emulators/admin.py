@@ -1,16 +1,21 @@
-"""Test-only admin API (plain http JSON): faults, the request log, the clock, reset.
+"""Test-only admin API (plain http JSON): faults, the request log, the clock, reset, and
+the storage gate (take Azurite away and give it back).
 
 It exists so tests and benchmarks can make the platform misbehave on cue and count what
-the product sent. It is not part of any Azure contract.
+the product sent. It is not part of any Azure contract. The storage gate
+(:mod:`emulators.storagegate`) starts and stops with this app, when the stack configured
+one.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aiohttp import web
 
 from emulators.core import Fault, Platform, json_response
+from emulators.storagegate import ENV, StorageGate
 
 
 async def _json(request: web.Request) -> Any:
@@ -23,6 +28,7 @@ async def _json(request: web.Request) -> Any:
 def build(platform: Platform, routes: list[tuple[str, str, Any]]) -> web.Application:
     """``routes`` lets other emulators add their own admin endpoints."""
     app = web.Application()
+    gate = StorageGate.from_env(os.environ)
 
     async def add_fault(request: web.Request) -> web.Response:
         try:
@@ -53,7 +59,29 @@ def build(platform: Platform, routes: list[tuple[str, str, Any]]) -> web.Applica
 
     async def reset(request: web.Request) -> web.Response:
         platform.reset()
+        if gate is not None:
+            await gate.open()
         return json_response({"reset": True})
+
+    async def storage(request: web.Request) -> web.Response:
+        """``GET``: the gate's state; ``POST {"available": bool}``: open or close it."""
+        if gate is None:
+            return json_response({"error": f"this stack has no storage gate ({ENV} unset)"}, 404)
+        if request.method == "POST":
+            body = await _json(request)
+            available = body.get("available") if isinstance(body, dict) else None
+            if not isinstance(available, bool):
+                return json_response({"error": "available must be true or false"}, 400)
+            await (gate.open() if available else gate.close())
+        return json_response({"available": gate.available, "connections": gate.connections})
+
+    async def open_gate(app: web.Application) -> None:
+        if gate is not None:
+            await gate.open()
+
+    async def shut_gate(app: web.Application) -> None:
+        if gate is not None:
+            await gate.shutdown()
 
     app.router.add_post("/faults", add_fault)
     app.router.add_delete("/faults", clear_faults)
@@ -61,6 +89,10 @@ def build(platform: Platform, routes: list[tuple[str, str, Any]]) -> web.Applica
     app.router.add_get("/clock", clock)
     app.router.add_post("/clock", clock)
     app.router.add_post("/reset", reset)
+    app.router.add_get("/storage", storage)
+    app.router.add_post("/storage", storage)
+    app.on_startup.append(open_gate)
+    app.on_cleanup.append(shut_gate)
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
     return app

@@ -1,7 +1,8 @@
 """What every emulator shares: the emulated clock, the request log, fault injection,
 bearer-token checks and the listeners.
 
-Theory of operation: one asyncio process hosts all emulators (Azurite runs beside it).
+Theory of operation: one asyncio process hosts all emulators (Azurite runs beside it,
+behind the storage gate of :mod:`emulators.storagegate`, which is how storage fails).
 Each emulator is an aiohttp application bound to its own loopback port and wrapped by
 ``Platform.middleware(service)``, which (1) applies a matching injected fault (delay
 and/or an error status with ``Retry-After``) before the handler runs, and (2) appends
@@ -59,6 +60,7 @@ class Fault:
     remaining: int
     code: str | None = None
     message: str | None = None
+    agent: str | None = None  # only requests whose User-Agent contains this
 
     @classmethod
     def from_json(cls, body: Any) -> Fault:
@@ -66,7 +68,9 @@ class Fault:
             raise ValueError("fault must be a JSON object")
         service = body.get("service")
         if service not in SERVICES:
-            raise ValueError(f"service must be one of {SERVICES}")
+            raise ValueError(
+                f"service must be one of {SERVICES} (storage: POST /storage takes it away)"
+            )
         status = body.get("status")
         if status is not None and not (isinstance(status, int) and 400 <= status <= 599):
             raise ValueError("status must be an integer 400-599")
@@ -102,6 +106,7 @@ class Fault:
             remaining=count,
             code=body.get("code"),
             message=body.get("message"),
+            agent=str(body["agent"]) if body.get("agent") else None,
         )
 
     def matches(self, service: str, request: web.Request) -> bool:
@@ -110,6 +115,7 @@ class Fault:
             and self.service == service
             and (self.method is None or self.method == request.method)
             and self.path.search(request.path) is not None
+            and (self.agent is None or self.agent in request.headers.get("User-Agent", ""))
         )
 
 

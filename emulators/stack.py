@@ -5,6 +5,10 @@ ports, waits until each answers, and writes ``D/stack.env`` (``KEY=VALUE`` lines
 can source). ``down`` stops exactly the processes that ``up`` recorded in ``D/pids``.
 Every stack lives in its own folder with its own ports, CA, subscription and identity,
 so the test suite's stack and a developer's ``make stack-up`` never collide.
+
+Azurite listens on a private port; ``AZURITE_BLOB_URL`` names the port of the storage
+gate the emulator process keeps in front of it (:mod:`emulators.storagegate`), so the
+admin API's ``POST /storage`` can make storage unavailable and available again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from emulators.storagegate import ENV as STORAGE_GATE_ENV
 from emulators.tls import ensure_tls
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +114,9 @@ class Stack:
         pids: list[int] = []
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
-            blob_port = _free_port()
+            blob_port, azurite_port = _free_port(), _free_port()
+            while azurite_port == blob_port:
+                azurite_port = _free_port()
             (folder / "azurite").mkdir(exist_ok=True)
             azurite = _spawn(
                 [
@@ -117,7 +124,7 @@ class Stack:
                     "--blobHost",
                     "127.0.0.1",
                     "--blobPort",
-                    str(blob_port),
+                    str(azurite_port),
                     "--cert",
                     str(tls.cert),
                     "--key",
@@ -166,6 +173,7 @@ class Stack:
                     str(ready),
                 ],
                 logs / "emulators.log",
+                env={**os.environ, STORAGE_GATE_ENV: f"{blob_port}:{azurite_port}"},
             )
             pids.append(server.pid)
             _write_pids(folder, pids)
@@ -174,7 +182,8 @@ class Stack:
                     raise RuntimeError(f"emulators did not start; see {logs / 'emulators.log'}")
                 time.sleep(0.05)
             ports = json.loads(ready.read_text())["ports"]
-            _wait_port(blob_port, deadline, azurite, "Azurite")
+            _wait_port(azurite_port, deadline, azurite, "Azurite")
+            _wait_port(blob_port, deadline, server, "the storage gate")
             keys = {
                 name: secrets.token_urlsafe(24)
                 for name in ("FUNCTIONS_KEY", "FUNCTIONS_MASTER_KEY", "EVENTGRID_WEBHOOK_KEY")
@@ -225,7 +234,8 @@ class Stack:
             raise
         env_file = folder / "stack.env"  # holds keys: readable by its owner only
         env_file.touch(mode=0o600)
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        # With the app's settings too, so the CLI (certrotate --env-file) runs as the app does.
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in {**env, **app_settings(env)}.items()))
         return cls(folder, env)
 
     def down(self) -> None:

@@ -23,6 +23,17 @@ def error_code(exc: HttpResponseError) -> tuple[str, str]:
     return str(code), str(message).splitlines()[0]
 
 
+def credential_failure(message: str) -> str:
+    """The one line of a credential chain's failure that matters, for a one-line error.
+
+    ``DefaultAzureCredential`` lists every credential it tried, most of them merely
+    unavailable on a Functions host; the managed identity's line says what went wrong.
+    """
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    managed = next((line for line in lines if line.startswith("ManagedIdentityCredential:")), None)
+    return managed or (lines[0] if lines else "no reason given")
+
+
 def translate(exc: Exception, what: str) -> RotationError:
     """The product error for an SDK failure while doing ``what``."""
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
@@ -30,7 +41,10 @@ def translate(exc: Exception, what: str) -> RotationError:
     if isinstance(exc, ResourceNotFoundError):
         return NotFound(f"{what}: not found")
     if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
-        return TransientError(f"{what}: could not get a token ({exc.message})")
+        return TransientError(
+            f"{what}: could not get an access token for the app's identity "
+            f"({credential_failure(str(exc.message))})"
+        )
     if isinstance(exc, HttpResponseError):
         code, message = error_code(exc)
         if exc.status_code in TRANSIENT_STATUS:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.polling import LROPoller
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import (
@@ -66,7 +66,7 @@ class Compute:
                         yield from (_snapshot(cs) for cs in operations.list(rg))
                 else:
                     yield from (_snapshot(cs) for cs in operations.list_all())
-            except HttpResponseError as exc:
+            except AzureError as exc:
                 raise translate(
                     exc, f"listing cloud services in subscription {subscription}"
                 ) from exc
@@ -75,7 +75,7 @@ class Compute:
         sub, rg, name = split_service_id(service_id)
         try:
             return _snapshot(self._client(sub).cloud_services.get(rg, name))
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, f"reading cloud service {name}") from exc
 
     def begin_update(
@@ -98,7 +98,7 @@ class Compute:
         props.os_profile.secrets = _secret_models(props.os_profile.secrets or [], secrets)
         try:
             return self._client(sub).cloud_services.begin_create_or_update(rg, name, model)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, f"updating cloud service {name}") from exc
 
     def resume(self, service_id: str, token: str) -> LROPoller[CloudService]:
@@ -116,7 +116,7 @@ class Compute:
         try:
             domains = self._client(sub).cloud_services_update_domain.list_update_domains(rg, name)
             return sum(1 for _ in domains)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, f"listing the update domains of {name}") from exc
 
     def begin_walk(self, service_id: str, domain: int, token: str | None = None) -> LROPoller[None]:
@@ -129,7 +129,7 @@ class Compute:
                     rg, name, domain, continuation_token=token
                 )
             return operations.begin_walk_update_domain(rg, name, domain)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, f"walking update domain {domain} of {name}") from exc
 
     def instance_states(self, service_id: str) -> dict[str, int]:
@@ -137,7 +137,7 @@ class Compute:
         sub, rg, name = split_service_id(service_id)
         try:
             view = self._client(sub).cloud_services.get_instance_view(rg, name)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, f"reading the instance view of {name}") from exc
         summary = view.role_instance.statuses_summary if view.role_instance else None
         return {s.code: s.count or 0 for s in summary or [] if s.code}
@@ -165,6 +165,8 @@ class Compute:
             if exc.status_code in (429, 500, 502, 503, 504) and code != "OperationFailed":
                 raise TransientError(f"following the operation: {code}: {message}") from exc
             raise PlatformRejected(code, message) from exc
+        except AzureError as exc:  # the connection, not the operation, failed
+            raise TransientError(f"following the operation: {type(exc).__name__}") from exc
 
     def set_tags(self, service_id: str, tags: dict[str, str]) -> None:
         """Replace the service's tags with ``tags`` and wait until Azure has applied them.
@@ -180,7 +182,7 @@ class Compute:
             poller = self._client(sub).cloud_services.begin_update(
                 rg, name, parameters=CloudServiceUpdate(tags=tags)
             )
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, f"tagging cloud service {name}") from exc
         if not self.wait(poller, wait, lambda: None):
             raise TransientError(

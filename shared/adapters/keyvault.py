@@ -9,7 +9,7 @@ turns it off for the local stack.
 
 from __future__ import annotations
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.keyvault.certificates import (
     CertificateClient,
     CertificatePolicyAction,
@@ -59,7 +59,7 @@ class KeyVault:
             )
         except ResourceNotFoundError as exc:
             raise NotFound(f"certificate '{name}' does not exist in vault {vault_url}") from exc
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, what) from exc
         for version in versions:
             self._thumbprints[version.secret_id.lower()] = version.thumbprint
@@ -94,7 +94,7 @@ class KeyVault:
             value = tp.hex().upper() if tp else None
         except ResourceNotFoundError:
             value = None
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, f"reading the certificate behind {secret_url}") from exc
         self._thumbprints[key] = value
         return value
@@ -121,7 +121,7 @@ class KeyVault:
             return True
         except ResourceNotFoundError as exc:
             raise NotFound(f"certificate '{name}' does not exist in vault {vault_url}") from exc
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, f"requesting a new version of '{name}'") from exc
 
     def certificate_names(self, vault_url: str) -> list[str]:
@@ -136,7 +136,7 @@ class KeyVault:
                 for props in self._client(vault_url).list_properties_of_certificates()
                 if props.name
             ]
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, f"listing the certificates of {vault_url}") from exc
 
 

@@ -19,7 +19,12 @@ from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import (
     BlobClient,
     BlobLeaseClient,
@@ -58,7 +63,7 @@ class Lease:
     def renew(self) -> None:
         try:
             self._client.renew()
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise TransientError("lost the lock on the cloud service while updating") from exc
 
     def write(self, pending: Pending | None) -> None:
@@ -71,7 +76,7 @@ class Lease:
                 lease=self._client,
                 metadata=_journal_metadata(self._service_id, pending is not None),
             )
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, "writing the service journal") from exc
         self.pending = pending
 
@@ -111,7 +116,7 @@ class Storage:
                 key = self._service(account_url).get_user_delegation_key(
                     start, min(now + timedelta(days=7), expiry + timedelta(hours=hours))
                 )
-            except HttpResponseError as exc:
+            except AzureError as exc:
                 raise translate(exc, f"getting a user delegation key for {account_url}") from exc
             self._keys[account_url.lower()] = key
         sas = generate_blob_sas(
@@ -134,7 +139,7 @@ class Storage:
             md5 = blob.get_blob_properties().content_settings.content_md5
         except ResourceNotFoundError as exc:
             raise PreconditionFailed(f"the package blob {blob_url} does not exist") from exc
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, f"reading the package blob {blob_url}") from exc
         return base64.b64encode(bytes(md5)).decode() if md5 else None
 
@@ -161,15 +166,15 @@ class Storage:
                 blob.upload_blob(initial, overwrite=False, metadata=metadata)
         except ResourceExistsError:
             pass
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, "creating the lock blob") from exc
         lease = BlobLeaseClient(blob)
         try:
             lease.acquire(lease_duration=LEASE_SECONDS)
         except ResourceExistsError as exc:
             raise TransientError("another invocation is updating this cloud service") from exc
-        except HttpResponseError as exc:
-            if exc.status_code == 409:
+        except AzureError as exc:
+            if getattr(exc, "status_code", None) == 409:
                 raise TransientError("another invocation is updating this cloud service") from exc
             raise translate(exc, "locking the cloud service") from exc
         try:
@@ -181,7 +186,7 @@ class Storage:
     def _read_pending(self, blob: BlobClient) -> Pending | None:
         try:
             data = json.loads(blob.download_blob().readall() or b"{}")
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, "reading the service journal") from exc
         except ValueError:
             return None  # a lock blob from before the journal existed: nothing pending
@@ -195,7 +200,7 @@ class Storage:
             blobs = list(container.list_blobs(include=["metadata"]))
         except ResourceNotFoundError:
             return set()
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, "listing service journals") from exc
         return {
             b.metadata["service"].lower()
@@ -212,7 +217,7 @@ class Storage:
             except ResourceNotFoundError:
                 _create(container)
                 container.upload_blob(f"{record_id}.json", data, overwrite=True)
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, "writing the run record") from exc
 
     def load_record(self, record_id: str) -> dict[str, Any]:
@@ -221,7 +226,7 @@ class Storage:
             data = container.download_blob(f"{record_id}.json").readall()
         except ResourceNotFoundError as exc:
             raise NotFound(f"no rotation run '{record_id}'") from exc
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, "reading the run record") from exc
         record: dict[str, Any] = json.loads(data)
         return record
@@ -233,7 +238,7 @@ class Storage:
             names = [b.name for b in container.list_blobs() if b.name.endswith(".json")]
         except ResourceNotFoundError:
             return []
-        except HttpResponseError as exc:
+        except AzureError as exc:
             raise translate(exc, "listing run records") from exc
         return sorted((n.removesuffix(".json") for n in names), reverse=True)
 

@@ -11,7 +11,6 @@ host that dies mid-update.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -24,23 +23,11 @@ import pytest
 import requests
 
 from emulators.provision import cscfg, thumbprint
-from emulators.stack import app_settings
-from shared.config import Settings
-from shared.engine import Engine, Trigger
+from shared.engine import Trigger
 from tests.conftest import wait_for
-from tests.e2e.world import CERT, ROLES, World, api, secret_of
+from tests.e2e.world import CERT, ROLES, World, api, engine_for, secret_of
 
 LOCKS_CONTAINER = "cert-rotation-locks"
-
-
-def engine_for(world: World, **settings: str) -> Engine:
-    env = {
-        **os.environ,
-        **app_settings(world.stack.env),
-        "ROTATION_RESOURCE_GROUPS": world.rg_name,
-        **settings,
-    }
-    return Engine.from_settings(Settings.from_env(env))
 
 
 def update_seconds(world: World, seconds: float | None) -> None:

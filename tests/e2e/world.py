@@ -6,11 +6,11 @@ and read back what the product did (services via the SDK, run records via the HT
 calls via the stack's request log). Shared by every e2e test module.
 """
 
-
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
 from cryptography.x509.oid import NameOID
 
 from emulators.provision import NS, Operator, cscfg, thumbprint
+from emulators.stack import app_settings
+from shared.config import Settings
+from shared.engine import Engine
 from tests.conftest import LocalStack, wait_for
 
 CERT = "web-tls"
@@ -43,7 +46,6 @@ AGENT = "certrotate"  # in the User-Agent of every call the product makes
 def unique(prefix: str) -> str:
     """A fresh resource name (letter first, so it is a valid vault name too)."""
     return f"{prefix}{uuid.uuid4().hex[:10]}"
-
 
 
 def next_second() -> None:
@@ -329,3 +331,14 @@ def api(
     return requests.request(
         method, stack.env["FUNCTIONS_URL"] + path, data=data, headers=headers, timeout=120
     )
+
+
+def engine_for(world: World, **settings: str) -> Engine:
+    """A fresh engine as a new worker builds it, scoped to the world's resource group."""
+    env = {
+        **os.environ,
+        **app_settings(world.stack.env),
+        "ROTATION_RESOURCE_GROUPS": world.rg_name,
+        **settings,
+    }
+    return Engine.from_settings(Settings.from_env(env))

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from azure.core.exceptions import ServiceRequestError
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.certificates import (
     CertificatePolicy,
@@ -35,6 +36,7 @@ from azure.keyvault.certificates import (
     LifetimeAction,
 )
 from azure.mgmt.compute import ComputeManagementClient
+from azure.storage.blob import BlobServiceClient
 
 from emulators.provision import Operator
 from emulators.stack import ROOT, Stack
@@ -320,6 +322,7 @@ def test_delete_faults_clears_them(client: Client, no_faults: None) -> None:
     [
         ({"service": "blob", "status": 503}, "service must be one of"),
         ({"service": "functions", "status": 503}, "service must be one of"),
+        ({"service": "storage", "status": 503}, "POST /storage takes it away"),
         ({"status": 503}, "service must be one of"),
         ({"service": "arm", "status": 200}, "status must be an integer 400-599"),
         ({"service": "arm", "status": "503"}, "status must be an integer 400-599"),
@@ -544,6 +547,40 @@ def test_reset_forgets_faults_log_clock_and_state(side: Stack) -> None:
     wait_for(vault_closed, timeout=5)
     assert client.add_fault(service="arm", path="^/nothing$", status=500) == {"faults": 1}
     client.admin("DELETE", "/faults")
+
+
+def test_storage_gate_takes_azurite_away_and_gives_it_back(side: Stack) -> None:
+    """``POST /storage``: refused connections while closed, the real Azurite (same port,
+    same state) once open again; ``POST /reset`` opens it too."""
+    client = Client(side.env)
+    port = int(urlsplit(side.env["AZURITE_BLOB_URL"]).port or 0)
+    with environment(side.env):
+        blobs = BlobServiceClient(side.env["AZURITE_BLOB_URL"], DefaultAzureCredential(),
+                                  connection_verify=client.ca, retry_total=0)
+        container = blobs.get_container_client(unique("gate-"))
+        container.create_container()
+        container.upload_blob("kept", b"state")
+        try:
+            resp = client.admin("POST", "/storage", {"available": False})
+            assert resp.status_code == 200 and resp.json()["available"] is False
+            assert not answers(port)
+            with pytest.raises(ServiceRequestError, match="refused"):
+                container.upload_blob("lost", b"x")
+            assert client.admin("GET", "/storage").json()["available"] is False
+        finally:
+            resp = client.admin("POST", "/storage", {"available": True})
+        assert resp.status_code == 200 and resp.json()["available"] is True
+        assert container.download_blob("kept").readall() == b"state"
+        assert [b.name for b in container.list_blobs()] == ["kept"]
+
+    for bad in ({"available": "no"}, {}, ["available"]):
+        resp = client.admin("POST", "/storage", bad)
+        assert resp.status_code == 400
+        assert resp.json() == {"error": "available must be true or false"}
+    client.admin("POST", "/storage", {"available": False})
+    assert client.admin("POST", "/reset").status_code == 200
+    assert client.admin("GET", "/storage").json()["available"] is True
+    assert answers(port)
 
 
 # -- lifecycle ------------------------------------------------------------------------------
