@@ -38,6 +38,11 @@ lint: install
 demo: install
 	$(PY) -m emulators.demo
 
+# Benchmark figures on a fresh stack (JSON + a table); e.g. BENCH_ARGS="--latency-ms 100".
+BENCH_ARGS ?=
+bench: install
+	$(PY) -m emulators.bench $(BENCH_ARGS)
+
 # Bounded chaos on a fresh stack (a few minutes at most); prints figures, exits 1 on a violation.
 soak: install
 	$(PY) -m emulators.soak

@@ -19,8 +19,9 @@ the scale services exist.
    API delay faults). Calls per rotation are the product's requests (user agent
    ``certrotate``) between two events, classified by kind, next to the minimum the work
    needs (:data:`ROTATION_MINIMUM`).
-2. Cold start. ``import function_app`` in fresh interpreters; a freshly spawned Functions
-   host's start-up, its first HTTP invocation (a dry-run rotation) and its second.
+2. Cold start (medians over ``--cold-starts``). ``import function_app`` in fresh
+   interpreters; freshly spawned Functions hosts: start-up, the first HTTP invocation (a
+   dry-run rotation, building the engine) and the second.
 3. Scale. ``--sizes`` managed services in one resource group, provisioned in threads
    through the Compute SDK (one package blob, a few certificates). For each size a fresh
    process builds the engine as the app does, scoped to that group, and runs
@@ -28,7 +29,7 @@ the scale services exist.
    times, calls by kind against the minimum, and its own peak RSS.
 
 Azurite's storage calls (leases, journals, run records) do not pass the emulators'
-request log, so they are not counted.
+request log, so they are not counted. Memory is read from /proc: the bench runs on Linux.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +61,8 @@ import requests
 
 from emulators.provision import Operator, cscfg, thumbprint
 from emulators.stack import ROOT, Stack, app_settings
+from shared.config import Settings
+from shared.engine import Engine
 
 AGENT = "certrotate"  # in the User-Agent of every call the product makes
 CERT = "web-tls"
@@ -70,6 +73,7 @@ SCALE_CERTIFICATES = 5  # the scale services share this many certificates of one
 PROVISION_THREADS = 8
 FOREVER = 10**9  # a delay fault's count: every request until the faults are cleared
 ROTATION_TIMEOUT_S = 120.0
+SCALE_REPEATS = 3  # warm discoveries and reconciles per size (the median is reported)
 
 KV_PAGE = 25  # Key Vault's default (and largest) page of a list
 # What one event-driven rotation of one service needs, warm (tokens and the Key Vault
@@ -357,18 +361,25 @@ def import_times(repeats: int) -> dict[str, Any]:
     }
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """A process's peak resident set (``VmHWM``), where /proc has it."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
-    return round(int(line.split()[1]) / 1024, 1) if line else None
+def peak_rss_mb(pid: int) -> float:
+    """A running process's peak resident set (Linux ``VmHWM``; the bench needs /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+    return round(int(line.split()[1]) / 1024, 1)
 
 
-def fresh_host(env: dict[str, str], folder: Path, world: RotationWorld) -> dict[str, Any]:
-    """Start a second Functions host as the stack does; time its start-up and its first two
+def fresh_hosts(
+    env: dict[str, str], folder: Path, world: RotationWorld, repeats: int
+) -> dict[str, Any]:
+    """Medians over ``repeats`` freshly started Functions hosts (:func:`fresh_host`)."""
+    runs = [fresh_host(env, folder, world) for _ in range(repeats)]
+    return {"runs": repeats} | {
+        key: round(statistics.median(run[key] for run in runs), 3) for key in runs[0]
+    }
+
+
+def fresh_host(env: dict[str, str], folder: Path, world: RotationWorld) -> dict[str, float]:
+    """Start another Functions host as the stack does; time its start-up and its first two
     HTTP invocations (a dry-run rotation of the rotation service), then stop it."""
     ready = folder / "bench-host.json"
     ready.unlink(missing_ok=True)
@@ -440,7 +451,6 @@ class ScaleWorld:
     secrets: list[tuple[str, str]]  # per certificate: (versioned secret URL, thumbprint)
     package: tuple[str, str]  # blob URL, Content-MD5
     services: int = 0
-    names: list[str] = field(default_factory=list)
 
     @classmethod
     def create(cls, op: Operator, prefix: str) -> ScaleWorld:
@@ -490,11 +500,9 @@ def scale_minimum(services: int, page_size: int) -> dict[str, dict[str, Any]]:
 
 
 def probe(env: dict[str, str], vault_id: str, certificate: str, repeats: int) -> dict[str, Any]:
-    """In a fresh process: the engine built as the app builds it, discovery and reconcile."""
-    os.environ.update(env)
-    from shared.config import Settings  # imported here: the parent process never needs them
-    from shared.engine import Engine
-
+    """In a fresh process: the engine built as the app builds it, discovery, then reconcile
+    with nothing to do (``wait_seconds=0``: there is no update to follow)."""
+    os.environ.update(env)  # the credential reads the managed-identity endpoint from here
     log = RequestLog.from_now(env)
     engine = Engine.from_settings(Settings.from_env(env))
 
@@ -604,10 +612,10 @@ def run(env: dict[str, str], folder: Path, options: Options, page_size: int) -> 
     progress("cold start: import function_app and a fresh Functions host")
     result["cold_start"] = {
         "import_function_app": import_times(options.cold_starts),
-        "fresh_host": fresh_host(env, folder, world),
+        "fresh_host": fresh_hosts(env, folder, world, options.cold_starts),
     }
     result["scale"] = scale_phase(
-        env, ScaleWorld.create(op, prefix), options.sizes, page_size, repeats=3
+        env, ScaleWorld.create(op, prefix), options.sizes, page_size, SCALE_REPEATS
     )
     largest = result["scale"][-1] if result["scale"] else {}
     result["memory"] = {
@@ -713,7 +721,8 @@ def _cold_line(cold: dict[str, Any]) -> str:
     imp, host = cold["import_function_app"], cold["fresh_host"]
     return (
         f"cold start: import function_app {imp['import_s']:.2f} s (process "
-        f"{imp['process_s']:.2f} s, median of {imp['runs']}); fresh host ready "
+        f"{imp['process_s']:.2f} s, median of {imp['runs']}); fresh host (median of "
+        f"{host['runs']}) ready "
         f"{host['host_ready_s']:.2f} s, first HTTP invocation {host['first_http_s']:.2f} s, "
         f"second {host['second_http_s']:.2f} s"
     )
@@ -773,7 +782,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--cold-starts",
         type=_at_least(1),
         default=5,
-        help="fresh interpreters importing function_app (default 5)",
+        help="fresh interpreters importing function_app, and fresh Functions hosts (default 5)",
     )
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the JSON here")
     args = parser.parse_args(argv)

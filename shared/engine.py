@@ -25,6 +25,7 @@ from shared.adapters.clients import Clients
 from shared.adapters.compute import Compute
 from shared.adapters.keyvault import KeyVault
 from shared.adapters.storage import Storage
+from shared.compute_ids import split_service_id
 from shared.config import Settings
 from shared.errors import (
     InvalidInput,
@@ -554,7 +555,7 @@ class Engine:
         started = self.now()
         wait = self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
         outcomes: Counter[str] = Counter()
-        for service_id in sorted(self.storage.pending_services()):
+        for service_id in sorted(filter(self._in_scope, self.storage.pending_services())):
             with logcontext.bound(service_id=service_id):
                 try:
                     earlier = self._finish_pending(service_id, wait, "reconcile")
@@ -605,6 +606,14 @@ class Engine:
         }
         log.info("reconcile: %s", report)
         return report
+
+    def _in_scope(self, service_id: str) -> bool:
+        """A journaled service this engine may touch (the journals' storage may be shared)."""
+        subscription, group, _ = split_service_id(service_id)
+        groups = {g.lower() for g in self.settings.resource_groups}
+        return subscription.lower() in {s.lower() for s in self.settings.subscriptions} and (
+            not groups or group.lower() in groups
+        )
 
     def _thumbprints(self, service: CloudServiceSnapshot) -> dict[str, str]:
         out: dict[str, str] = {}
