@@ -47,10 +47,14 @@ def pending_journals(world: World) -> list[str]:
 
 
 def writes(world: World, mark: int) -> list[dict[str, Any]]:
+    """The product's ARM writes on this world's services (others may be finishing elsewhere)."""
+    mine = f"/resourcegroups/{world.rg_name.lower()}/"
     return [
         c
         for c in world.product_calls(mark)
-        if c["method"] not in ("GET", "HEAD") and c["service"] == "arm"
+        if c["method"] not in ("GET", "HEAD")
+        and c["service"] == "arm"
+        and mine in c["path"].lower()
     ]
 
 
