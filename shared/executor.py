@@ -82,6 +82,30 @@ class Context:
     lease: Lease
     deadline: float
 
+    @classmethod
+    def locked(
+        cls,
+        service: CloudServiceSnapshot,
+        compute: Compute,
+        storage: Storage,
+        settings: Settings,
+        now: Callable[[], datetime],
+        lease: Lease,
+        wait_seconds: float,
+    ) -> Context:
+        """The context of work on ``service`` under ``lease``, for ``wait_seconds`` from now."""
+        return cls(
+            service.id,
+            service.name,
+            service.upgrade_mode,
+            compute,
+            storage,
+            settings,
+            now,
+            lease,
+            time.monotonic() + wait_seconds,
+        )
+
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
@@ -120,17 +144,7 @@ def execute(
 
     with storage.lock(service.id) as lease:
         mark("locked")
-        ctx = Context(
-            service.id,
-            service.name,
-            service.upgrade_mode,
-            compute,
-            storage,
-            settings,
-            now,
-            lease,
-            started + wait_seconds,
-        )
+        ctx = Context.locked(service, compute, storage, settings, now, lease, wait_seconds)
         if lease.pending is not None:
             earlier = lease.pending.run_id
             run.resumed = follow(ctx, lease.pending)
@@ -206,17 +220,7 @@ def resume(
         if lease.pending is None:
             return None
         service = compute.get(service_id)
-        ctx = Context(
-            service_id,
-            service.name,
-            service.upgrade_mode,
-            compute,
-            storage,
-            settings,
-            now,
-            lease,
-            time.monotonic() + wait_seconds,
-        )
+        ctx = Context.locked(service, compute, storage, settings, now, lease, wait_seconds)
         log.info("%s: following the update sent by run %s", service.name, lease.pending.run_id)
         return follow(ctx, lease.pending)
 
