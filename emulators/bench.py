@@ -59,6 +59,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from emulators.polling import wait_for
 from emulators.provision import Operator, cscfg, thumbprint
 from emulators.stack import ROOT, Stack, app_settings
 from shared.config import Settings
@@ -195,17 +196,6 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def wait(predicate: Callable[[], T | None], what: str, timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)
-
-
 def progress(text: str) -> None:
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
@@ -256,7 +246,7 @@ class RotationWorld:
         delivered = len(self.deliveries())
         new = self.op.new_version(self.vault_url, CERT)
         self.versions += 1
-        done = wait(
+        done = wait_for(
             lambda: [d for d in self.deliveries()[delivered:] if d.get("outcome") == "Succeeded"],
             "the event's delivery to keyvault_events",
             ROTATION_TIMEOUT_S,
@@ -404,7 +394,7 @@ def fresh_host(env: dict[str, str], folder: Path, world: RotationWorld) -> dict[
             env={**os.environ, **env, **app_settings(env)},
         )
     try:
-        port = wait(
+        port = wait_for(
             lambda: ready.exists() and json.loads(ready.read_text())["port"],
             "the fresh Functions host",
             60,

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
 
 from emulators.stack import Stack
 from tests.security.secret_scan import Scanner, ScanningHandler
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,18 +76,6 @@ def no_faults(stack: LocalStack) -> Iterator[None]:
     """Clear injected faults after a test that adds some."""
     yield
     stack.admin("DELETE", "/faults")
-
-
-def wait_for(predicate: Callable[[], T], what: str = "condition", timeout: float = 20.0) -> T:
-    """Poll ``predicate`` every 50 ms until it returns something truthy, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 # -- the secret scan ---------------------------------------------------------------------

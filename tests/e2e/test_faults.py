@@ -29,11 +29,12 @@ from typing import Any
 import pytest
 from azure.mgmt.compute.models import CloudServiceUpdate
 
+from emulators.polling import wait_for
 from shared.adapters.retries import RULES, tally
 from shared.engine import Run
 from shared.errors import TransientError
 from shared.events import CertificateEvent, parse_event
-from tests.conftest import LocalStack, wait_for
+from tests.conftest import LocalStack
 from tests.e2e.world import CERT, NEW_VERSION, Service, World, engine_for, version_of
 
 ATTEMPTS = RULES.max_attempts  # per request, as the request log must show

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import requests
 
+from emulators.polling import wait_for
 from emulators.provision import cscfg, thumbprint
 from shared.engine import Trigger
-from tests.conftest import wait_for
 from tests.e2e.world import CERT, ROLES, World, api, engine_for, secret_of
 
 LOCKS_CONTAINER = "cert-rotation-locks"

@@ -31,8 +31,8 @@ from azure.keyvault.certificates import (
     LifetimeAction,
 )
 
+from emulators.polling import wait_for
 from emulators.provision import thumbprint
-from tests.conftest import wait_for
 from tests.e2e.world import (
     CERT,
     NEAR_EXPIRY,

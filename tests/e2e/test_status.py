@@ -14,8 +14,8 @@ from typing import Any
 
 from azure.keyvault.certificates import KeyVaultCertificate
 
+from emulators.polling import wait_for
 from emulators.provision import cscfg, thumbprint
-from tests.conftest import wait_for
 from tests.e2e.world import CERT, World, api, secret_of, self_signed_pfx, unique, version_of
 
 

@@ -29,11 +29,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
 from cryptography.x509.oid import NameOID
 
+from emulators.polling import wait_for
 from emulators.provision import NS, Operator, cscfg, thumbprint
 from emulators.stack import app_settings
 from shared.config import Settings
 from shared.engine import Engine
-from tests.conftest import LocalStack, wait_for
+from tests.conftest import LocalStack
 
 CERT = "web-tls"
 ROLES = ("WebRole1", "WorkerRole1")

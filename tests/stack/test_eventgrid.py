@@ -29,7 +29,8 @@ from azure.identity import DefaultAzureCredential
 from azure.keyvault.certificates import CertificateClient, CertificatePolicy
 from azure.storage.blob import BlobServiceClient
 
-from tests.conftest import LocalStack, wait_for
+from emulators.polling import wait_for
+from tests.conftest import LocalStack
 
 API = "2025-02-15"
 KV_NEW = "Microsoft.KeyVault.CertificateNewVersionCreated"

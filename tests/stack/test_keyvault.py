@@ -42,7 +42,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import LocalStack, wait_for
+from emulators.polling import wait_for
+from tests.conftest import LocalStack
 from tests.webhook import Webhook
 
 KV_API = "2023-07-01"

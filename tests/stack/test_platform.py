@@ -38,9 +38,10 @@ from azure.keyvault.certificates import (
 from azure.mgmt.compute import ComputeManagementClient
 from azure.storage.blob import BlobServiceClient
 
+from emulators.polling import wait_for
 from emulators.provision import Operator
 from emulators.stack import ROOT, Stack, app_settings
-from tests.conftest import LocalStack, wait_for
+from tests.conftest import LocalStack
 from tests.webhook import Webhook
 
 ARM = "https://management.azure.com"
