@@ -479,7 +479,8 @@ def test_dead_letters_into_azurite(stack: LocalStack, receiver: Receiver,
     assert lettered["lastDeliveryOutcome"] == "InternalServerError"
     assert {"publishTime", "lastDeliveryAttemptTime"} <= lettered.keys()
     assert len(receiver.calls(path)) == 2
-    [entry] = deliveries(stack, "Dead-Sub", "DeadLettered")
+    # The blob is written first, then the delivery is logged: wait for both.
+    [entry] = wait_for(lambda: deliveries(stack, "Dead-Sub", "DeadLettered"), timeout=15)
     assert entry["blob"] == blob.name
 
 
