@@ -266,12 +266,12 @@ def follow(ctx: Context, entry: Pending, poller: LROPoller[Any] | None = None) -
     """
     what = "rollback" if entry.kind == "rollback" else "update"
     try:
+        final: CloudServiceSnapshot | None = None
         if entry.next_update_domain is None:
-            if not _model_applied(ctx, entry, poller):
+            final = _model_applied(ctx, entry, poller)
+            if final is None:
                 return Outcome(entry.run_id, "updating", f"{what} still running")
-            if entry.continuation_token is None and not _holds(
-                entry, ctx.compute.get(ctx.service_id)
-            ):
+            if entry.continuation_token is None and not _holds(entry, final):
                 # The sender died before Azure answered, and the PUT never landed.
                 ctx.lease.write(None)
                 return Outcome(entry.run_id, "not-applied", f"the {what} never reached Azure")
@@ -283,7 +283,8 @@ def follow(ctx: Context, entry: Pending, poller: LROPoller[Any] | None = None) -
             if done is None:
                 return Outcome(entry.run_id, "updating", f"{what}: walking update domains")
             entry = done
-        final = ctx.compute.get(ctx.service_id)
+            final = None  # the walk changed the service's state: read it again
+        final = final or ctx.compute.get(ctx.service_id)
         _verify(entry, final)
         _verify_instances(ctx)
     except PlatformRejected as exc:
@@ -298,28 +299,33 @@ def follow(ctx: Context, entry: Pending, poller: LROPoller[Any] | None = None) -
     )
 
 
-def _model_applied(ctx: Context, entry: Pending, poller: LROPoller[Any] | None) -> bool:
+def _model_applied(
+    ctx: Context, entry: Pending, poller: LROPoller[Any] | None
+) -> CloudServiceSnapshot | None:
     """Follow the PUT to its end: by token, or (no token: the sender died) by the service.
 
-    False while it still runs; raises PlatformRejected if it failed.
+    The service as the operation left it (read once: the poller's final GET, or the last
+    poll of the service); None while it still runs; PlatformRejected if it failed.
     """
     tick = ctx.ticker("update")
     if poller is None and entry.continuation_token:
         poller = ctx.compute.resume(ctx.service_id, entry.continuation_token)
     if poller is not None:
-        return ctx.compute.wait(poller, ctx.remaining(), tick)
+        if not ctx.compute.wait(poller, ctx.remaining(), tick):
+            return None
+        return ctx.compute.final(poller)
     while True:
         service = ctx.compute.get(ctx.service_id)
         state = (service.provisioning_state or "").lower()
         if state not in IN_PROGRESS:
             break
         if ctx.remaining() <= 0:
-            return False
+            return None
         time.sleep(min(ctx.remaining(), ctx.settings.arm_polling_interval or 30.0))
         tick()
     if state == "failed":
         raise PlatformRejected("Failed", f"{service.name} ended in state Failed")
-    return True
+    return service
 
 
 def _walk(ctx: Context, entry: Pending) -> Pending | None:

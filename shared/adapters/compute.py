@@ -168,6 +168,11 @@ class Compute:
         except AzureError as exc:  # the connection, not the operation, failed
             raise TransientError(f"following the operation: {type(exc).__name__}") from exc
 
+    @staticmethod
+    def final(poller: LROPoller[CloudService]) -> CloudServiceSnapshot:
+        """The service as a finished update's poller already read it (no new request)."""
+        return _snapshot(poller.result())
+
     def set_tags(self, service_id: str, tags: dict[str, str]) -> None:
         """Replace the service's tags with ``tags`` and wait until Azure has applied them.
 
