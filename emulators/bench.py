@@ -61,7 +61,7 @@ import requests
 
 from emulators.polling import wait_for
 from emulators.provision import Operator, cscfg, thumbprint
-from emulators.stack import ROOT, Stack, app_settings
+from emulators.stack import ROOT, Stack, app_settings, functions_host_command
 from shared.config import Settings
 from shared.engine import Engine
 
@@ -376,17 +376,7 @@ def fresh_host(env: dict[str, str], folder: Path, world: RotationWorld) -> dict[
     started = time.perf_counter()
     with (folder / "logs" / "bench-host.log").open("ab") as out:
         host = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "emulators.functions_host",
-                "--app-dir",
-                str(ROOT),
-                "--port",
-                "0",
-                "--ready",
-                str(ready),
-            ],
+            functions_host_command(ready),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -66,6 +66,15 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subp
         )
 
 
+def functions_host_command(ready: Path) -> list[str]:
+    """The local Functions host serving this checkout's app on a free port; it writes its
+    address to ``ready`` once it answers."""
+    return [
+        sys.executable, "-m", "emulators.functions_host",
+        "--app-dir", str(ROOT), "--port", "0", "--ready", str(ready),
+    ]  # fmt: skip
+
+
 def app_settings(env: dict[str, str]) -> dict[str, str]:
     """The function app's settings on the local stack, as App Service would set them.
 
@@ -204,17 +213,7 @@ class Stack:
             host_ready = folder / "functions.json"
             host_ready.unlink(missing_ok=True)
             host = _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "emulators.functions_host",
-                    "--app-dir",
-                    str(ROOT),
-                    "--port",
-                    "0",
-                    "--ready",
-                    str(host_ready),
-                ],
+                functions_host_command(host_ready),
                 logs / "functions.log",
                 env={**os.environ, **env, **keys, **app_settings(env)},
             )
