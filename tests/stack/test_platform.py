@@ -36,7 +36,7 @@ from azure.keyvault.certificates import (
     LifetimeAction,
 )
 from azure.mgmt.compute import ComputeManagementClient
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from emulators.polling import wait_for
 from emulators.provision import Operator
@@ -556,9 +556,15 @@ def test_storage_gate_takes_azurite_away_and_gives_it_back(side: Stack) -> None:
     client = Client(side.env)
     port = int(urlsplit(side.env["AZURITE_BLOB_URL"]).port or 0)
     with environment(side.env):
-        blobs = BlobServiceClient(side.env["AZURITE_BLOB_URL"], DefaultAzureCredential(),
-                                  connection_verify=client.ca, retry_total=0)
-        container = blobs.get_container_client(unique("gate-"))
+        def fresh_container(name: str) -> ContainerClient:
+            """A new client each time: the gate cuts pooled sockets, and with retries off a
+            stale socket fails for the client's sake ("aborted"), not the gate's ("refused")."""
+            blobs = BlobServiceClient(side.env["AZURITE_BLOB_URL"], DefaultAzureCredential(),
+                                      connection_verify=client.ca, retry_total=0)
+            return blobs.get_container_client(name)
+
+        name = unique("gate-")
+        container = fresh_container(name)
         container.create_container()
         container.upload_blob("kept", b"state")
         try:
@@ -566,16 +572,12 @@ def test_storage_gate_takes_azurite_away_and_gives_it_back(side: Stack) -> None:
             assert resp.status_code == 200 and resp.json()["available"] is False
             assert not answers(port)
             with pytest.raises(ServiceRequestError, match="refused"):
-                container.upload_blob("lost", b"x")
+                fresh_container(name).upload_blob("lost", b"x")
             assert client.admin("GET", "/storage").json()["available"] is False
         finally:
             resp = client.admin("POST", "/storage", {"available": True})
         assert resp.status_code == 200 and resp.json()["available"] is True
-        # A new client: the old one's pooled connection was cut by the gate, and with
-        # retries off a stale socket would fail the read for the client's sake, not Azurite's.
-        blobs = BlobServiceClient(side.env["AZURITE_BLOB_URL"], DefaultAzureCredential(),
-                                  connection_verify=client.ca, retry_total=0)
-        container = blobs.get_container_client(container.container_name)
+        container = fresh_container(name)
         assert container.download_blob("kept").readall() == b"state"
         assert [b.name for b in container.list_blobs()] == ["kept"]
 
