@@ -4,12 +4,12 @@ import logging
 
 import azure.functions as func
 
-from handlers import keyvault_events, reconcile, rotations, status
+from handlers import keyvault_events, rotations, status, timers
 
 app = func.FunctionApp()
 app.register_functions(keyvault_events.bp)
 app.register_functions(rotations.bp)
-app.register_functions(reconcile.bp)
+app.register_functions(timers.bp)
 app.register_functions(status.bp)
 
 # The SDKs' per-request HTTP logging is noise at Information level (URLs are redacted, but

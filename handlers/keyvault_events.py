@@ -5,7 +5,9 @@ The function turns the Functions binding object into the plain dict
 malformed events are acknowledged (a retry cannot make them valid), and so are events
 from a vault outside ``ROTATION_SUBSCRIPTIONS``, before the engine sends any request; only
 transient failures raise, so Event Grid redelivers, which is safe because the engine
-re-plans from the truth.
+re-plans from the truth. Updates are followed for ``EVENT_WAIT_SECONDS`` (under Event
+Grid's 30 s delivery timeout); one still running is acknowledged as ``updating`` and left to
+the ``follow_updates`` timer, rather than redelivered while it runs.
 """
 
 from __future__ import annotations

@@ -38,15 +38,23 @@ param rewriteSettings bool = false
 param renewOnNearExpiry bool = true
 
 @minValue(0)
-@maxValue(3600)
-@description('OPERATION_WAIT_SECONDS: how long one invocation follows an update.')
+@maxValue(1500)
+@description('OPERATION_WAIT_SECONDS: how long a timer or HTTP invocation follows updates (under the 30 min functionTimeout).')
 param operationWaitSeconds int = 900
+
+@minValue(0)
+@maxValue(25)
+@description('EVENT_WAIT_SECONDS: how long an Event Grid invocation follows updates (Event Grid gives up on a delivery after 30 s).')
+param eventWaitSeconds int = 20
 
 @description('ROTATION_ROLLBACK: roll a service back when its update fails verification.')
 param rollback bool = false
 
 @description('RECONCILE_SCHEDULE: NCRONTAB schedule of the backstop reconcile run.')
 param reconcileSchedule string = '0 0 * * * *'
+
+@description('FOLLOW_SCHEDULE: NCRONTAB schedule of the run that follows updates left running by earlier invocations.')
+param followSchedule string = '0 * * * * *'
 
 @description('Optional ARM id of an Event Grid custom topic to publish run notifications to (access.bicep grants EventGrid Data Sender on it).')
 param notifyEventGridTopicId string = ''
@@ -114,8 +122,10 @@ module app 'app/app.bicep' = {
       ROTATION_REWRITE_SETTINGS: string(rewriteSettings)
       RENEW_ON_NEAR_EXPIRY: string(renewOnNearExpiry)
       OPERATION_WAIT_SECONDS: string(operationWaitSeconds)
+      EVENT_WAIT_SECONDS: string(eventWaitSeconds)
       ROTATION_ROLLBACK: string(rollback)
       RECONCILE_SCHEDULE: reconcileSchedule
+      FOLLOW_SCHEDULE: followSchedule
       NOTIFY_WEBHOOK_FORMAT: notifyWebhookFormat
     }
     notifyEventGridTopicId: notifyEventGridTopicId

@@ -59,6 +59,9 @@ class Settings:
     rewrite_settings: bool = False
     renew_on_near_expiry: bool = True
     operation_wait_seconds: float = 900.0
+    # Event Grid abandons a delivery after 30 s and redelivers it: an event invocation
+    # follows its updates for less than that and leaves the rest to the journal.
+    event_wait_seconds: float = 20.0
     arm_polling_interval: float | None = None
     rollback: bool = False
     notify_eventgrid_endpoint: str | None = None
@@ -124,7 +127,8 @@ class Settings:
             package_sas_hours=_number(env, "PACKAGE_SAS_HOURS", 4.0, 0.25, 168.0),
             rewrite_settings=_flag(env, "ROTATION_REWRITE_SETTINGS", False),
             renew_on_near_expiry=_flag(env, "RENEW_ON_NEAR_EXPIRY", True),
-            operation_wait_seconds=_number(env, "OPERATION_WAIT_SECONDS", 900.0, 0.0, 3600.0),
+            operation_wait_seconds=_number(env, "OPERATION_WAIT_SECONDS", 900.0, 0.0, 1500.0),
+            event_wait_seconds=_number(env, "EVENT_WAIT_SECONDS", 20.0, 0.0, 25.0),
             arm_polling_interval=(
                 _number(env, "ARM_POLLING_INTERVAL", 30.0, 0.0, 300.0) if polling else None
             ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from shared.adapters.storage import Storage
 from shared.compute_ids import split_service_id
 from shared.config import Settings
 from shared.errors import (
+    Busy,
     InvalidInput,
     NotFound,
     PlanRefused,
@@ -234,7 +236,12 @@ class Engine:
     # -- rotation ------------------------------------------------------------------------
 
     def handle_event(self, event: CertificateEvent) -> Run | None:
-        """Act on a Key Vault certificate event (a hint); None if nothing uses it."""
+        """Act on a Key Vault certificate event (a hint); None if nothing uses it.
+
+        Updates are followed for ``EVENT_WAIT_SECONDS`` only: Event Grid abandons a delivery
+        after 30 s and would redeliver one still running. What is left is journaled and
+        finished by :meth:`finish_pending` (the ``follow_updates`` timer).
+        """
         services = self.services_using(event.vault_id, event.certificate)
         if not services:
             log.info(
@@ -266,6 +273,7 @@ class Engine:
             services=services,
             certificate_state=cert,
             actions=actions,
+            wait_seconds=self.settings.event_wait_seconds,
         )
 
     def _near_expiry(
@@ -329,10 +337,12 @@ class Engine:
         """Converge every service in scope using the certificate; never raises for one
         service's failure (it is in the run's results).
 
-        ``wait_seconds`` bounds how long each update is followed before the run moves on
-        and reports it ``updating`` (default ``OPERATION_WAIT_SECONDS``); the update itself
-        goes on in Azure. ``pending``: ids (lower case) of services with a journaled write
-        to finish first (listed here unless the caller already did).
+        ``wait_seconds`` bounds how long the run follows its updates, all services together
+        (default ``OPERATION_WAIT_SECONDS``), so an invocation's length does not grow with
+        the number of services: once it is spent, later updates are still sent but reported
+        ``updating``, and their journal lets a later invocation finish them; the updates
+        themselves go on in Azure. ``pending``: ids (lower case) of services with a journaled
+        write to finish first (listed here unless the caller already did).
         """
         run = Run(
             id=new_run_id(self.now()),
@@ -364,12 +374,14 @@ class Engine:
                 len(services),
             )
             self._save(run)
-            wait = self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
+            remaining = _budget(
+                self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
+            )
             if pending is None:
                 pending = set() if dry_run else self.storage.pending_services()
             for service in services:
                 with logcontext.bound(service_id=service.id):
-                    result = self._converge(run, service, cert, wait, pending)
+                    result = self._converge(run, service, cert, remaining, pending)
                 run.results.append(result)
                 self._save(run)
             updating = any(r.outcome == "updating" for r in run.results)
@@ -385,7 +397,7 @@ class Engine:
         run: Run,
         service: CloudServiceSnapshot,
         cert: Certificate,
-        wait: float,
+        remaining: Callable[[], float],
         pending: set[str],
     ) -> ServiceResult:
         result = ServiceResult(service.id, "pending")
@@ -404,7 +416,7 @@ class Engine:
                 return result
             if service.id.lower() in pending and not run.dry_run:
                 # An earlier write is journaled: finish it before planning anything new.
-                earlier = self._finish_pending(service.id, wait, run.id)
+                earlier = self._finish_pending(service.id, remaining(), run.id)
                 if earlier is not None and earlier.status == "updating":
                     raise TransientError(
                         f"the update sent by run {earlier.run_id} is still running"
@@ -467,7 +479,7 @@ class Engine:
                 self.settings,
                 self.now,
                 progress,
-                wait,
+                remaining(),
                 run.id,
             )
             execution = result.execution
@@ -544,27 +556,50 @@ class Engine:
 
     # -- the backstop -------------------------------------------------------------------
 
-    def reconcile(self, wait_seconds: float | None = None) -> dict[str, Any]:
-        """Converge every managed service in scope to the desired version of every
-        certificate it uses, as events would have; finish journaled writes first.
+    def finish_pending(
+        self, wait_seconds: float | None = None, by: str = "follow_updates"
+    ) -> Counter[str]:
+        """Follow every journaled write in scope to its end and record it in the run that
+        sent it; for ``wait_seconds`` in all (default ``OPERATION_WAIT_SECONDS``).
 
-        Cheap when nothing changed: one listing of services (paged), one of journals, one
-        read per (vault, certificate) pair, thumbprints cached by versioned URL, and no
-        write at all (runs with nothing but no-ops are not stored).
+        Counts ``resumed-<status>`` per write, ``busy`` where another invocation holds the
+        service (it is following it already: not a failure) and ``transient`` where the
+        write could not be followed now. One listing of journals when there is nothing to do.
         """
-        started = self.now()
-        wait = self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
+        remaining = _budget(
+            self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
+        )
         outcomes: Counter[str] = Counter()
         for service_id in sorted(filter(self._in_scope, self.storage.pending_services())):
             with logcontext.bound(service_id=service_id):
                 try:
-                    earlier = self._finish_pending(service_id, wait, "reconcile")
+                    earlier = self._finish_pending(service_id, remaining(), by)
+                except Busy:
+                    log.info("%s: another invocation is following its update", service_id)
+                    outcomes["busy"] += 1
+                    continue
                 except RotationError as exc:
                     log.warning("%s: could not finish its pending update: %s", service_id, exc)
                     outcomes["transient"] += 1
                     continue
             if earlier is not None:
                 outcomes[f"resumed-{earlier.status}"] += 1
+        return outcomes
+
+    def reconcile(self, wait_seconds: float | None = None) -> dict[str, Any]:
+        """Converge every managed service in scope to the desired version of every
+        certificate it uses, as events would have; finish journaled writes first.
+
+        Cheap when nothing changed: one listing of services (paged), one of journals, one
+        read per (vault, certificate) pair, thumbprints cached by versioned URL, and no
+        write at all (runs with nothing but no-ops are not stored). ``wait_seconds`` is the
+        whole run's budget for following updates, as in :meth:`rotate`.
+        """
+        started = self.now()
+        remaining = _budget(
+            self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
+        )
+        outcomes = self.finish_pending(remaining(), by="reconcile")
         groups: dict[tuple[str, str], list[CloudServiceSnapshot]] = {}
         names: dict[tuple[str, str], tuple[str, str]] = {}
         services = 0
@@ -586,7 +621,7 @@ class Engine:
                     certificate,
                     Trigger("reconcile"),
                     services=members,
-                    wait_seconds=wait,
+                    wait_seconds=remaining(),
                     pending=set(),
                 )
             except RotationError as exc:
@@ -659,6 +694,13 @@ OUTCOMES = {
     "rolled-back": "rolled-back",
     "not-applied": "failed",
 }
+
+
+def _budget(seconds: float) -> Callable[[], float]:
+    """The seconds left of ``seconds`` from now, never negative: one deadline shared by
+    everything an invocation follows."""
+    deadline = time.monotonic() + seconds
+    return lambda: max(0.0, deadline - time.monotonic())
 
 
 def new_run_id(now: datetime) -> str:

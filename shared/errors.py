@@ -52,3 +52,7 @@ class PlatformRejected(RotationError):
 
 class TransientError(RotationError):
     """Worth retrying later: throttling, 5xx, a concurrent operation, a held lease."""
+
+
+class Busy(TransientError):
+    """Another invocation holds the service's lease: it is already converging or following it."""

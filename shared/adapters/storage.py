@@ -36,7 +36,7 @@ from azure.storage.blob import (
 
 from shared.adapters.arm_errors import translate
 from shared.adapters.clients import Clients
-from shared.errors import InvalidInput, NotFound, PreconditionFailed, TransientError
+from shared.errors import Busy, InvalidInput, NotFound, PreconditionFailed, TransientError
 from shared.journal import Pending
 
 SAS_CLOCK_SKEW = timedelta(minutes=15)
@@ -150,7 +150,7 @@ class Storage:
 
     @contextmanager
     def lock(self, service_id: str) -> Iterator[Lease]:
-        """Hold the service's lease or raise TransientError (someone else holds it).
+        """Hold the service's lease or raise Busy (someone else holds it).
 
         The lease is taken before anything else: without it (storage unreachable, lease
         held elsewhere) nothing is written anywhere.
@@ -172,10 +172,10 @@ class Storage:
         try:
             lease.acquire(lease_duration=LEASE_SECONDS)
         except ResourceExistsError as exc:
-            raise TransientError("another invocation is updating this cloud service") from exc
+            raise Busy("another invocation is updating this cloud service") from exc
         except AzureError as exc:
             if getattr(exc, "status_code", None) == 409:
-                raise TransientError("another invocation is updating this cloud service") from exc
+                raise Busy("another invocation is updating this cloud service") from exc
             raise translate(exc, "locking the cloud service") from exc
         try:
             yield Lease(lease, blob, service_id, self._read_pending(blob))

@@ -35,7 +35,15 @@ from shared.engine import Run
 from shared.errors import TransientError
 from shared.events import CertificateEvent, parse_event
 from tests.conftest import LocalStack
-from tests.e2e.world import CERT, NEW_VERSION, Service, World, engine_for, version_of
+from tests.e2e.world import (
+    CERT,
+    NEW_VERSION,
+    Service,
+    World,
+    engine_for,
+    event_item,
+    version_of,
+)
 
 ATTEMPTS = RULES.max_attempts  # per request, as the request log must show
 GAVE_UP = f"giving up: {ATTEMPTS} attempts made"
@@ -89,23 +97,6 @@ def assert_records_complete(world: World) -> list[dict[str, Any]]:
 def seconds_between(earlier: dict[str, Any], later: dict[str, Any]) -> float:
     parse = dt.datetime.fromisoformat
     return (parse(later["time"]) - parse(earlier["time"])).total_seconds()
-
-
-def event_item(world: World, version: str) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "topic": world.vault_id,
-        "subject": CERT,
-        "eventType": NEW_VERSION,
-        "eventTime": dt.datetime.now(dt.UTC).isoformat(),
-        "data": {
-            "VaultName": world.vault_name,
-            "ObjectType": "Certificate",
-            "ObjectName": CERT,
-            "Version": version,
-        },
-        "dataVersion": "1",
-    }
 
 
 def subscribe_with_dead_letters(world: World, max_attempts: int) -> str:

@@ -11,6 +11,7 @@ host that dies mid-update.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -25,7 +26,18 @@ import requests
 from emulators.polling import wait_for
 from emulators.provision import cscfg, thumbprint
 from shared.engine import Trigger
-from tests.e2e.world import CERT, ROLES, World, api, engine_for, secret_of
+from shared.events import parse_event
+from tests.e2e.world import (
+    CERT,
+    ROLES,
+    RUNS_CONTAINER,
+    World,
+    api,
+    engine_for,
+    event_item,
+    secret_of,
+    version_of,
+)
 
 LOCKS_CONTAINER = "cert-rotation-locks"
 
@@ -149,6 +161,55 @@ def test_an_update_that_outlives_the_run_is_followed_not_resent(world: World, sl
     assert len(world.puts(svc)) == 1
     assert [c["method"] for c in writes(world, mark)] == ["PUT"]
     assert pending_journals(world) == []
+
+
+def stored_record(world: World, run_id: str) -> dict[str, Any]:
+    """A run record as stored (not through GET /api/rotations, which would follow it)."""
+    blob = world.op.blobs.get_blob_client(RUNS_CONTAINER, f"{run_id}.json")
+    return dict(json.loads(blob.download_blob().readall()))
+
+
+def test_an_event_follows_its_updates_briefly_and_the_follow_timer_finishes_them(
+    world: World, slow: Any
+) -> None:
+    """Event Grid abandons a delivery after 30 s, so an event invocation follows its updates
+    for EVENT_WAIT_SECONDS in all (not per service), and ``follow_updates`` does the rest."""
+    v1 = world.new_version()
+    first, second = world.deploy(v1), world.deploy(v1)
+    v2 = world.new_version()
+    update_seconds(world, 1.0)
+    mark = world.stack.request_mark()
+
+    # 1.5 s would see either update through on its own; shared, the second gets what is left.
+    event = parse_event(event_item(world, version_of(v2)))
+    run = engine_for(world, EVENT_WAIT_SECONDS="1.5").handle_event(event)
+    assert run is not None and run.status in ("updating", "done") and not run.transient
+    assert run.results[-1].outcome == "updating", [r.outcome for r in run.results]
+    assert pending_journals(world), "the unfinished update is journaled"
+
+    # A timer tick while another invocation holds a service: that one is left to it.
+    with engine_for(world).storage.lock(second.id):
+        outcomes = engine_for(world).finish_pending()
+    assert outcomes.get("busy") == 1 and outcomes.get("transient") is None, outcomes
+
+    resp = requests.post(
+        f"{world.stack.env['FUNCTIONS_URL']}/admin/functions/follow_updates",
+        json={"input": ""},
+        headers={"x-functions-key": world.stack.env["FUNCTIONS_MASTER_KEY"]},
+        timeout=120,
+    )
+    assert resp.status_code == 202, resp.text
+    record = wait_for(
+        lambda: (r := stored_record(world, run.id))["status"] == "done" and r,
+        "the follow_updates timer to finish the run",
+    )
+    assert [e["outcome"] for e in record["services"]] == ["rotated", "rotated"], record
+    assert "finished by run follow_updates" in record["services"][-1]["message"]
+    world.assert_on(first, v2)
+    world.assert_on(second, v2)
+    assert [c["method"] for c in writes(world, mark)] == ["PUT", "PUT"]  # none sent twice
+    assert pending_journals(world) == []
+    assert engine_for(world).finish_pending() == {}  # nothing left: a tick is one listing
 
 
 def test_a_host_killed_after_the_put_is_noticed_and_recorded_once(world: World, slow: Any) -> None:

@@ -293,6 +293,25 @@ class World:
         return wait_for(finished, f"the run record of event {event_id}")
 
 
+def event_item(world: World, version: str) -> dict[str, Any]:
+    """A NewVersionCreated delivery item for the world's certificate, to hand to the
+    engine directly (as the handler would after parsing it)."""
+    return {
+        "id": str(uuid.uuid4()),
+        "topic": world.vault_id,
+        "subject": CERT,
+        "eventType": NEW_VERSION,
+        "eventTime": dt.datetime.now(dt.UTC).isoformat(),
+        "data": {
+            "VaultName": world.vault_name,
+            "ObjectType": "Certificate",
+            "ObjectName": CERT,
+            "Version": version,
+        },
+        "dataVersion": "1",
+    }
+
+
 def call_kind(path: str) -> str:
     """A request-log path reduced to what it addresses (for printing call counts)."""
     parts = path.strip("/").split("/")

@@ -1,0 +1,64 @@
+"""The two timers: ``reconcile`` (the backstop) and ``follow_updates`` (long updates).
+
+``reconcile`` converges everything an event would have. Events can be missed (a subscription
+created late, deliveries dead-lettered, a manual cscfg edit that reintroduced an old
+thumbprint); the timer repairs all of these by running the same engine over every managed
+service in scope. Schedule: ``RECONCILE_SCHEDULE`` (NCRONTAB, default hourly).
+
+``follow_updates`` finishes updates earlier invocations left running. An Event Grid
+invocation follows its updates for ``EVENT_WAIT_SECONDS`` only (Event Grid abandons a
+delivery after 30 s and would redeliver one still running), so an update that takes
+minutes outlives it; its journal (the continuation token in the service's lock blob) is
+what this timer follows, to the end, recording the outcome in the run that sent the update.
+With nothing journaled a tick costs one blob listing and logs nothing. A service whose lease
+another invocation holds is being followed already. Schedule: ``FOLLOW_SCHEDULE`` (default
+every minute).
+
+Either invocation fails when some work could not be done (transient errors), so it shows up
+in monitoring; the next tick tries again. The Functions host never runs a timer function
+twice at once, so a long tick simply delays the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import azure.functions as func
+
+from handlers.runtime import engine
+from shared.errors import TransientError
+
+bp = func.Blueprint()
+log = logging.getLogger("certrotate.timers")
+
+
+def _fail_on_transient(name: str, outcomes: dict[str, int]) -> None:
+    transient = outcomes.get("transient", 0)
+    if transient:
+        raise TransientError(f"{name}: {transient} item(s) hit transient errors; see above")
+
+
+@bp.function_name("reconcile")
+@bp.timer_trigger(
+    arg_name="timer",
+    schedule=os.environ.get("RECONCILE_SCHEDULE") or "0 0 * * * *",
+    run_on_startup=False,
+)
+def reconcile(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        log.info("reconcile: timer is past due; running now")
+    _fail_on_transient("reconcile", engine().reconcile()["outcomes"])
+
+
+@bp.function_name("follow_updates")
+@bp.timer_trigger(
+    arg_name="timer",
+    schedule=os.environ.get("FOLLOW_SCHEDULE") or "0 * * * * *",
+    run_on_startup=False,
+)
+def follow_updates(timer: func.TimerRequest) -> None:
+    outcomes = engine().finish_pending()
+    if outcomes:
+        log.info("follow_updates: %s", dict(sorted(outcomes.items())))
+    _fail_on_transient("follow_updates", outcomes)
