@@ -75,6 +75,48 @@ class Action:
     message: str
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """Which version a result moves its service to, and from which versions: what
+    notifications and telemetry report, for a result planned now or one finished later
+    from its run record (where only the described plan is left)."""
+
+    to_version: str
+    to_thumbprint: str | None
+    expires: datetime | None
+    from_versions: tuple[str, ...]
+
+    @classmethod
+    def of(cls, plan: Plan) -> Rollout:
+        return cls(
+            plan.desired.version,
+            plan.desired.thumbprint,
+            plan.desired.expires,
+            _versions_of(plan.secrets_removed, plan.certificate),
+        )
+
+    @classmethod
+    def from_record(cls, described: dict[str, Any] | None, certificate: str) -> Rollout | None:
+        """From a record's ``plan`` (see :func:`describe`); None for a record without one."""
+        if not described:
+            return None
+        expires = described.get("desiredExpires")
+        return cls(
+            described["desiredVersion"],
+            described.get("desiredThumbprint"),
+            datetime.fromisoformat(expires) if expires else None,
+            _versions_of(described["osProfile"]["removed"], certificate),
+        )
+
+
+def _versions_of(secret_urls: Iterable[str], certificate: str) -> tuple[str, ...]:
+    """Versions of ``certificate`` among secret URLs (those a plan takes out of osProfile)."""
+    parsed = (SecretUrl.parse(u) for u in secret_urls)
+    return tuple(
+        p.version for p in parsed if p and p.version and p.name.lower() == certificate.lower()
+    )
+
+
 @dataclass
 class ServiceResult:
     service_id: str
@@ -82,6 +124,11 @@ class ServiceResult:
     message: str = ""
     plan: Plan | None = None
     execution: Execution | None = None
+    resumed: Rollout | None = None  # a write finished after its run: the plan is gone
+
+    @property
+    def rollout(self) -> Rollout | None:
+        return Rollout.of(self.plan) if self.plan is not None else self.resumed
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -162,6 +209,7 @@ def describe(plan: Plan) -> dict[str, Any]:
     return {
         "desiredVersion": plan.desired.version,
         "desiredThumbprint": plan.desired.thumbprint,
+        "desiredExpires": plan.desired.expires.isoformat() if plan.desired.expires else None,
         "changes": [
             {"role": c.role, "certificate": c.certificate, "from": c.old, "to": c.new}
             for c in plan.changes
@@ -541,6 +589,33 @@ class Engine:
             record["finished"] = self.now().isoformat()
         self.storage.save_record(outcome.run_id, record)
         log.info("run %s: %s %s", outcome.run_id, service_id, message)
+        if self.notify is not None:
+            # The run was announced as ``updating``; this is how that update ended.
+            self.notify(self._finished_part(record, entries[0]))
+
+    def _finished_part(self, record: dict[str, Any], entry: dict[str, Any]) -> Run:
+        """The part of a recorded run that a later invocation finished, as a Run to
+        announce: its own id, trigger and start, the one service, no actions (those were
+        announced with the run)."""
+        trigger = record["trigger"]
+        return Run(
+            id=record["id"],
+            trigger=Trigger(trigger["kind"], trigger.get("eventType"), trigger.get("eventId")),
+            vault_id=record["vault"],
+            certificate=record["certificate"],
+            dry_run=False,
+            started=datetime.fromisoformat(record["started"]),
+            status=record["status"],
+            finished=self.now(),
+            results=[
+                ServiceResult(
+                    entry["cloudService"],
+                    entry["outcome"],
+                    entry["message"],
+                    resumed=Rollout.from_record(entry.get("plan"), record["certificate"]),
+                )
+            ],
+        )
 
     def resume_run(self, run_id: str, wait_seconds: float) -> dict[str, Any]:
         """The run's record, after following any of its updates still running."""

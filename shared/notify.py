@@ -44,10 +44,9 @@ from azure.eventgrid import EventGridPublisherClient
 from shared import telemetry
 from shared.adapters.clients import USER_AGENT, Clients
 from shared.config import Settings
-from shared.model import SecretUrl
 
 if TYPE_CHECKING:
-    from shared.engine import Run, ServiceResult
+    from shared.engine import Run
 
 log = logging.getLogger("certrotate.notify")
 
@@ -129,14 +128,6 @@ def certificate_subject(run: Run) -> str:
     return f"{run.vault_id}/certificates/{run.certificate}"
 
 
-def from_versions(result: ServiceResult, certificate: str) -> list[str]:
-    """Versions of the certificate the service referenced and the plan replaced."""
-    if result.plan is None:
-        return []
-    parsed = (SecretUrl.parse(u) for u in result.plan.secrets_removed)
-    return [p.version for p in parsed if p and p.version and p.name.lower() == certificate.lower()]
-
-
 def _time(run: Run) -> str:
     return (run.finished or run.started).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -152,16 +143,16 @@ def cloud_events(run: Run, source: str, new_id: Callable[[], str]) -> list[dict[
     }
     events = []
     for result in run.results:
-        desired = result.plan.desired if result.plan else None
+        rollout = result.rollout
         data = {
             **base,
             "cloudService": result.service_id,
             "outcome": result.outcome,
             "message": _short(result.message),
-            "fromVersions": from_versions(result, run.certificate),
-            "toVersion": desired.version if desired else None,
-            "toThumbprint": desired.thumbprint if desired else None,
-            "expires": desired.expires.isoformat() if desired and desired.expires else None,
+            "fromVersions": list(rollout.from_versions) if rollout else [],
+            "toVersion": rollout.to_version if rollout else None,
+            "toThumbprint": rollout.to_thumbprint if rollout else None,
+            "expires": rollout.expires.isoformat() if rollout and rollout.expires else None,
         }
         events.append(
             {

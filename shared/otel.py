@@ -127,7 +127,7 @@ class RunMetrics:
         )
         for result in run.results:
             self.outcomes.add(1, {"outcome": result.outcome, "trigger": run.trigger.kind})
-            expires = result.plan.desired.expires if result.plan else None
+            expires = result.rollout.expires if result.rollout else None
             if result.outcome in ON_DESIRED and expires is not None:
                 self.days_to_expiry.set(
                     round((expires - finished).total_seconds() / 86400, 2),

@@ -235,6 +235,44 @@ def test_outcomes_and_actions_are_published_as_cloud_events(world: World) -> Non
     assert sorted(action["data"]["cloudServices"]) == sorted([managed.id, unmanaged.id])
 
 
+def test_an_update_finished_by_a_later_invocation_is_announced_when_it_ends(
+    world: World,
+) -> None:
+    """An event invocation leaves a long update ``updating``; the timer that finishes it
+    announces the end under the same run id, with the versions the run record planned."""
+    topic = custom_topic(world)
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    v2 = world.new_version()
+    settings = {
+        "NOTIFY_EVENTGRID_ENDPOINT": topic.endpoint,
+        "ROTATION_RESOURCE_GROUPS": world.rg_name,
+    }
+    world.stack.admin("POST", "/cloudservices/settings", {"update_seconds": 1.0})
+    try:
+        run = engine(world.stack, **settings).rotate(
+            world.vault_id, CERT, Trigger("manual"), wait_seconds=0
+        )
+        assert [r.outcome for r in run.results] == ["updating"]
+        outcomes = engine(world.stack, **settings).finish_pending()
+    finally:
+        world.stack.admin("POST", "/cloudservices/settings", {"update_seconds": None})
+    assert outcomes == {"resumed-succeeded": 1}, outcomes
+
+    events = [e for e in published(world.stack, topic) if e["data"]["runId"] == run.id]
+    assert [e["type"] for e in events] == ["CertRotation.Run.Updating", "CertRotation.Run.Rotated"]
+    updating, rotated = (e["data"] for e in events)
+    assert rotated["trigger"] == updating["trigger"] == {
+        "kind": "manual", "eventType": None, "eventId": None,
+    }
+    assert rotated["message"].endswith("(finished by run follow_updates)"), rotated["message"]
+    assert (rotated["fromVersions"], rotated["toVersion"]) == ([version_of(v1)], version_of(v2))
+    for key in ("fromVersions", "toVersion", "toThumbprint", "expires"):
+        assert rotated[key] == updating[key], key  # the plan, as the record kept it
+    assert rotated["toThumbprint"] == world.read(svc).thumbprints["WebRole1"][0]
+    world.assert_on(svc, v2)
+
+
 # -- chat webhooks ---------------------------------------------------------------------------
 
 
