@@ -108,8 +108,13 @@ class Stack:
         update_seconds: float = 0.5,
         page_size: int = 100,
         retry_scale: float = 0.01,
+        settings: dict[str, str] | None = None,
     ) -> Stack:
-        """Start a stack in ``folder``; on any failure, stop what was started and raise."""
+        """Start a stack in ``folder``; on any failure, stop what was started and raise.
+
+        ``settings``: app settings to set beyond :func:`app_settings` (e.g. a short
+        ``EVENT_WAIT_SECONDS`` for the soak); they are kept in the stack's ``env``.
+        """
         folder = folder.resolve()
         if (folder / "pids").exists():
             raise RuntimeError(f"a stack is already running in {folder} (run 'down' first)")
@@ -209,6 +214,7 @@ class Stack:
                 "AZURITE_BLOB_URL": blob_url,
                 "EVENTGRID_TOPIC_URL": f"https://127.0.0.1:{ports['eventgrid']}",
                 "EMULATOR_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
+                **(settings or {}),
             }
             host_ready = folder / "functions.json"
             host_ready.unlink(missing_ok=True)

@@ -143,7 +143,7 @@ class ServiceResult:
             out.update(
                 operationId=ex.operation_id,
                 sasExpiry=ex.sas_expiry.isoformat() if ex.sas_expiry else None,
-                continuationToken=ex.continuation_token if ex.status == "updating" else None,
+                continuationToken=ex.continuation_token if self.outcome == "updating" else None,
                 finalThumbprints=ex.final_thumbprints or None,
                 timings=ex.timings,
             )
@@ -176,6 +176,18 @@ class Run:
     @property
     def transient(self) -> bool:
         return any(r.outcome == "transient" for r in self.results)
+
+    def adopt(self, entries: list[dict[str, Any]]) -> None:
+        """Take over how another invocation recorded the end of an update this run left
+        running (``entries``: the stored record's services), so the run's status and what
+        it writes next agree with the record."""
+        ended = _ended(entries)
+        for result in self.results:
+            entry = ended.get(result.service_id.lower())
+            if result.outcome == "updating" and entry is not None:
+                result.outcome, result.message = entry["outcome"], entry["message"]
+                if result.execution is not None:
+                    result.execution.final_thumbprints = dict(entry.get("finalThumbprints") or {})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -564,34 +576,43 @@ class Engine:
         """Write how an earlier run's write ended into that run's record."""
         if outcome.status == "updating":
             return
-        try:
-            record = self.storage.load_record(outcome.run_id)
-        except NotFound:
+        message = outcome.message + (f" (finished by run {by_run})" if by_run else "")
+
+        def finish(record: dict[str, Any] | None) -> dict[str, Any] | None:
+            if record is None:
+                return None
+            entries = [
+                e for e in record["services"] if e["cloudService"].lower() == service_id.lower()
+            ]
+            if not entries:  # the run died before it could record the service at all
+                entries = [{"cloudService": service_id}]
+                record["services"].append(entries[0])
+            for entry in entries:
+                entry.update(
+                    outcome=OUTCOMES[outcome.status],
+                    message=message,
+                    continuationToken=None,
+                    finalThumbprints=outcome.final_thumbprints or None,
+                )
+            outcomes = {e["outcome"] for e in record["services"]}
+            # Also for a run still going (its own last write sets its status again) and
+            # for one whose invocation died (nothing else would ever end it).
+            if "updating" not in outcomes:
+                record["status"] = "transient" if "transient" in outcomes else "done"
+                record["finished"] = self.now().isoformat()
+            return record
+
+        record = self.storage.update_record(outcome.run_id, finish)
+        if record is None:
             log.warning("run %s has no record; its write ended %s", outcome.run_id, outcome.status)
             return
-        message = outcome.message + (f" (finished by run {by_run})" if by_run else "")
-        entries = [
-            e for e in record["services"] if e["cloudService"].lower() == service_id.lower()
-        ]
-        if not entries:  # the run died before it could record the service at all
-            entries = [{"cloudService": service_id}]
-            record["services"].append(entries[0])
-        for entry in entries:
-            entry.update(
-                outcome=OUTCOMES[outcome.status],
-                message=message,
-                continuationToken=None,
-                finalThumbprints=outcome.final_thumbprints or None,
-            )
-        outcomes = {e["outcome"] for e in record["services"]}
-        if "updating" not in outcomes:
-            record["status"] = "transient" if "transient" in outcomes else "done"
-            record["finished"] = self.now().isoformat()
-        self.storage.save_record(outcome.run_id, record)
         log.info("run %s: %s %s", outcome.run_id, service_id, message)
         if self.notify is not None:
             # The run was announced as ``updating``; this is how that update ended.
-            self.notify(self._finished_part(record, entries[0]))
+            entry = next(
+                e for e in record["services"] if e["cloudService"].lower() == service_id.lower()
+            )
+            self.notify(self._finished_part(record, entry))
 
     def _finished_part(self, record: dict[str, Any], entry: dict[str, Any]) -> Run:
         """The part of a recorded run that a later invocation finished, as a Run to
@@ -750,13 +771,18 @@ class Engine:
             log.info("%s: plan osProfile - %s", service.name, url)
 
     def _save(self, run: Run, extra: ServiceResult | None = None) -> None:
-        if extra is None and run.quiet:
+        if (extra is None and run.quiet) or run.dry_run:
             return
         record = run.to_json()
         if extra is not None and extra not in run.results:
             record["services"].append(extra.to_json())
-        if not run.dry_run:
+        if not any(e["outcome"] == "updating" for e in record["services"]):
+            # Until one of its updates is left running, nobody else writes this record.
             self.storage.save_record(run.id, record)
+            return
+        saved = self.storage.update_record(run.id, lambda stored: _keep_finished(record, stored))
+        if saved is not None:  # always, as _keep_finished always writes
+            run.adopt(saved["services"])
 
 
 QUIET_OUTCOMES = {"noop", "unmanaged", "opted-out"}
@@ -769,6 +795,26 @@ OUTCOMES = {
     "rolled-back": "rolled-back",
     "not-applied": "failed",
 }
+
+
+def _ended(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A record's service entries that are not (or no longer) ``updating``, by service."""
+    return {e["cloudService"].lower(): e for e in entries if e["outcome"] != "updating"}
+
+
+def _keep_finished(
+    record: dict[str, Any], stored: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The run's ``record`` to write over ``stored``, keeping what another invocation wrote
+    about how one of the run's updates ended (the run itself still says ``updating``)."""
+    if stored is None:
+        return record
+    ended = _ended(stored["services"])
+    record["services"] = [
+        ended.get(e["cloudService"].lower(), e) if e["outcome"] == "updating" else e
+        for e in record["services"]
+    ]
+    return record
 
 
 def _budget(seconds: float) -> Callable[[], float]:

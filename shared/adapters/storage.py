@@ -14,15 +14,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
     ResourceExistsError,
+    ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.storage.blob import (
@@ -30,6 +32,7 @@ from azure.storage.blob import (
     BlobLeaseClient,
     BlobSasPermissions,
     BlobServiceClient,
+    ContainerClient,
     UserDelegationKey,
     generate_blob_sas,
 )
@@ -41,6 +44,7 @@ from shared.journal import Pending
 
 SAS_CLOCK_SKEW = timedelta(minutes=15)
 LEASE_SECONDS = 15  # the shortest Azure allows: a dead holder blocks the service briefly
+RECORD_ATTEMPTS = 5  # read-modify-write rounds of a run record before giving up
 
 
 class Lease:
@@ -209,19 +213,64 @@ class Storage:
         }
 
     def save_record(self, record_id: str, record: dict[str, Any]) -> None:
-        container = self._own.get_container_client(self._clients.settings.runs_container)
-        data = json.dumps(record, indent=1, sort_keys=True).encode()
+        """Write a record nobody else writes yet (see :meth:`update_record`)."""
         try:
-            try:
-                container.upload_blob(f"{record_id}.json", data, overwrite=True)
-            except ResourceNotFoundError:
-                _create(container)
-                container.upload_blob(f"{record_id}.json", data, overwrite=True)
+            _upload_record(self._runs(), record_id, record, overwrite=True)
         except AzureError as exc:
             raise translate(exc, "writing the run record") from exc
 
+    def update_record(
+        self,
+        record_id: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+    ) -> dict[str, Any] | None:
+        """Write ``change(stored)`` (``stored`` is None while there is no record) unless the
+        record changed since it was read (ETag), in which case ``change`` is applied again
+        to the newer one; ``change`` returning None writes nothing. Returns what was written.
+
+        A run's record has two kinds of writer once one of its updates is left running: the
+        run itself, and whichever invocation finishes that update (``follow_updates``,
+        reconcile, an event, ``GET /api/rotations/{id}``). They can write at the same moment,
+        and a blind write would undo the other's (a finished update shown as ``updating``).
+        """
+        container = self._runs()
+        blob = container.get_blob_client(f"{record_id}.json")
+        try:
+            for _ in range(RECORD_ATTEMPTS):
+                try:
+                    downloader = blob.download_blob()
+                    stored, etag = json.loads(downloader.readall()), downloader.properties.etag
+                except ResourceNotFoundError:
+                    stored, etag = None, None
+                record = change(stored)
+                if record is None:
+                    return None
+                try:
+                    if etag is None:
+                        _upload_record(container, record_id, record, overwrite=False)
+                    else:
+                        _upload_record(
+                            container,
+                            record_id,
+                            record,
+                            overwrite=True,
+                            etag=etag,
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+                except (ResourceExistsError, ResourceModifiedError):
+                    continue  # another writer came in between: apply the change to theirs
+                return record
+        except AzureError as exc:
+            raise translate(exc, "writing the run record") from exc
+        raise TransientError(
+            f"run record {record_id} kept changing while it was being written; try again"
+        )
+
+    def _runs(self) -> ContainerClient:
+        return self._own.get_container_client(self._clients.settings.runs_container)
+
     def load_record(self, record_id: str) -> dict[str, Any]:
-        container = self._own.get_container_client(self._clients.settings.runs_container)
+        container = self._runs()
         try:
             data = container.download_blob(f"{record_id}.json").readall()
         except ResourceNotFoundError as exc:
@@ -233,7 +282,7 @@ class Storage:
 
     def record_ids(self) -> list[str]:
         """Every stored run id, newest first (ids start with their UTC start time)."""
-        container = self._own.get_container_client(self._clients.settings.runs_container)
+        container = self._runs()
         try:
             names = [b.name for b in container.list_blobs() if b.name.endswith(".json")]
         except ResourceNotFoundError:
@@ -250,6 +299,18 @@ def _journal_metadata(service_id: str, pending: bool) -> dict[str, str]:
 def _create(container: Any) -> None:
     with suppress(ResourceExistsError):
         container.create_container()
+
+
+def _upload_record(
+    container: ContainerClient, record_id: str, record: dict[str, Any], **conditions: Any
+) -> None:
+    """Upload a run record, creating the container on first use."""
+    data = json.dumps(record, indent=1, sort_keys=True).encode()
+    try:
+        container.upload_blob(f"{record_id}.json", data, **conditions)
+    except ResourceNotFoundError:
+        _create(container)
+        container.upload_blob(f"{record_id}.json", data, **conditions)
 
 
 def _as_dt(value: Any) -> datetime:

@@ -212,6 +212,60 @@ def test_an_event_follows_its_updates_briefly_and_the_follow_timer_finishes_them
     assert engine_for(world).finish_pending() == {}  # nothing left: a tick is one listing
 
 
+def test_an_update_finished_while_its_run_goes_on_stays_finished_in_the_record(
+    world: World, slow: Any
+) -> None:
+    """The run and the invocation that finishes one of its updates both write the run's
+    record; the run's later writes must not turn the finished update back to ``updating``."""
+    v1 = world.new_version()
+    services = {svc.id.lower(): svc for svc in (world.deploy(v1), world.deploy(v1))}
+    v2 = world.new_version()
+    first, second = (  # in the order the run takes them
+        services[s.id.lower()] for s in engine_for(world).services_using(world.vault_id, CERT)
+    )
+    update_seconds(world, 1.0)
+    # The second service's PUT is held 3 s: the first one's update ends meanwhile.
+    world.stack.admin(
+        "POST",
+        "/faults",
+        {"service": "arm", "method": "PUT", "path": f"(?i)/cloudservices/{second.name}$",
+         "delay_ms": 3000, "count": 1},
+    )
+    runs: list[Any] = []
+    owner = threading.Thread(
+        target=lambda: runs.append(
+            engine_for(world).rotate(world.vault_id, CERT, Trigger("manual"), wait_seconds=0.2)
+        )
+    )
+    owner.start()
+    try:
+        wait_for(lambda: first.id.lower() in pending_journals(world), "the first update to run")
+        finished = wait_for(
+            lambda: (o := engine_for(world).finish_pending(wait_seconds=10)).get(
+                "resumed-succeeded"
+            ) and o,
+            "another invocation to finish the first update",
+        )
+        # The second service's lease is the run's while its PUT is held ("busy").
+        assert set(finished) <= {"resumed-succeeded", "busy"}, finished
+    finally:
+        owner.join(timeout=60)
+    (run,) = runs
+    assert [r.outcome for r in run.results] == ["rotated", "updating"]  # adopted from the record
+    assert run.status == "updating"
+    record = stored_record(world, run.id)
+    assert [e["outcome"] for e in record["services"]] == ["rotated", "updating"], record
+    assert record["services"][0]["continuationToken"] is None
+    assert record["status"] == "updating"
+
+    assert engine_for(world).finish_pending(wait_seconds=10) == {"resumed-succeeded": 1}
+    record = stored_record(world, run.id)
+    assert [e["outcome"] for e in record["services"]] == ["rotated", "rotated"], record
+    assert record["status"] == "done"
+    world.assert_on(first, v2)
+    world.assert_on(second, v2)
+
+
 def test_a_host_killed_after_the_put_is_noticed_and_recorded_once(world: World, slow: Any) -> None:
     v1 = world.new_version()
     svc = world.deploy(v1)
