@@ -776,8 +776,9 @@ class Engine:
         record = run.to_json()
         if extra is not None and extra not in run.results:
             record["services"].append(extra.to_json())
-        if not any(e["outcome"] == "updating" for e in record["services"]):
-            # Until one of its updates is left running, nobody else writes this record.
+        if not any(r.outcome == "updating" for r in run.results):
+            # Nobody else writes this record until the run lets go of a service whose update
+            # is still running (``extra`` is a service the run still holds the lease of).
             self.storage.save_record(run.id, record)
             return
         saved = self.storage.update_record(run.id, lambda stored: _keep_finished(record, stored))
