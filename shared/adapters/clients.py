@@ -19,6 +19,7 @@ from azure.identity import DefaultAzureCredential
 
 from shared.adapters.retries import BoundedRetryPolicy
 from shared.config import Settings
+from shared.destinations import Destinations
 
 USER_AGENT = "certrotate/0.1"
 
@@ -40,6 +41,10 @@ class Clients:
     def __init__(self, settings: Settings, credential: TokenCredential | None = None) -> None:
         self.settings = settings
         self._credential = credential
+
+    @cached_property
+    def destinations(self) -> Destinations:
+        return self.settings.destinations()
 
     @cached_property
     def credential(self) -> TokenCredential:
@@ -67,10 +72,16 @@ class Clients:
         """Keyword arguments for any azure-core client (ARM, Key Vault, Storage).
 
         The user agent names the product, so its calls stand out in ARM activity logs
-        (and in the local stack's request log). The retry policy is a fresh instance per
-        call because a policy belongs to exactly one client pipeline.
+        (and in the local stack's request log). The request hook refuses any host that is
+        not one of the cloud's endpoints (:mod:`shared.destinations`). The retry policy is
+        a fresh instance per call because a policy belongs to exactly one client pipeline.
         """
-        options: dict[str, Any] = {"user_agent": USER_AGENT, "retry_policy": BoundedRetryPolicy()}
+        options: dict[str, Any] = {
+            "user_agent": USER_AGENT,
+            "retry_policy": BoundedRetryPolicy(),
+            # Checked on every request before it is sent: tokens go only to Azure.
+            "raw_request_hook": self.destinations.hook,
+        }
         if self.settings.ca_bundle:
             options["connection_verify"] = self.settings.ca_bundle
         return options
