@@ -37,6 +37,14 @@ SAS_URL = (
 )
 
 
+CSCFG = (
+    '<ServiceConfiguration xmlns="http://schemas.microsoft.com/ServiceHosting/2008/10/'
+    'ServiceConfiguration" serviceName="cs"><Role name="Web"><Certificates>'
+    '<Certificate name="SslCert" thumbprint="{tp}" thumbprintAlgorithm="sha1"/>'
+    "</Certificates></Role></ServiceConfiguration>"
+)
+
+
 def service_id(name: str) -> str:
     return f"{RG}/providers/Microsoft.Compute/cloudServices/{name}"
 
@@ -53,8 +61,8 @@ def plan(name: str, old: str = "v1", new: str = "v2") -> Plan:
             new, "AB" * 20, f"{VAULT_URL}/secrets/web-tls/{new}", True, None, EXPIRES, None
         ),
         changes=(),
-        configuration_before="<a/>",
-        configuration_after="<b/>" if old != new else "<a/>",
+        configuration_before=CSCFG.format(tp="CD" * 20),
+        configuration_after=CSCFG.format(tp="AB" * 20 if old != new else "CD" * 20),
         secrets_before=group(old),
         secrets_after=group(new),
         settings_mentioning_old=(),
