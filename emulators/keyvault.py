@@ -7,8 +7,10 @@ Theory of operation:
   validates the body as the resource provider does, and on first creation binds a new
   HTTPS loopback listener for the vault: ``properties.vaultUri`` is
   ``https://127.0.0.1:{port}/``, because the SDK derives identifiers from
-  ``/certificates/{name}/{version}`` paths and so needs one vault per origin. Vault names
-  are global (as the DNS names are in Azure). Deleting the vault closes its listener.
+  ``/certificates/{name}/{version}`` paths and so needs one vault per origin. The port is
+  taken from the stack's reserved vault range (``LOCAL_VAULT_PORTS``), the local stand-in
+  for Azure's ``*.vault.azure.net``: the app sends Key Vault tokens nowhere else. Vault
+  names are global (as the DNS names are in Azure). Deleting the vault closes its listener.
 * Data plane. Every request first passes the real challenge: without a bearer token the
   vault answers 401 ``AKV10000`` with ``WWW-Authenticate: Bearer authorization=...,
   resource="https://vault.azure.net"``; a token with a wrong audience, signature, expiry
@@ -227,8 +229,13 @@ DataHandler = Callable[[Vault, web.Request, dict[str, str]], Awaitable[web.Respo
 
 
 class KeyVault:
-    def __init__(self, platform: Platform, arm: Arm, events: EventGrid) -> None:
+    def __init__(
+        self, platform: Platform, arm: Arm, events: EventGrid, ports: range | None = None
+    ) -> None:
+        """``ports``: where vault listeners may bind (the stack's ``LOCAL_VAULT_PORTS``, the
+        app's only Key Vault destinations); None: any free port."""
         self.platform = platform
+        self.ports = ports
         self.arm = arm
         self.events = events
         self.vaults: dict[str, Vault] = {}
@@ -436,11 +443,24 @@ class KeyVault:
             return await self._dispatch(vault, request)
 
         app.router.add_route("*", "/{tail:.*}", dispatch)
-        vault.port = await self.platform.serve(app, tls=True)
+        vault.port = await self._serve_vault(app)
         vault.properties = self._properties(props, vault.port)
         self.vaults[name.lower()] = vault
         self._ensure_ticker()
         return json_response(vault.resource(), 201)
+
+    async def _serve_vault(self, app: web.Application) -> int:
+        """Bind a vault's listener, within ``ports`` when the stack reserved a range."""
+        if self.ports is None:
+            return await self.platform.serve(app, tls=True)
+        taken = {v.port for v in self.vaults.values()}
+        for port in self.ports:
+            if port in taken:
+                continue
+            with contextlib.suppress(OSError):  # another process holds it: try the next
+                return await self.platform.serve(app, tls=True, port=port)
+        raise KvError(503, "ServiceUnavailable",
+                      f"the local stack has no free vault port left in {self.ports}")
 
     async def _patch_vault(self, req: ArmRequest) -> web.Response:
         vault = self._vault_for(req)

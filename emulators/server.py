@@ -39,7 +39,8 @@ async def run(config: dict[str, object], ready: Path) -> None:
     events = EventGrid(
         platform, arm, blobs, retry_scale=float(str(config.get("retry_scale", 0.01)))
     )
-    vaults = KeyVault(platform, arm, events)
+    low, high = (int(p) for p in str(config.get("vault_ports", "0-0")).split("-"))
+    vaults = KeyVault(platform, arm, events, range(low, high + 1) if low else None)
     services = CloudServices(
         platform, arm, vaults, blobs, update_seconds=float(str(config.get("update_seconds", 0.5)))
     )

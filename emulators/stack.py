@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -33,12 +34,35 @@ from emulators.tls import ensure_tls
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = ROOT / "emulators" / "node_modules" / ".bin" / "azurite-blob"
 START_TIMEOUT_S = 30.0
+PACKAGE_CONTAINER = "packages"  # the container the stack's PACKAGE_CONTAINERS allows
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+VAULT_PORTS = 1024  # vaults a stack can hold at once (one listener each)
+# Below Linux's ephemeral range (32768-60999), so no port-0 listener (a test's hostile
+# server, Azurite, another emulator) can ever land inside the vaults' range.
+VAULT_PORT_FLOOR, VAULT_PORT_CEILING = 20000, 32767
+
+
+def _free_block(size: int) -> tuple[int, int]:
+    """A run of ``size`` ports that are free now, for the vault listeners."""
+    rng = random.Random()
+    for _ in range(50):
+        low = rng.randrange(VAULT_PORT_FLOOR, VAULT_PORT_CEILING - size)
+        try:
+            for port in range(low, low + size):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return low, low + size - 1
+    raise RuntimeError(f"no block of {size} free ports between {VAULT_PORT_FLOOR} and "
+                       f"{VAULT_PORT_CEILING} for the stack's vaults")
 
 
 def _wait_port(port: int, deadline: float, proc: subprocess.Popen[bytes], name: str) -> None:
@@ -92,6 +116,10 @@ def app_settings(env: dict[str, str]) -> dict[str, str]:
         "KEYVAULT_VERIFY_CHALLENGE_RESOURCE": "false",
         "OPERATION_WAIT_SECONDS": "120",
         "ARM_POLLING_INTERVAL": "0.1",
+        # Where packages may come from, and the vault ports tokens may go to (the stack's
+        # stand-ins for PACKAGE_CONTAINERS from infra and for *.vault.azure.net).
+        "PACKAGE_CONTAINERS": f"{env['AZURITE_BLOB_URL']}/{PACKAGE_CONTAINER}",
+        "LOCAL_VAULT_PORTS": env["LOCAL_VAULT_PORTS"],
     }
 
 
@@ -156,7 +184,9 @@ class Stack:
             pids.append(azurite.pid)
             _write_pids(folder, pids)
             blob_url = f"https://127.0.0.1:{blob_port}/devstoreaccount1"
+            vault_low, vault_high = _free_block(VAULT_PORTS)
             config = {
+                "vault_ports": f"{vault_low}-{vault_high}",
                 "ca_cert": str(tls.ca_cert),
                 "cert": str(tls.cert),
                 "key": str(tls.key),
@@ -214,6 +244,7 @@ class Stack:
                 "AZURITE_BLOB_URL": blob_url,
                 "EVENTGRID_TOPIC_URL": f"https://127.0.0.1:{ports['eventgrid']}",
                 "EMULATOR_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
+                "LOCAL_VAULT_PORTS": f"{vault_low}-{vault_high}",
                 **(settings or {}),
             }
             host_ready = folder / "functions.json"

@@ -7,9 +7,25 @@ wrong; keeping the shape in one place keeps every endpoint's errors alike.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import azure.functions as func
+
+from shared.errors import (
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    PlanRefused,
+    PlatformRejected,
+    PreconditionFailed,
+    RotationError,
+    TransientError,
+)
+from shared.json_body import BodyTooLarge
+
+log = logging.getLogger("certrotate.http")
+RETRY_AFTER = {"Retry-After": "30"}
 
 
 def json_response(
@@ -27,3 +43,28 @@ def error_response(
     if field:
         error["field"] = field
     return json_response({"error": error}, status, headers)
+
+
+def error_for(exc: Exception) -> func.HttpResponse:
+    """The one exception → HTTP answer table of every HTTP function, always the envelope.
+
+    Anything not listed (a bug) is logged with its traceback and answered 500 with a
+    generic message, never an empty body and never the exception's text.
+    """
+    if isinstance(exc, BodyTooLarge):
+        return error_response(413, exc.detail, exc.field)
+    if isinstance(exc, InvalidInput):
+        return error_response(400, exc.detail, exc.field)
+    if isinstance(exc, NotFound):
+        return error_response(404, str(exc))
+    if isinstance(exc, TransientError):
+        return error_response(503, str(exc), headers=RETRY_AFTER)
+    if isinstance(exc, (PlanRefused, PreconditionFailed)):
+        return error_response(409, str(exc))
+    if isinstance(exc, ConfigError):
+        log.error("configuration: %s", exc)
+        return error_response(500, f"the app is misconfigured: {exc}")
+    if isinstance(exc, (PlatformRejected, RotationError)):
+        return error_response(502, str(exc))
+    log.exception("unexpected error answering an HTTP request")
+    return error_response(500, f"internal error ({type(exc).__name__}); see the app's log")

@@ -13,11 +13,11 @@ import logging
 
 import azure.functions as func
 
-from handlers.responses import error_response, json_response
+from handlers.responses import error_for, error_response, json_response
 from handlers.runtime import engine
 from shared.engine import Trigger, describe
-from shared.errors import ConfigError, InvalidInput, NotFound, RotationError, TransientError
-from shared.json_body import BodyTooLarge, load_object
+from shared.errors import InvalidInput
+from shared.json_body import load_object
 from shared.requests import RotationRequest
 
 bp = func.Blueprint()
@@ -63,17 +63,8 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
             dry_run=dry_run,
             wait_seconds=HTTP_WAIT_SECONDS,
         )
-    except BodyTooLarge as exc:
-        return error_response(413, exc.detail, exc.field)
-    except InvalidInput as exc:
-        return error_response(400, exc.detail, exc.field)
-    except NotFound as exc:
-        return error_response(404, str(exc))
-    except TransientError as exc:
-        return error_response(503, str(exc), headers={"Retry-After": "30"})
-    except ConfigError as exc:
-        log.error("configuration: %s", exc)
-        return error_response(500, f"the app is misconfigured: {exc}")
+    except Exception as exc:  # every failure answers the JSON envelope
+        return error_for(exc)
     if dry_run:
         return json_response(
             {
@@ -111,7 +102,5 @@ def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
     try:
         # A run still "updating" is followed a little first, then answered as it stands.
         return json_response(engine().resume_run(run_id, STATUS_WAIT_SECONDS), 200)
-    except NotFound as exc:
-        return error_response(404, str(exc))
-    except RotationError as exc:
-        return error_response(503, str(exc))
+    except Exception as exc:  # every failure answers the JSON envelope
+        return error_for(exc)

@@ -11,10 +11,9 @@ import logging
 
 import azure.functions as func
 
-from handlers.responses import error_response, json_response
+from handlers.responses import error_for, error_response, json_response
 from handlers.runtime import engine
 from shared import inventory, status_html
-from shared.errors import ConfigError, RotationError, TransientError
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.http")
@@ -35,13 +34,8 @@ def status(req: func.HttpRequest) -> func.HttpResponse:
         return error_response(400, f"must be one of {', '.join(FORMATS)}", "format")
     try:
         found = inventory.gather(engine())
-    except TransientError as exc:
-        return error_response(503, str(exc), headers={"Retry-After": "30"})
-    except ConfigError as exc:
-        log.error("configuration: %s", exc)
-        return error_response(500, f"the app is misconfigured: {exc}")
-    except RotationError as exc:
-        return error_response(502, str(exc))
+    except Exception as exc:  # every failure answers the JSON envelope
+        return error_for(exc)
     if wanted == "html":
         return func.HttpResponse(
             status_html.render(found),

@@ -2,9 +2,10 @@
 
 Azure never returns a service's ``packageUrl``, so rotation needs the operator to say
 where the deployed ``.cspkg`` is (``cert-rotation-package``) and, so a changed blob is
-noticed, its Content-MD5 (``cert-rotation-package-md5``). Adopting checks the blob first
-(it must exist; a URL with a query string is refused, so no SAS ever lands in a tag),
-then sets both tags in one PATCH that keeps every other tag and touches nothing else.
+noticed, its Content-MD5 (``cert-rotation-package-md5``). Adopting checks the URL by the
+same strict rules rotation applies (:mod:`shared.packages`: an allow-listed container, no
+query, so no SAS ever lands in a tag) and that the blob exists, then sets both tags in one
+PATCH that keeps every other tag and touches nothing else.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from shared.compute_ids import split_service_id
 from shared.model import PACKAGE_MD5_TAG, PACKAGE_TAG
+from shared.packages import parse_package
 
 if TYPE_CHECKING:
     from shared.engine import Engine
@@ -27,14 +29,16 @@ class Adoption:
 
 
 def adopt(engine: Engine, service_id: str, package_url: str) -> Adoption:
-    """Tag ``service_id`` with its package. Raises InvalidInput (bad id or URL),
-    PreconditionFailed (no such blob), NotFound, TransientError, PlatformRejected."""
+    """Tag ``service_id`` with its package. Raises InvalidInput (bad id), PackageRefused
+    (the URL breaks a rule), PreconditionFailed (no such blob), NotFound, TransientError,
+    PlatformRejected."""
     split_service_id(service_id)
-    md5 = engine.storage.package_md5(package_url)  # refuses a query string; checks the blob
+    package = parse_package(package_url, engine.settings.package_containers)
+    md5 = engine.storage.package_facts(package).md5
     service = engine.compute.get(service_id)
     tags = {k: v for k, v in service.tags.items() if k != PACKAGE_MD5_TAG}
-    tags[PACKAGE_TAG] = package_url
+    tags[PACKAGE_TAG] = package.url
     if md5:
         tags[PACKAGE_MD5_TAG] = md5
     engine.compute.set_tags(service.id, tags)
-    return Adoption(service.id, package_url, md5)
+    return Adoption(service.id, package.url, md5)

@@ -13,7 +13,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shared.destinations import Destinations
 from shared.errors import ConfigError
+from shared.packages import ContainerRef, parse_containers
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
@@ -40,6 +42,20 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw} is out of range [{low}, {high}]")
     return value
+
+
+def _port_range(env: Mapping[str, str], name: str) -> tuple[int, int] | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    low, _, high = raw.partition("-")
+    try:
+        ports = (int(low), int(high or low))
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a port range (e.g. 20000-20511)") from None
+    if not 1 <= ports[0] <= ports[1] <= 65535:
+        raise ConfigError(f"{name}={raw!r} is not a port range (e.g. 20000-20511)")
+    return ports
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -70,6 +86,20 @@ class Settings:
     notify_webhook_format: str = "teams"  # teams | slack
     runs_container: str = "cert-rotation-runs"
     locks_container: str = "cert-rotation-locks"
+    # Where packages may come from, and where tokens may go (shared.destinations).
+    package_containers: tuple[ContainerRef, ...] = ()
+    keyvault_dns_suffix: str = "vault.azure.net"
+    storage_dns_suffix: str = "core.windows.net"
+    local_vault_ports: tuple[int, int] | None = None  # the local stack's vaults only
+
+    def destinations(self) -> Destinations:
+        """The only hosts a request carrying the app's token may go to."""
+        exact = [self.arm_endpoint, self.storage_url, *(c.url for c in self.package_containers)]
+        if self.notify_eventgrid_endpoint:
+            exact.append(self.notify_eventgrid_endpoint)
+        return Destinations.of(
+            exact, self.keyvault_dns_suffix, self.storage_dns_suffix, self.local_vault_ports
+        )
 
     def in_scope(self, vault_id: str) -> bool:
         """Whether a vault (an ARM id already validated by ``shared.events``) may be acted on.
@@ -116,7 +146,16 @@ class Settings:
         for name in ("NOTIFY_EVENTGRID_ENDPOINT", "NOTIFY_WEBHOOK_URL"):
             if env.get(name) and not env[name].startswith("https://"):
                 raise ConfigError(f"{name} must be an https URL")
+        storage_suffix = (env.get("STORAGE_DNS_SUFFIX") or cls.storage_dns_suffix).strip(".")
         return cls(
+            package_containers=parse_containers(
+                env.get("PACKAGE_CONTAINERS", ""), storage_suffix
+            ),
+            keyvault_dns_suffix=(
+                env.get("KEYVAULT_DNS_SUFFIX") or cls.keyvault_dns_suffix
+            ).strip("."),
+            storage_dns_suffix=storage_suffix,
+            local_vault_ports=_port_range(env, "LOCAL_VAULT_PORTS"),
             subscriptions=subscriptions,
             resource_groups=_list(env, "ROTATION_RESOURCE_GROUPS"),
             storage_url=storage.rstrip("/"),

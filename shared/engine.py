@@ -11,7 +11,6 @@ retry is safe because planning starts again from the truth.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import time
 import uuid
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import logcontext, planner
+from shared import logcontext, planner, renewal
 from shared.adapters.clients import Clients
 from shared.adapters.compute import Compute
 from shared.adapters.keyvault import KeyVault
@@ -39,7 +38,7 @@ from shared.errors import (
     TransientError,
 )
 from shared.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
-from shared.executor import Execution, Outcome, execute, resume
+from shared.executor import Execution, Outcome, execute, package_of, resume
 from shared.model import (
     PACKAGE_TAG,
     Certificate,
@@ -47,6 +46,7 @@ from shared.model import (
     Plan,
     SecretUrl,
 )
+from shared.plan_diff import redacted_diff
 
 log = logging.getLogger("certrotate")
 
@@ -141,6 +141,7 @@ class ServiceResult:
         if self.execution is not None:
             ex = self.execution
             out.update(
+                package=ex.package.to_json() if ex.package else None,
                 operationId=ex.operation_id,
                 sasExpiry=ex.sas_expiry.isoformat() if ex.sas_expiry else None,
                 continuationToken=ex.continuation_token if self.outcome == "updating" else None,
@@ -209,15 +210,12 @@ class Run:
 
 
 def describe(plan: Plan) -> dict[str, Any]:
-    """The plan as operators read it: versions, changes, cscfg diff, osProfile change."""
-    diff = "".join(
-        difflib.unified_diff(
-            plan.configuration_before.splitlines(keepends=True),
-            plan.configuration_after.splitlines(keepends=True),
-            "cscfg (deployed)",
-            "cscfg (planned)",
-        )
-    )
+    """The plan as operators read it: versions, changes, cscfg diff, osProfile change.
+
+    The diff shows only the certificates that change (and the thumbprints of settings the
+    rotation rewrites): no other cscfg text, so no setting's secret, ever leaves here.
+    """
+    diff = redacted_diff(plan.configuration_before, plan.configuration_after)
     return {
         "desiredVersion": plan.desired.version,
         "desiredThumbprint": plan.desired.thumbprint,
@@ -249,6 +247,7 @@ class Engine:
         self.storage = storage
         self.now = now
         self.notify = notify
+        self.destinations = settings.destinations()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -284,7 +283,9 @@ class Engine:
             for g in s.secrets
             if g.source_vault_id.lower() == vault_id.lower()
             for u in g.certificate_urls
-            if (parsed := SecretUrl.parse(u)) and parsed.name.lower() == certificate.lower()
+            if (parsed := SecretUrl.parse(u))
+            and parsed.name.lower() == certificate.lower()
+            and self.destinations.allows(parsed.vault_url)
         }
         if not urls:
             raise NotFound(
@@ -339,21 +340,18 @@ class Engine:
     def _near_expiry(
         self, event: CertificateEvent, cert: Certificate, services: list[CloudServiceSnapshot]
     ) -> Action:
-        """Renew when no newer valid version exists and the issuer needs no person."""
+        """Renew only when Key Vault's own data says the current version is due (the event
+        is a hint: forged or replayed ones change nothing), and the issuer needs no person.
+        """
         now = self.now()
-        named = next((v for v in cert.versions if v.version == event.version), None)
-        newer = [
-            v
-            for v in cert.versions
-            if v.valid_at(now) and named is not None and (v.created or now) > (named.created or now)
-        ]
-        if newer or (
-            named is None
-            and planner.desired_version(cert, now) is not None
-            and event.version is not None
-        ):
-            return Action("newer-version", "a newer valid version exists; converging to it")
-        expiry = named.expires.isoformat() if named and named.expires else "unknown"
+        decision = renewal.decide(cert, event.version, now)
+        if decision.reason is not renewal.RenewalReason.RENEW:
+            log.info("event %s: %s", event.event_id, decision.message)
+            return Action(decision.reason.value, decision.message)
+        current = planner.desired_version(cert, now) or next(
+            (v for v in cert.versions if v.version == event.version), None
+        )
+        expiry = current.expires.isoformat() if current and current.expires else "unknown"
         if self.settings.renew_on_near_expiry and self.keyvault.can_renew(cert):
             if self.keyvault.renew(cert.vault_url, cert.name):
                 action = Action(
@@ -482,15 +480,27 @@ class Engine:
                         f"the update sent by run {earlier.run_id} is still running"
                     )
                 service = self.compute.get(service.id)
+            # A tag anyone with tag-write can set: parsed strictly before anything is read.
+            package_of(service, self.settings)
             thumbprints = self._thumbprints(service)
 
             def replan(snapshot: CloudServiceSnapshot, certificate: Certificate = cert) -> Plan:
+                now = self.now()
+                desired = planner.desired_version(certificate, now)
+                secret = (
+                    self.keyvault.secret_facts(desired.secret_id)
+                    if desired is not None
+                    and desired.thumbprint is not None
+                    and not planner.references(snapshot, desired.secret_id)
+                    else None
+                )
                 return planner.plan_rotation(
                     snapshot,
                     certificate,
                     thumbprints | self._thumbprints(snapshot),
-                    self.now(),
+                    now,
                     rewrite_settings=self.settings.rewrite_settings,
+                    secret=secret,
                 )
 
             def replan_locked(snapshot: CloudServiceSnapshot) -> Plan:
@@ -561,6 +571,10 @@ class Engine:
         except (PlatformRejected, NotFound, RotationError) as exc:
             result.outcome, result.message = "failed", str(exc)
             log.error("%s: failed: %s", service.name, exc)
+        except Exception as exc:  # one service's bug must not stop the others
+            result.outcome = "failed"
+            result.message = f"unexpected {type(exc).__name__} while converging {service.name}"
+            log.exception("%s: %s", service.name, result.message)
         return result
 
     # -- writes that outlived their invocation -------------------------------------------

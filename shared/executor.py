@@ -7,9 +7,10 @@ Under the service's lease (:meth:`Storage.lock`), in this order:
    running, stop here (the service is busy);
 2. re-read the service and re-plan (the caller's ``replan`` reads the certificate again
    too: another invocation may have converged the service, or a newer version appeared);
-3. check the package is still the one deployed; mint a fresh package SAS;
-4. journal the intent with what the service ran before, send ONE PUT carrying cscfg +
-   osProfile + packageUrl, journal the continuation token;
+3. parse the package tag strictly (an allow-listed container only), read the blob's
+   Content-MD5 and ETag (checked against the md5 tag, recorded for the audit);
+4. mint a fresh package SAS, then journal the intent with what the service ran before,
+   send ONE PUT carrying cscfg + osProfile + packageUrl, journal the continuation token;
 5. follow the operation (renewing the lease); for ``upgradeMode`` Manual walk the update
    domains in order, journaling each; verify the model and the role instances;
 6. on failure, with ``ROTATION_ROLLBACK``, put the previous configuration back the same way.
@@ -36,7 +37,8 @@ from shared.adapters.storage import Lease, Storage
 from shared.config import Settings
 from shared.errors import PlatformRejected, PreconditionFailed, TransientError
 from shared.journal import Pending
-from shared.model import PACKAGE_MD5_TAG, CloudServiceSnapshot, Plan, SecretGroup
+from shared.model import PACKAGE_MD5_TAG, CloudServiceSnapshot, PackageFacts, Plan, SecretGroup
+from shared.packages import PackageRef, parse_package
 
 log = logging.getLogger("certrotate.executor")
 IN_PROGRESS = {"creating", "updating", "deleting"}
@@ -61,6 +63,7 @@ class Execution:
     status: str = "pending"  # noop | succeeded | updating | failed | rolled-back
     message: str = ""
     operation_id: str | None = None
+    package: PackageFacts | None = None  # the blob deployed, as read before the PUT
     sas_expiry: datetime | None = None
     continuation_token: str | None = None
     final_thumbprints: dict[str, str] = field(default_factory=dict)
@@ -161,23 +164,23 @@ def execute(
             run.status = "noop"
             log.info("%s: already converged under the lock; nothing to write", fresh.name)
             return plan, run
-        package = fresh.package_url or ""
-        # Never deploy a package other than the one running.
+        # Never deploy a package other than the one tagged, and only from an allow-listed
+        # container: the tag is re-read under the lock and parsed strictly.
+        package = package_of(fresh, settings)
+        run.package = storage.package_facts(package)
         expected_md5 = fresh.tags.get(PACKAGE_MD5_TAG)
-        if expected_md5:
-            actual = storage.package_md5(package)
-            if actual != expected_md5:
-                raise PreconditionFailed(
-                    f"package {package} changed since it was deployed: Content-MD5 is {actual}, "
-                    f"tag {PACKAGE_MD5_TAG} says {expected_md5}; redeploy it or update the tag"
-                )
+        if expected_md5 and run.package.md5 != expected_md5.strip():
+            raise PreconditionFailed(
+                f"package changed since it was tagged: the Content-MD5 of {package.url} no "
+                f"longer matches tag {PACKAGE_MD5_TAG}; redeploy it or update the tag"
+            )
         entry = Pending(
             run_id=run_id,
             kind="update",
             vault_id=plan.vault_id,
             certificate=plan.certificate,
             version=plan.desired.version,
-            package_url=package,
+            package_url=package.url,
             expect_thumbprints=tuple(sorted({c.new for c in plan.changes})),
             expect_secrets=(plan.desired.secret_id,),
             previous_configuration=fresh.configuration,
@@ -233,22 +236,31 @@ def submit(
     secrets: tuple[SecretGroup, ...],
     run: Execution,
 ) -> tuple[Pending, LROPoller[Any]]:
-    """Journal the intent, mint a SAS, send the PUT, journal its continuation token."""
-    ctx.lease.write(entry)  # first: a crash after the PUT is then noticed by the next holder
+    """Mint a SAS, journal the intent, send the PUT, journal its continuation token.
+
+    The SAS comes first: a failure minting it (storage, a refused container) then leaves
+    no journal entry behind, so the service's outcome stays the true reason and nothing
+    later mistakes it for a write that "never reached Azure". The SAS itself is never
+    journaled, logged or recorded.
+    """
+    package = parse_package(entry.package_url, ctx.settings.package_containers)
     sas_url, run.sas_expiry = ctx.storage.package_sas(
-        entry.package_url, ctx.settings.package_sas_hours, ctx.now()
+        package, ctx.settings.package_sas_hours, ctx.now()
     )
     log.info(
-        "%s: package SAS minted (read-only, expires %s)",
+        "%s: package SAS minted for %s (read-only, expires %s)",
         service.name,
+        package.url,
         run.sas_expiry.isoformat(timespec="seconds"),
     )
+    ctx.lease.write(entry)  # before the PUT: a crash after it is noticed by the next holder
     try:
         poller = ctx.compute.begin_update(service, configuration, secrets, sas_url)
     except Exception:
         ctx.lease.write(None)  # refused before any work started: nothing is in flight
         raise
-    del sas_url
+    finally:
+        del sas_url
     run.operation_id = operation_id(poller)
     run.continuation_token = poller.continuation_token()
     run.status = "updating"
@@ -256,6 +268,14 @@ def submit(
     ctx.lease.write(entry)
     log.info("%s: %s submitted (operation %s)", service.name, entry.kind, run.operation_id)
     return entry, poller
+
+
+def package_of(service: CloudServiceSnapshot, settings: Settings) -> PackageRef:
+    """The package the service's tag names, parsed against ``PACKAGE_CONTAINERS``.
+
+    Raises PackageRefused (a PreconditionFailed) naming the rule the tag breaks.
+    """
+    return parse_package(service.package_url or "", settings.package_containers)
 
 
 def follow(ctx: Context, entry: Pending, poller: LROPoller[Any] | None = None) -> Outcome:

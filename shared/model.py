@@ -83,15 +83,42 @@ class Certificate:
     versions: tuple[CertificateVersion, ...]
     issuer: str | None = None
     auto_renew: bool = False
-    content_type: str | None = None  # of the secret: CSES needs application/x-pkcs12
+    content_type: str | None = None  # the policy's (new versions); see SecretFacts
     exportable: bool | None = None
     # Key Vault's current version (the latest created, enabled or not): it orders versions
     # whose ``created`` is the same second (Key Vault's timestamps have 1 s resolution).
     current_version: str | None = None
+    # The policy's first lifetime action trigger: when a version is due for renewal.
+    renew_days_before_expiry: int | None = None
+    renew_lifetime_percentage: int | None = None
 
     def version_by_thumbprint(self, thumbprint: str) -> CertificateVersion | None:
         upper = thumbprint.upper()
         return next((v for v in self.versions if v.thumbprint == upper), None)
+
+
+@dataclass(frozen=True)
+class SecretFacts:
+    """What the secret of one exact certificate version holds, as CSES will read it: its
+    content type (CSES installs only PFX) and whether it carries the private key (a
+    non-exportable key's secret holds the certificate alone). Read per version because a
+    policy changed after issuance says nothing about the versions already issued."""
+
+    content_type: str | None
+    private_key: bool
+
+
+@dataclass(frozen=True)
+class PackageFacts:
+    """The package blob as read just before the PUT: what an audit needs to see the
+    package that was deployed (URL without query, Content-MD5, ETag)."""
+
+    url: str
+    md5: str | None
+    etag: str | None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"url": self.url, "md5": self.md5, "etag": self.etag}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ late event yields a no-op plan, and every rule here is tested with plain values.
    named by the cscfg are removed, the desired secret id is added once; other
    certificates and vaults are untouched.
 4. Pre-flight: the checks the platform runs on PUT are run on the result (versioned
-   secret URLs, every cscfg thumbprint backed by a secret, PFX with exportable key), and
+   secret URLs, every cscfg thumbprint backed by a secret, the desired version's own
+   secret a PFX holding its private key), and
    a plan Azure would reject raises :class:`PlanRefused` naming what is wrong, so a
    broken update is never sent.
 """
@@ -35,6 +36,7 @@ from shared.model import (
     CertificateVersion,
     CloudServiceSnapshot,
     Plan,
+    SecretFacts,
     SecretGroup,
     SecretUrl,
     ThumbprintChange,
@@ -70,12 +72,15 @@ def plan_rotation(
     now: datetime,
     *,
     rewrite_settings: bool = False,
+    secret: SecretFacts | None = None,
 ) -> Plan:
     """Plan the change for ``service``.
 
     ``thumbprints`` maps every secret URL the service references (any vault) to the
     uppercase thumbprint of the certificate behind it; URLs absent from it are unknown
     (deleted versions, unreadable vaults) and fail the pre-flight if the cscfg needs them.
+    ``secret``: what the desired version's own secret holds; without it the certificate's
+    current policy stands in (which may have changed since that version was issued).
 
     Raises:
         PlanRefused: no valid version exists, the certificate cannot be installed by
@@ -86,16 +91,6 @@ def plan_rotation(
     desired = desired_version(certificate, now)
     if desired is None or desired.thumbprint is None:
         raise PlanRefused(f"{label} has no enabled version valid at {now.isoformat()}")
-    if certificate.content_type not in (None, PFX):
-        raise PlanRefused(
-            f"{label} stores its secret as '{certificate.content_type}'; cloud services can "
-            f"install only PFX ({PFX}): set the policy's content type to PFX and renew"
-        )
-    if certificate.exportable is False:
-        raise PlanRefused(
-            f"{label} has a non-exportable key; cloud services need the private key in the "
-            "secret: create a version with an exportable key"
-        )
 
     before = cscfg.parse(service.configuration)
     mapping = {
@@ -120,6 +115,9 @@ def plan_rotation(
         if version.thumbprint:
             known.setdefault(secret_key(version.secret_id), version.thumbprint)
     secrets = _rotate_secrets(service, certificate, desired, named, known)
+    if not references(service, desired.secret_id):
+        # The desired version's secret is new to the service: CSES will install it.
+        check_installable(label, desired, certificate, secret)
 
     plan = Plan(
         service_id=service.id,
@@ -145,6 +143,38 @@ def plan_rotation(
     if not plan.is_noop:
         preflight(configuration, secrets, known)
     return plan
+
+
+def references(service: CloudServiceSnapshot, secret_id: str) -> bool:
+    """Whether ``service``'s osProfile already takes the secret (so CSES installed it)."""
+    wanted = secret_key(secret_id)
+    return any(secret_key(u) == wanted for g in service.secrets for u in g.certificate_urls)
+
+
+def check_installable(
+    label: str,
+    desired: CertificateVersion,
+    certificate: Certificate,
+    secret: SecretFacts | None,
+) -> None:
+    """Refuse a version CSES cannot install: its secret must be a PFX holding the key.
+
+    ``secret`` is the version's own secret; without it the current policy stands in.
+    """
+    content_type = secret.content_type if secret is not None else certificate.content_type
+    if content_type not in (None, PFX):
+        raise PlanRefused(
+            f"{label} version {desired.version} stores its secret as '{content_type}'; cloud "
+            f"services can install only PFX ({PFX}): set the policy's content type to PFX "
+            "and renew"
+        )
+    if (secret is not None and not secret.private_key) or (
+        secret is None and certificate.exportable is False
+    ):
+        raise PlanRefused(
+            f"{label} version {desired.version} has a non-exportable key; cloud services need "
+            "the private key in the secret: create a version with an exportable key"
+        )
 
 
 def preflight(

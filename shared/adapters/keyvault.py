@@ -9,19 +9,27 @@ turns it off for the local stack.
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.rest import HttpRequest
 from azure.keyvault.certificates import (
     CertificateClient,
     CertificatePolicyAction,
     CertificateProperties,
 )
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from shared.adapters.arm_errors import translate
 from shared.adapters.clients import Clients
 from shared.errors import NotFound
-from shared.model import Certificate, CertificateVersion, SecretUrl
+from shared.model import Certificate, CertificateVersion, SecretFacts, SecretUrl
 
 # Issuers that issue without a person: self-signed and the CAs Key Vault integrates with.
+SECRETS_API_VERSION = "7.4"
+PFX = "application/x-pkcs12"
+PEM = "application/x-pem-file"
 AUTOMATIC_ISSUERS = {"self", "digicert", "globalsign", "onecertv2-publicca", "onecertv2-privateca"}
 
 
@@ -30,6 +38,7 @@ class KeyVault:
         self._clients = clients
         self._by_vault: dict[str, CertificateClient] = {}
         self._thumbprints: dict[str, str | None] = {}
+        self._secrets: dict[str, SecretFacts] = {}
 
     def _client(self, vault_url: str) -> CertificateClient:
         key = vault_url.rstrip("/").lower()
@@ -63,6 +72,14 @@ class KeyVault:
             raise translate(exc, what) from exc
         for version in versions:
             self._thumbprints[version.secret_id.lower()] = version.thumbprint
+        trigger = next(
+            (
+                a
+                for a in policy.lifetime_actions or []
+                if a.days_before_expiry is not None or a.lifetime_percentage is not None
+            ),
+            None,
+        )
         return Certificate(
             vault_id=vault_id,
             vault_url=vault_url,
@@ -76,6 +93,8 @@ class KeyVault:
             content_type=_text(policy.content_type),
             exportable=policy.exportable,
             current_version=latest.properties.version if latest.properties else None,
+            renew_days_before_expiry=trigger.days_before_expiry if trigger else None,
+            renew_lifetime_percentage=trigger.lifetime_percentage if trigger else None,
         )
 
     def thumbprint(self, secret_url: str) -> str | None:
@@ -98,6 +117,43 @@ class KeyVault:
             raise translate(exc, f"reading the certificate behind {secret_url}") from exc
         self._thumbprints[key] = value
         return value
+
+    def secret_facts(self, secret_id: str) -> SecretFacts:
+        """Content type and private-key presence of one exact version's secret.
+
+        The secret is what CSES installs, so it is the only proof that this version is a PFX
+        with its key (the policy may have changed since the version was issued). The value
+        is read (``secrets get``, which the app holds for CSES deployments anyway), looked
+        at here and dropped: never logged, returned or stored. Cached per versioned URL (a
+        version's secret never changes). Raises NotFound, TransientError, PlatformRejected.
+        """
+        key = secret_id.lower()
+        cached = self._secrets.get(key)
+        if cached is not None:
+            return cached
+        parsed = SecretUrl.parse(secret_id)
+        if parsed is None or not parsed.version:
+            raise NotFound(f"{secret_id} is not a versioned Key Vault secret URL")
+        request = HttpRequest(
+            "GET", f"{parsed.vault_url}secrets/{parsed.name}/{parsed.version}",
+            params={"api-version": SECRETS_API_VERSION},
+        )
+        what = f"reading the secret of {parsed.name}/{parsed.version}"
+        try:
+            response = self._client(parsed.vault_url).send_request(request)
+            if response.status_code == 404:
+                raise NotFound(f"secret {parsed.name}/{parsed.version} does not exist")
+            response.raise_for_status()
+            body = response.json()
+        except AzureError as exc:
+            raise translate(exc, what) from exc
+        facts = SecretFacts(
+            content_type=body.get("contentType"),
+            private_key=_has_private_key(body.get("contentType"), str(body.get("value") or "")),
+        )
+        del body
+        self._secrets[key] = facts
+        return facts
 
     def can_renew(self, certificate: Certificate) -> bool:
         return (
@@ -158,3 +214,18 @@ def _text(value: object) -> str | None:
     if value is None:
         return None
     return str(getattr(value, "value", value))
+
+
+def _has_private_key(content_type: str | None, value: str) -> bool:
+    """Whether a certificate-backed secret's value carries a private key.
+
+    PFX values are base64 PKCS#12 (Key Vault exports them without a password); PEM values
+    hold a ``PRIVATE KEY`` block when the key is exportable.
+    """
+    if content_type == PEM:
+        return "PRIVATE KEY-----" in value
+    try:
+        key, _, _ = pkcs12.load_key_and_certificates(base64.b64decode(value), None)
+    except (ValueError, binascii.Error):
+        return False
+    return key is not None

@@ -2,7 +2,8 @@
 
 * Package SAS: user-delegation (signed by a key the managed identity obtains; no account
   key anywhere), read-only, HTTPS-only, start backdated 15 minutes for clock skew, short
-  lived. The SAS is returned to the caller and never logged or stored.
+  lived. The SAS is returned to the caller and never logged or stored. Packages are only
+  ever :class:`~shared.packages.PackageRef` values: blobs of allow-listed containers.
 * Locks: one blob per cloud service in the app's own storage, held with a 15 s lease that
   the executor renews while it follows an update, so two invocations never interleave
   writes to one service; a crashed holder's lease simply expires.
@@ -22,7 +23,6 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
-    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
@@ -39,8 +39,10 @@ from azure.storage.blob import (
 
 from shared.adapters.arm_errors import translate
 from shared.adapters.clients import Clients
-from shared.errors import Busy, InvalidInput, NotFound, PreconditionFailed, TransientError
+from shared.errors import Busy, NotFound, PreconditionFailed, TransientError
 from shared.journal import Pending
+from shared.model import PackageFacts
+from shared.packages import PackageRef
 
 SAS_CLOCK_SKEW = timedelta(minutes=15)
 LEASE_SECONDS = 15  # the shortest Azure allows: a dead holder blocks the service briefly
@@ -100,19 +102,12 @@ class Storage:
             )
         return self._services[key]
 
-    def _package(self, blob_url: str) -> tuple[BlobClient, str]:
-        if not blob_url.lower().startswith("https://") or "?" in blob_url:
-            raise InvalidInput(
-                "cert-rotation-package",
-                "must be the https URL of the .cspkg blob without a SAS or query string",
-            )
-        client = BlobClient.from_blob_url(blob_url)
-        account_url = blob_url.split(f"/{client.container_name}/", 1)[0]
-        return client, account_url
+    def package_sas(self, package: PackageRef, hours: float, now: datetime) -> tuple[str, datetime]:
+        """A fresh read-only user-delegation SAS URL for the package and its expiry.
 
-    def package_sas(self, blob_url: str, hours: float, now: datetime) -> tuple[str, datetime]:
-        """A fresh read-only user-delegation SAS URL for the package and its expiry."""
-        client, account_url = self._package(blob_url)
+        Only a :class:`PackageRef` is accepted: a blob in an allow-listed container.
+        """
+        account_url = package.container.account_url
         start, expiry = now - SAS_CLOCK_SKEW, now + timedelta(hours=hours)
         key = self._keys.get(account_url.lower())
         if key is None or _as_dt(key.signed_expiry) < expiry:
@@ -124,28 +119,38 @@ class Storage:
                 raise translate(exc, f"getting a user delegation key for {account_url}") from exc
             self._keys[account_url.lower()] = key
         sas = generate_blob_sas(
-            account_name=client.account_name or "",
-            container_name=client.container_name,
-            blob_name=client.blob_name,
+            account_name=package.container.account,
+            container_name=package.container.container,
+            blob_name=package.blob_name,
             user_delegation_key=key,
             permission=BlobSasPermissions(read=True),
             start=start,
             expiry=expiry,
             protocol="https",
         )
-        return f"{blob_url}?{sas}", expiry
+        return f"{package.url}?{sas}", expiry
 
-    def package_md5(self, blob_url: str) -> str | None:
-        """The blob's Content-MD5 (base64) as Storage reports it; NotFound if missing."""
-        client, account_url = self._package(blob_url)
-        blob = self._service(account_url).get_blob_client(client.container_name, client.blob_name)
+    def package_facts(self, package: PackageRef) -> PackageFacts:
+        """The package blob's Content-MD5 and ETag as Storage reports them now.
+
+        Raises PreconditionFailed when the blob does not exist (the message names the
+        blob, never its properties).
+        """
+        blob = self._service(package.container.account_url).get_blob_client(
+            package.container.container, package.blob_name
+        )
         try:
-            md5 = blob.get_blob_properties().content_settings.content_md5
+            props = blob.get_blob_properties()
         except ResourceNotFoundError as exc:
-            raise PreconditionFailed(f"the package blob {blob_url} does not exist") from exc
+            raise PreconditionFailed(f"the package blob {package.url} does not exist") from exc
         except AzureError as exc:
-            raise translate(exc, f"reading the package blob {blob_url}") from exc
-        return base64.b64encode(bytes(md5)).decode() if md5 else None
+            raise translate(exc, f"reading the package blob {package.url}") from exc
+        md5 = props.content_settings.content_md5
+        return PackageFacts(
+            package.url,
+            base64.b64encode(bytes(md5)).decode() if md5 else None,
+            str(props.etag) if props.etag else None,
+        )
 
     def _lock_blob(self, service_id: str) -> BlobClient:
         name = hashlib.sha256(service_id.lower().encode()).hexdigest() + ".lock"
@@ -184,7 +189,9 @@ class Storage:
         try:
             yield Lease(lease, blob, service_id, self._read_pending(blob))
         finally:
-            with suppress(HttpResponseError):  # else it expires by itself in LEASE_SECONDS
+            # Else it expires by itself in LEASE_SECONDS. Any storage error here (storage
+            # lost mid-update included) must not hide the outcome the work itself raised.
+            with suppress(AzureError):
                 lease.release()
 
     def _read_pending(self, blob: BlobClient) -> Pending | None:

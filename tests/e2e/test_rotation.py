@@ -21,9 +21,12 @@ import datetime as dt
 import json
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
+from typing import Any
 
+import pytest
 from azure.keyvault.certificates import (
     CertificateContentType,
     CertificatePolicy,
@@ -33,6 +36,7 @@ from azure.keyvault.certificates import (
 
 from emulators.polling import wait_for
 from emulators.provision import thumbprint
+from shared.events import CertificateEvent, parse_event
 from tests.e2e.world import (
     CERT,
     NEAR_EXPIRY,
@@ -42,6 +46,8 @@ from tests.e2e.world import (
     World,
     api,
     call_kind,
+    engine_for,
+    event_item,
     next_second,
     pfx_thumbprint,
     secret_of,
@@ -217,7 +223,9 @@ def test_changed_package_is_refused(world: World) -> None:
     (record,) = world.records()
     result = record["services"][0]
     assert result["outcome"] == "refused"
-    assert "changed since it was deployed" in result["message"]
+    assert "package changed since it was tagged" in result["message"]
+    # The refusal names the rule, never the blob's facts (no Content-MD5 of either side).
+    assert svc.name in result["message"] and "==" not in result["message"]
 
 
 def test_disabled_newest_version_converges_to_the_previous_one(world: World) -> None:
@@ -384,67 +392,107 @@ def test_throttled_reads_and_put_are_retried_by_the_sdk(world: World) -> None:
 # -- 13-14: NearExpiry -----------------------------------------------------------------------
 
 
-def test_near_expiry_of_self_signed_without_auto_renew_renews_and_rotates(world: World) -> None:
-    policy = CertificatePolicy(
-        issuer_name="Self",
-        subject="CN=e2e-near-expiry",
-        validity_in_months=12,
-        content_type=CertificateContentType.pkcs12,
-        exportable=True,
-        lifetime_actions=[
-            LifetimeAction(action=CertificatePolicyAction.email_contacts, days_before_expiry=30)
-        ],
+SELF_PFX = CertificatePolicy(
+    issuer_name="Self",
+    subject="CN=e2e-near-expiry",
+    validity_in_months=12,
+    content_type=CertificateContentType.pkcs12,
+    exportable=True,
+    lifetime_actions=[
+        LifetimeAction(action=CertificatePolicyAction.email_contacts, days_before_expiry=30)
+    ],
+)
+
+
+def expiring_version(world: World, days_left: int, policy: CertificatePolicy) -> Any:
+    """A version that really is ``days_left`` from expiry (imported), then ``policy``."""
+    now = dt.datetime.now(dt.UTC)
+    issued = self_signed_pfx(
+        "e2e-expiring", now - dt.timedelta(days=300), now + dt.timedelta(days=days_left)
     )
-    v1 = world.new_version(policy)
+    v1 = world.kv.import_certificate(CERT, issued)
+    world.kv.update_certificate_policy(CERT, policy)
+    return v1
+
+
+def near_expiry_hint(world: World, version: str | None) -> CertificateEvent:
+    item = event_item(world, version or "")
+    item["eventType"] = NEAR_EXPIRY
+    if version is None:
+        del item["data"]["Version"]
+    return parse_event(item)
+
+
+def test_genuine_near_expiry_of_self_signed_renews_and_rotates(world: World) -> None:
+    # 20 days left: inside the policy's 30-day window, by Key Vault's own data.
+    v1 = expiring_version(world, 20, SELF_PFX)
     svc = world.deploy(v1)
-    world.subscribe()
-    assert v1.properties is not None
+    engine = engine_for(world)
 
-    event_id = world.raise_event(
-        NEAR_EXPIRY,
-        version_of(v1),
-        nbf=unix(v1.properties.not_before),
-        exp=unix(v1.properties.expires_on),
-    )
-    versions = wait_for(
-        lambda: (
-            (found := list(world.kv.list_properties_of_certificate_versions(CERT)))
-            and len(found) == 2
-            and found
-        ),
-        "a new version requested by the product",
-    )
+    run = engine.handle_event(near_expiry_hint(world, version_of(v1)))
+
+    assert run is not None
+    assert [a.kind for a in run.actions] == ["renew-requested"], run.actions
+    versions = list(world.kv.list_properties_of_certificate_versions(CERT))
+    assert len(versions) == 2
     renewed = next(v for v in versions if v.version != version_of(v1))
-    world.wait_delivered(2)  # the NearExpiry, then the NewVersionCreated it caused
-
+    # The new version's own NewVersionCreated (Key Vault raises it) converges the service.
+    engine.handle_event(parse_event(event_item(world, str(renewed.version))))
     new = world.kv.get_certificate_version(CERT, str(renewed.version))
     world.assert_on(svc, new)
     assert len(world.puts(svc)) == 1
-    actions = world.record_for(event_id)["actions"]
-    assert any(a["kind"] == "renew-requested" for a in actions), actions
+
+
+@pytest.mark.parametrize("replays", [1, 3])
+def test_forged_or_replayed_near_expiry_of_a_long_valid_version_changes_nothing(
+    world: World, replays: int
+) -> None:
+    v1 = world.new_version(SELF_PFX)  # valid for 12 months
+    svc = world.deploy(v1)
+    world.subscribe()
+    mark = world.stack.request_mark()
+    event_ids = [
+        world.raise_event(NEAR_EXPIRY, version_of(v1), exp=int(time.time()) + 3600)
+        for _ in range(replays)
+    ]
+    for event_id in event_ids:
+        world.wait_delivered(1, event_id)
+
+    creates = [c for c in world.product_calls(mark) if c["path"].rstrip("/").endswith("/create")]
+    assert creates == [] and world.puts(svc, succeeded=False) == []
+    assert len(list(world.kv.list_properties_of_certificate_versions(CERT))) == 1
+    for event_id in event_ids:
+        (action,) = world.record_for(event_id)["actions"]
+        assert action["kind"] == "not-near-expiry"
+        assert f"version {version_of(v1)} expires in 36" in action["message"], action
+    # Control: the certificate is one the app would renew (Self, no auto-renew), so it is
+    # the window that stopped it, not the issuer.
+    engine = engine_for(world)
+    state = engine.keyvault.certificate(world.vault_id, world.vault_url, CERT)
+    assert engine.keyvault.can_renew(state)
+
+
+def test_near_expiry_without_a_version_renews_only_inside_the_window(world: World) -> None:
+    v1 = world.new_version(SELF_PFX)
+    world.deploy(v1)
+    mark = world.stack.request_mark()
+
+    run = engine_for(world).handle_event(near_expiry_hint(world, None))
+
+    assert run is not None and [a.kind for a in run.actions] == ["not-near-expiry"]
+    assert not [c for c in world.product_calls(mark) if c["method"] in ("POST", "PUT")]
 
 
 def test_near_expiry_of_unknown_issuer_asks_a_person(world: World) -> None:
-    now = dt.datetime.now(dt.UTC)
-    # Expiring in 60 days: the vault's own NearExpiry (at 30 days) stays out of the way.
-    issued = self_signed_pfx(
-        "e2e-unknown", now - dt.timedelta(days=60), now + dt.timedelta(days=60)
+    v1 = expiring_version(
+        world, 20, CertificatePolicy(issuer_name="Unknown", subject="CN=e2e-unknown")
     )
-    v1 = world.kv.import_certificate(CERT, issued)
     svc = world.deploy(v1)
-    world.kv.update_certificate_policy(
-        CERT, CertificatePolicy(issuer_name="Unknown", subject="CN=e2e-unknown")
-    )
     assert world.kv.get_certificate_policy(CERT).issuer_name == "Unknown"
     world.subscribe()
     mark = world.stack.request_mark()
 
-    event_id = world.raise_event(
-        NEAR_EXPIRY,
-        version_of(v1),
-        nbf=unix(now - dt.timedelta(days=60)),
-        exp=unix(now + dt.timedelta(days=60)),
-    )
+    event_id = world.raise_event(NEAR_EXPIRY, version_of(v1))
     world.wait_delivered(1, event_id)
 
     assert len(list(world.kv.list_properties_of_certificate_versions(CERT))) == 1
