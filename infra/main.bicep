@@ -28,6 +28,9 @@ param rotationSubscriptions string = ''
 @description('ROTATION_RESOURCE_GROUPS: comma-separated resource group names in scope (in every subscription above); empty means whole subscriptions.')
 param rotationResourceGroups string = ''
 
+@description('Comma-separated ARM ids of the blob containers holding the .cspkg packages; they become PACKAGE_CONTAINERS, the only containers a cert-rotation-package tag may name (access.bicep grants read on exactly these).')
+param packageContainerIds string = ''
+
 @description('PACKAGE_SAS_HOURS: lifetime of the package SAS in hours, 0.25 to 168.')
 param packageSasHours string = '4'
 
@@ -87,6 +90,9 @@ var targetSubscriptions = empty(requestedSubscriptions) ? [
   subscription().subscriptionId
 ] : requestedSubscriptions
 var targetResourceGroups = [for rg in (empty(rotationResourceGroups) ? [] : split(rotationResourceGroups, ',')): trim(rg)]
+// .../storageAccounts/{account}/blobServices/default/containers/{container} → the container's
+// URL in this cloud (the preprovision hook checked the id's shape).
+var packageContainerUrls = [for id in (empty(packageContainerIds) ? [] : split(packageContainerIds, ',')): 'https://${split(trim(id), '/')[8]}.blob.${environment().suffixes.storage}/${split(trim(id), '/')[12]}']
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -119,6 +125,7 @@ module app 'app/app.bicep' = {
       ROTATION_SUBSCRIPTIONS: join(targetSubscriptions, ',')
       ROTATION_RESOURCE_GROUPS: join(targetResourceGroups, ',')
       PACKAGE_SAS_HOURS: packageSasHours
+      PACKAGE_CONTAINERS: join(packageContainerUrls, ',')
       ROTATION_REWRITE_SETTINGS: string(rewriteSettings)
       RENEW_ON_NEAR_EXPIRY: string(renewOnNearExpiry)
       OPERATION_WAIT_SECONDS: string(operationWaitSeconds)

@@ -273,7 +273,7 @@ def submit(
 def package_of(service: CloudServiceSnapshot, settings: Settings) -> PackageRef:
     """The package the service's tag names, parsed against ``PACKAGE_CONTAINERS``.
 
-    Raises PackageRefused (a PreconditionFailed) naming the rule the tag breaks.
+    Raises PackageRefused (bad input: the service is refused) naming the rule broken.
     """
     return parse_package(service.package_url or "", settings.package_containers)
 

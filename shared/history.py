@@ -32,14 +32,16 @@ class LastRun:
     status: str  # of the run: running | done | updating | transient
     outcome: str  # of this service: rotated | noop | refused | failed | ...
     message: str
+    package: Mapping[str, Any] | None = None  # the blob an update deployed (url, md5, etag)
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "id": self.run_id,
             "started": self.started,
             "status": self.status,
             "outcome": self.outcome,
             "message": self.message,
+            "package": dict(self.package) if self.package else None,
         }
 
 
@@ -91,6 +93,7 @@ def last_runs(
                     status=str(record.get("status", "")),
                     outcome=str(result.get("outcome", "")),
                     message=str(result.get("message", "")),
+                    package=result.get("package") or None,
                 )
                 remaining.discard(key)
         if wanted and not remaining:

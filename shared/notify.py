@@ -46,7 +46,7 @@ from shared.adapters.clients import USER_AGENT, Clients
 from shared.config import Settings
 
 if TYPE_CHECKING:
-    from shared.engine import Run
+    from shared.engine import Run, ServiceResult
 
 log = logging.getLogger("certrotate.notify")
 
@@ -153,6 +153,7 @@ def cloud_events(run: Run, source: str, new_id: Callable[[], str]) -> list[dict[
             "toVersion": rollout.to_version if rollout else None,
             "toThumbprint": rollout.to_thumbprint if rollout else None,
             "expires": rollout.expires.isoformat() if rollout and rollout.expires else None,
+            "package": _package(result),
         }
         events.append(
             {
@@ -195,10 +196,20 @@ class ChatMessage:
     facts: tuple[tuple[str, str], ...]
 
 
+def _package(result: ServiceResult) -> dict[str, str | None] | None:
+    """The package an update deployed (URL without query, Content-MD5, ETag), if any."""
+    execution = result.execution
+    return execution.package.to_json() if execution and execution.package else None
+
+
 def _facts(run: Run, service_id: str | None = None) -> tuple[tuple[str, str], ...]:
     facts = []
     if service_id:
         facts.append(("Cloud service", _name(service_id)))
+        result = next((r for r in run.results if r.service_id == service_id), None)
+        package = _package(result) if result else None
+        if package:
+            facts.append(("Package", f"{package['url']} (Content-MD5 {package['md5']})"))
     trigger = run.trigger.kind
     if run.trigger.event_type:
         trigger += f" ({run.trigger.event_type.rsplit('.', 1)[-1]})"

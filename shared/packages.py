@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote
 
-from shared.errors import ConfigError, PreconditionFailed
+from shared.errors import ConfigError, InvalidInput
+from shared.model import PACKAGE_TAG
 
 _ENCODED_SEPARATOR = re.compile(r"%(2f|3f|23|40|25)", re.IGNORECASE)
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
@@ -55,11 +56,12 @@ class PackageRule(StrEnum):
     SEGMENTS = "must not contain empty, '.' or '..' path segments"
 
 
-class PackageRefused(PreconditionFailed):
-    """A package tag broke one of the rules; ``rule`` says which."""
+class PackageRefused(InvalidInput):
+    """A package tag (or an operator's package URL) broke one of the rules; ``rule`` says
+    which. Bad input, not a transient state: the service is refused until the tag is fixed."""
 
     def __init__(self, rule: PackageRule) -> None:
-        super().__init__(f"tag cert-rotation-package {rule.value}")
+        super().__init__(PACKAGE_TAG, rule.value)
         self.rule = rule
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 
+from shared.history import LastRun
 from shared.inventory import CertificateUse, Inventory
 
 _STYLE = """
@@ -58,6 +59,14 @@ def _table(headers: Iterable[str], rows: list[str], empty: str) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _last_run(run: LastRun) -> str:
+    """Outcome and start; for an update, the package it deployed (URL and Content-MD5)."""
+    text = f"{run.outcome} ({run.started[:19]})"
+    if run.package:
+        text += f"; package {run.package.get('url')} (MD5 {run.package.get('md5')})"
+    return text
+
+
 def _use_row(service: str, managed: str, use: CertificateUse) -> str:
     run = use.last_run
     drift = {True: ("yes", "drift"), False: ("no", ""), None: ("?", "")}[use.drift]
@@ -74,7 +83,7 @@ def _use_row(service: str, managed: str, use: CertificateUse) -> str:
             _expiry(use.expires, use.days_left, use.expiry),
             _cell(_short(use.desired_version), "mono"),
             _cell(drift[0], drift[1]),
-            _cell(f"{run.outcome} ({run.started[:19]})" if run else None),
+            _cell(_last_run(run) if run else None),
             _cell(use.problem),
         ]
     ) + "</tr>"

@@ -106,7 +106,7 @@ def test_plan_shows_the_diff_and_changes_nothing(world: World, cli: Any) -> None
     assert f"WebRole1/SslCert: {thumbprint(v1)} -> {thumbprint(v2)}" in shown.out
     assert f"osProfile + {secret_of(v2)}" in shown.out
     assert "--- cscfg (deployed)" in shown.out
-    assert f'+      <Certificate name="SslCert" thumbprint="{thumbprint(v2)}"' in shown.out
+    assert f'+<Certificate name="SslCert" thumbprint="{thumbprint(v2)}"' in shown.out
     plan = as_json.json()
     assert plan["dryRun"] is True
     (entry,) = plan["services"]

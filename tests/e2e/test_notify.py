@@ -187,7 +187,13 @@ def test_outcomes_and_actions_are_published_as_cloud_events(world: World) -> Non
         "toVersion": version_of(v2),
         "toThumbprint": rotated["data"]["toThumbprint"],
         "expires": rotated["data"]["expires"],
+        "package": {
+            "url": world.read_tags(managed)["cert-rotation-package"],
+            "md5": world.read_tags(managed)["cert-rotation-package-md5"],
+            "etag": rotated["data"]["package"]["etag"],
+        },
     }
+    assert rotated["data"]["package"]["etag"]
     assert rotated["data"]["toThumbprint"] == world.read(managed).thumbprints["WebRole1"][0]
     # One publish, authenticated with the managed identity (the topic refuses anonymous
     # posts), and nothing secret in what was sent.
@@ -205,6 +211,8 @@ def test_outcomes_and_actions_are_published_as_cloud_events(world: World) -> Non
         NOTIFY_EVENTGRID_KEY=topic.key,
         RENEW_ON_NEAR_EXPIRY="false",
     )
+    # 340 days on, v2 (12 months) is inside its 30-day renewal window by Key Vault's data.
+    with_key.now = lambda: datetime.now(UTC) + timedelta(days=340)
     near = CertificateEvent(
         NEAR_EXPIRY,
         f"evt-{uuid.uuid4().hex[:8]}",

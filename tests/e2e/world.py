@@ -215,6 +215,9 @@ class World:
         urls = [str(c.certificate_url) for g in groups for c in g.vault_certificates or []]
         return Deployed(thumbprints, urls, props.provisioning_state)
 
+    def read_tags(self, svc: Service) -> dict[str, str]:
+        return dict(self.op.compute.cloud_services.get(svc.rg, svc.name).tags or {})
+
     def assert_on(
         self, svc: Service, cert: KeyVaultCertificate, roles: tuple[str, ...] = ROLES
     ) -> None:

@@ -11,6 +11,7 @@ NOT_DEPLOYED = {
     "ROTATION_CA_BUNDLE": "local stack only (its private CA)",
     "KEYVAULT_VERIFY_CHALLENGE_RESOURCE": "local stack only (vaults at 127.0.0.1)",
     "ARM_POLLING_INTERVAL": "local stack only; Azure sends Retry-After",
+    "LOCAL_VAULT_PORTS": "local stack only (its vaults' loopback ports)",
     "NOTIFY_EVENTGRID_KEY": "local stack only; in Azure the identity sends",
     "AZURE_SUBSCRIPTION_ID": "fallback for ROTATION_SUBSCRIPTIONS, which is always set",
     "WEBSITE_OWNER_NAME": "set by the platform",
@@ -26,7 +27,7 @@ FOR_THE_PLATFORM = {
 }
 READ = re.compile(
     r"""(?:env|environ)(?:\.get\(|\[)\s*"([A-Za-z][A-Za-z0-9_]+)"|"""
-    r"""_(?:flag|number|list)\(env,\s*"([A-Z][A-Z0-9_]+)"|"""
+    r"""_(?:flag|number|list|port_range)\(env,\s*"([A-Z][A-Z0-9_]+)"|"""
     r"""^[A-Z_]+ = "([A-Z][A-Z0-9]+(?:_[A-Z0-9]+)+)"$""",
     re.M,
 )

@@ -13,7 +13,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared.engine import Action, Run, ServiceResult, Trigger
-from shared.model import CertificateVersion, Plan, SecretGroup
+from shared.executor import Execution
+from shared.model import CertificateVersion, PackageFacts, Plan, SecretGroup
 from shared.notify import (
     ChatMessage,
     chat_messages,
@@ -118,9 +119,14 @@ def test_event_types_share_one_prefix(group: str, kind: str, expected: str) -> N
     assert event_type(group, kind) == expected
 
 
+PACKAGE = PackageFacts("https://st.blob.core.windows.net/p/a.cspkg", "q1w2e3==", '"0x8D1"')
+
+
 def test_one_cloud_event_per_service_result_and_per_action() -> None:
+    rotated = result("cs1", "rotated", "now on version v2")
+    rotated.execution = Execution(status="succeeded", package=PACKAGE)
     finished = run(
-        result("cs1", "rotated", "now on version v2"),
+        rotated,
         result("cs2", "failed", "PackageUriForbidden: " + SAS_URL, planned=False),
         actions=(Action("renew-required", "ACTION REQUIRED: renew web-tls"),),
     )
@@ -150,8 +156,10 @@ def test_one_cloud_event_per_service_result_and_per_action() -> None:
         "toVersion": "v2",
         "toThumbprint": "AB" * 20,
         "expires": EXPIRES.isoformat(),
+        "package": {"url": PACKAGE.url, "md5": PACKAGE.md5, "etag": PACKAGE.etag},
     }
     assert events[1]["data"]["toVersion"] is None
+    assert events[1]["data"]["package"] is None
     assert events[1]["data"]["fromVersions"] == []
     assert events[2]["data"]["action"] == "renew-required"
     assert events[2]["data"]["cloudServices"] == [service_id("cs1"), service_id("cs2")]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import ConfigError
-from shared.packages import ContainerRef, PackageRefused, PackageRule, parse_containers, parse_package
+from shared.packages import (
+    ContainerRef,
+    PackageRefused,
+    PackageRule,
+    parse_containers,
+    parse_package,
+)
 
 AZURE = ContainerRef.parse("https://contoso.blob.core.windows.net/packages", "core.windows.net")
 LOCAL = ContainerRef.parse("https://127.0.0.1:41000/devstoreaccount1/packages", "core.windows.net")

@@ -1,0 +1,114 @@
+"""The order of the one write: SAS, then journal, then PUT (in-memory fakes, no I/O).
+
+A failure before the PUT (the SAS step: storage, a refused container) must leave no
+journal entry, or a later invocation would "finish" a write that never existed and
+overwrite the service's true outcome with "the update never reached Azure".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.config import Settings
+from shared.errors import TransientError
+from shared.executor import Context, Execution, submit
+from shared.journal import Pending
+from shared.packages import PackageRef
+from tests.unit.test_planner import NOW, SUB, cscfg, kv1, service
+
+SETTINGS = Settings.from_env(
+    {
+        "ROTATION_SUBSCRIPTIONS": SUB,
+        "ROTATION_STORAGE_URL": "https://app.blob.core.windows.net",
+        "PACKAGE_CONTAINERS": "https://pkgs.blob.core.windows.net/packages",
+    }
+)
+SERVICE = service(cscfg(), kv1())
+
+
+@dataclass
+class Steps:
+    """Records every step the executor takes, in order, across the fakes."""
+
+    taken: list[str] = field(default_factory=list)
+    sas_fails: bool = False
+
+
+@dataclass
+class FakeStorage:
+    steps: Steps
+
+    def package_sas(self, package: PackageRef, hours: float, now: datetime) -> tuple[str, Any]:
+        self.steps.taken.append(f"sas {package.url}")
+        if self.steps.sas_fails:
+            raise TransientError("getting a user delegation key: connection failed")
+        return f"{package.url}?sig=x", now + timedelta(hours=hours)
+
+
+@dataclass
+class FakeLease:
+    steps: Steps
+    pending: Pending | None = None
+
+    def write(self, entry: Pending | None) -> None:
+        self.steps.taken.append("journal" if entry is not None else "journal cleared")
+        self.pending = entry
+
+    def renew(self) -> None:
+        pass
+
+
+@dataclass
+class FakePoller:
+    def continuation_token(self) -> str:
+        return "token"
+
+    def polling_method(self) -> Any:
+        raise AttributeError
+
+
+@dataclass
+class FakeCompute:
+    steps: Steps
+
+    def begin_update(self, *_: Any) -> FakePoller:
+        self.steps.taken.append("put")
+        return FakePoller()
+
+
+def context(steps: Steps, lease: FakeLease) -> Context:
+    return Context(
+        SERVICE.id, SERVICE.name, "Auto", FakeCompute(steps), FakeStorage(steps),  # type: ignore[arg-type]
+        SETTINGS, lambda: NOW, lease, 0.0,  # type: ignore[arg-type]
+    )
+
+
+def entry() -> Pending:
+    return Pending(
+        run_id="run", kind="update", vault_id="kv", certificate="web-tls", version="v2",
+        package_url=str(SERVICE.package_url), expect_thumbprints=(), expect_secrets=(),
+        previous_configuration=SERVICE.configuration, previous_secrets=SERVICE.secrets,
+        submitted=NOW.isoformat(),
+    )
+
+
+def test_the_sas_is_minted_before_the_intent_is_journaled_and_the_put_sent() -> None:
+    steps = Steps()
+    lease = FakeLease(steps)
+    written, _ = submit(context(steps, lease), SERVICE, entry(), "cfg", (), Execution())
+    assert steps.taken == [f"sas {SERVICE.package_url}", "journal", "put", "journal"]
+    assert written.continuation_token == "token"
+    assert "sig=" not in str(written.to_json())  # the SAS is never journaled
+
+
+def test_a_failed_sas_step_leaves_no_journal_and_keeps_its_reason() -> None:
+    steps = Steps(sas_fails=True)
+    lease = FakeLease(steps)
+    with pytest.raises(TransientError, match="user delegation key"):
+        submit(context(steps, lease), SERVICE, entry(), "cfg", (), Execution())
+    assert steps.taken == [f"sas {SERVICE.package_url}"]
+    assert lease.pending is None
