@@ -13,14 +13,16 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 from azure.mgmt.compute.models import CloudServiceUpdate
 
 from emulators.polling import wait_for
 from emulators.stack import PACKAGE_CONTAINER
-from shared.packages import PackageRule
-from tests.e2e.world import CERT, Service, World, api
+from shared.destinations import UntrustedDestination
+from shared.packages import ContainerRef, PackageRef, PackageRule
+from tests.e2e.world import CERT, NEW_VERSION, Service, World, api, engine_for
 
 
 class Listener:
@@ -161,3 +163,39 @@ def test_a_malformed_tag_stops_only_its_service_over_http_too(world: World) -> N
     assert record["status"] == "done"
     (refused,) = [s for s in record["services"] if s["cloudService"] == bad.id]
     assert PackageRule.BLOB.value in refused["message"]
+
+
+def test_an_event_naming_the_listener_is_never_followed(world: World, listener: Listener) -> None:
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    hostile_id = f"https://127.0.0.1:{listener.port}/certificates/{CERT}/{'0' * 32}"
+    event_id = world.raise_event(NEW_VERSION, "0" * 32, data_id=hostile_id)
+    world.wait_delivered(1, event_id)
+    world.assert_on(svc, v1)
+    assert listener.connections == 0
+    socket.create_connection(("127.0.0.1", listener.port), timeout=5).close()  # control
+    wait_for(lambda: listener.connections == 1, "the control connection to be counted")
+
+
+def test_the_sdk_clients_refuse_any_other_host_before_connecting(
+    world: World, listener: Listener
+) -> None:
+    """The backstop under every caller: a secret URL or a package built without the parser
+    (as a bug would) still never reaches the wire."""
+    engine = engine_for(world)
+    hostile = f"https://127.0.0.1:{listener.port}"
+    with pytest.raises(UntrustedDestination, match=f"127.0.0.1:{listener.port}"):
+        engine.keyvault.thumbprint(f"{hostile}/secrets/{CERT}/{'a' * 32}")
+    forged = PackageRef(
+        ContainerRef(f"127.0.0.1:{listener.port}", "devstoreaccount1/packages",
+                     "devstoreaccount1", "packages"),
+        "x.cspkg",
+    )
+    with pytest.raises(UntrustedDestination):
+        engine.storage.package_facts(forged)
+    with pytest.raises(UntrustedDestination):
+        engine.storage.package_sas(forged, 1.0, datetime.now(UTC))
+    assert listener.connections == 0
+    # Control: the same clients do reach the stack's own vault.
+    assert engine.keyvault.thumbprint(str(world.new_version().secret_id))
