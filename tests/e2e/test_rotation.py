@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
-import threading
 import time
 import uuid
 from collections import Counter
@@ -56,6 +54,7 @@ from tests.e2e.world import (
     unix,
     version_of,
 )
+from tests.trap import Trap
 
 # -- 1-2: the happy path ---------------------------------------------------------------------
 
@@ -576,37 +575,6 @@ def test_http_api_dry_run_run_status_and_refusals(world: World) -> None:
 
 
 # -- 16: security ----------------------------------------------------------------------------
-
-
-class Trap:
-    """A loopback listener that records every connection made to it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(0.1)
-        self.port = int(self.sock.getsockname()[1])
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
 
 
 def test_event_naming_another_host_never_sends_a_request_there(world: World) -> None:

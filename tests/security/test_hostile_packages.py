@@ -10,7 +10,6 @@ connection is counted).
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,37 +21,13 @@ from emulators.polling import wait_for
 from emulators.stack import PACKAGE_CONTAINER
 from shared.destinations import UntrustedDestination
 from shared.packages import ContainerRef, PackageRef, PackageRule
-from tests.e2e.world import CERT, NEW_VERSION, Service, World, api, engine_for
-
-
-class Listener:
-    """A loopback TCP listener that counts every connection made to it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = int(self.sock.getsockname()[1])
-        self.connections = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
+from tests.e2e.world import CERT, Service, World, api, engine_for
+from tests.trap import Trap
 
 
 @pytest.fixture
-def listener() -> Iterator[Listener]:
-    found = Listener()
+def listener() -> Iterator[Trap]:
+    found = Trap()
     yield found
     found.close()
 
@@ -108,7 +83,7 @@ def retag(world: World, svc: Service, tag: str) -> None:
 
 
 def test_hostile_package_tags_are_refused_per_service_and_never_contacted(
-    world: World, listener: Listener
+    world: World, listener: Trap
 ) -> None:
     base = world.stack.env["AZURITE_BLOB_URL"]
     # Another team's package in the same account, and an intruder's blob in our container.
@@ -165,21 +140,8 @@ def test_a_malformed_tag_stops_only_its_service_over_http_too(world: World) -> N
     assert PackageRule.BLOB.value in refused["message"]
 
 
-def test_an_event_naming_the_listener_is_never_followed(world: World, listener: Listener) -> None:
-    v1 = world.new_version()
-    svc = world.deploy(v1)
-    world.subscribe()
-    hostile_id = f"https://127.0.0.1:{listener.port}/certificates/{CERT}/{'0' * 32}"
-    event_id = world.raise_event(NEW_VERSION, "0" * 32, data_id=hostile_id)
-    world.wait_delivered(1, event_id)
-    world.assert_on(svc, v1)
-    assert listener.connections == 0
-    socket.create_connection(("127.0.0.1", listener.port), timeout=5).close()  # control
-    wait_for(lambda: listener.connections == 1, "the control connection to be counted")
-
-
 def test_the_sdk_clients_refuse_any_other_host_before_connecting(
-    world: World, listener: Listener
+    world: World, listener: Trap
 ) -> None:
     """The backstop under every caller: a secret URL or a package built without the parser
     (as a bug would) still never reaches the wire."""
