@@ -16,6 +16,7 @@ from pathlib import Path
 
 from emulators import admin, identity
 from emulators.arm import Arm
+from emulators.authorization import Authorization
 from emulators.blobs import Blobs
 from emulators.cloudservices import CloudServices
 from emulators.core import Platform
@@ -39,7 +40,7 @@ async def run(config: dict[str, object], ready: Path) -> None:
     events = EventGrid(
         platform, arm, blobs, retry_scale=float(str(config.get("retry_scale", 0.01)))
     )
-    vaults = KeyVault(platform, arm, events)
+    vaults = KeyVault(platform, arm, events, Authorization(platform, arm))
     services = CloudServices(
         platform, arm, vaults, blobs, update_seconds=float(str(config.get("update_seconds", 0.5)))
     )

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
 from cryptography.x509.oid import NameOID
 
 from emulators.polling import wait_for
-from emulators.provision import NS, Operator, cscfg, thumbprint
+from emulators.provision import APP_ROLES, NS, OPERATOR_ROLES, Operator, cscfg, thumbprint
 from emulators.stack import app_settings
 from shared.config import Settings
 from shared.engine import Engine
@@ -118,7 +118,11 @@ class World:
         self.rg_name = unique("rg")
         self.rg = op.resource_group(self.rg_name)
         self.vault_name = unique("kv")
-        self.vault_id, self.vault_url = op.vault(self.rg, self.vault_name)
+        # An RBAC vault; the operator's steps and the app (one identity on the stack) get
+        # their roles explicitly. Tests of the access-policy model build their own vault.
+        self.vault_id, self.vault_url = op.vault(
+            self.rg, self.vault_name, rbac=True, roles=(*OPERATOR_ROLES, *APP_ROLES)
+        )
         self.kv = op.certificates(self.vault_url)
         self.subscription = ""
         self.mark = stack.request_mark()
