@@ -699,7 +699,9 @@ class KeyVault:
                        f"{MAX_RESULTS}.")
         start = _decode_skip(request.query.get("$skiptoken", ""))
         body: dict[str, Any] = {"value": items[start:start + size], "nextLink": None}
-        if start + size < len(items):
+        # A full page links to the next one even when nothing follows (the last page is
+        # then empty), as recorded.
+        if start + size <= len(items):
             token = base64.urlsafe_b64encode(
                 json.dumps({"NextMarker": start + size}).encode()).rstrip(b"=").decode()
             body["nextLink"] = (f"{vault.uri}{request.path.lstrip('/')}?api-version="
@@ -740,7 +742,7 @@ class KeyVault:
         if tags:
             out["tags"] = tags
         out["policy"] = self._policy_json(vault, cert)
-        if cert.pending is not None:
+        if cert.pending is not None and cert.pending.status == "inProgress":
             out["pending"] = {"id": f"{vault.uri}certificates/{cert.name}/pending"}
         return out
 
