@@ -16,8 +16,8 @@ from azure.keyvault.certificates import (
     CertificateProperties,
 )
 
-from shared.adapters.arm_errors import translate
 from shared.adapters.clients import Clients
+from shared.adapters.kv_errors import vault_error
 from shared.errors import NotFound
 from shared.model import Certificate, CertificateVersion, SecretUrl
 
@@ -60,7 +60,7 @@ class KeyVault:
         except ResourceNotFoundError as exc:
             raise NotFound(f"certificate '{name}' does not exist in vault {vault_url}") from exc
         except AzureError as exc:
-            raise translate(exc, what) from exc
+            raise vault_error(exc, vault_url, what) from exc
         for version in versions:
             self._thumbprints[version.secret_id.lower()] = version.thumbprint
         return Certificate(
@@ -95,7 +95,9 @@ class KeyVault:
         except ResourceNotFoundError:
             value = None
         except AzureError as exc:
-            raise translate(exc, f"reading the certificate behind {secret_url}") from exc
+            raise vault_error(
+                exc, parsed.vault_url, f"reading the certificate behind {secret_url}"
+            ) from exc
         self._thumbprints[key] = value
         return value
 
@@ -122,7 +124,7 @@ class KeyVault:
         except ResourceNotFoundError as exc:
             raise NotFound(f"certificate '{name}' does not exist in vault {vault_url}") from exc
         except AzureError as exc:
-            raise translate(exc, f"requesting a new version of '{name}'") from exc
+            raise vault_error(exc, vault_url, f"requesting a new version of '{name}'") from exc
 
     def certificate_names(self, vault_url: str) -> list[str]:
         """Names of every certificate in the vault (one listing, pages followed).
@@ -137,7 +139,7 @@ class KeyVault:
                 if props.name
             ]
         except AzureError as exc:
-            raise translate(exc, f"listing the certificates of {vault_url}") from exc
+            raise vault_error(exc, vault_url, f"listing the certificates of {vault_url}") from exc
 
 
 def _version(vault_url: str, name: str, props: CertificateProperties) -> CertificateVersion:
