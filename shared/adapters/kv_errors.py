@@ -13,7 +13,8 @@ answers show):
 The generic translation keeps only the first line ("Caller is not authorized to perform
 action on resource."), which names neither the vault nor the missing right. This module
 names the vault, the missing permission as Key Vault states it, and the vault's mode, and
-leaves every other failure to :func:`shared.adapters.arm_errors.translate`.
+leaves every other failure (other 403s too, such as a disabled secret) to
+:func:`shared.adapters.arm_errors.translate`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def vault_error(exc: Exception, vault_url: str, what: str) -> RotationError:
     inner_code = str(inner.get("code", "")) if isinstance(inner, dict) else ""
     message = str(getattr(error, "message", None) or exc.message or "")
     code, first_line = error_code(exc)
+    vault: str
     if inner_code == "AccessDenied" or _POLICY.search(message):
         found = _POLICY.search(message)
         vault = found["vault"] if found else _vault_name(vault_url)
@@ -51,8 +53,8 @@ def vault_error(exc: Exception, vault_url: str, what: str) -> RotationError:
         vault = named["vault"] if named else _vault_name(vault_url)
         needs = f"'{action['action']}'" if action else "the data action of this call"
         reason = f"RBAC vault: no role assignment grants the app {needs}"
-    else:
-        vault, reason = _vault_name(vault_url), first_line
+    else:  # another refusal (e.g. a disabled secret): not about access rights
+        return translate(exc, what)
     return PlatformRejected(code, f"{what}: no access to vault {vault} ({reason})")
 
 

@@ -34,6 +34,17 @@ def rotate(world: World, version: str) -> list[str]:
     return [r.outcome for r in run.results]
 
 
+def refusal(world: World, version: str) -> str:
+    """What the app says when the vault refuses its reading for ``version``."""
+    with pytest.raises(PlatformRejected) as refused:
+        rotate(world, version)
+    return str(refused.value)
+
+
+def reading(world: World) -> str:
+    return f"Forbidden: reading certificate '{CERT}' from {world.vault_url}: no access to vault"
+
+
 def test_access_policy_vault_rotates_and_names_the_missing_permission(
     stack: LocalStack, op: Operator
 ) -> None:
@@ -49,12 +60,9 @@ def test_access_policy_vault_rotates_and_names_the_missing_permission(
         [p for p in combined(OPERATOR_POLICY, APP_POLICY)["certificates"] if p != "list"]
     ]
     v3 = world.new_version()
-    with pytest.raises(PlatformRejected) as refused:
-        rotate(world, version_of(v3))
-    assert str(refused.value) == (
-        f"Forbidden: reading certificate '{CERT}' from {world.vault_url}: no access to vault "
-        f"{world.vault_name} (access policy missing for the app: it needs certificates list "
-        "permission)"
+    assert refusal(world, version_of(v3)) == (
+        f"{reading(world)} {world.vault_name} (access policy missing for the app: it needs "
+        "certificates list permission)"
     )
     assert len(world.puts(svc)) == 1  # nothing was written for v3
 
@@ -79,11 +87,8 @@ def test_rbac_vault_rotates_with_the_reader_role_and_names_the_missing_action(
     v3 = world.new_version()
     op.revoke_role(officer)
     op.revoke_role(reader)
-    with pytest.raises(PlatformRejected) as refused:
-        rotate(world, version_of(v3))
-    assert str(refused.value) == (
-        f"Forbidden: reading certificate '{CERT}' from {world.vault_url}: no access to vault "
-        f"{world.vault_name} (RBAC vault: no role assignment grants the app "
+    assert refusal(world, version_of(v3)) == (
+        f"{reading(world)} {world.vault_name} (RBAC vault: no role assignment grants the app "
         "'Microsoft.KeyVault/vaults/certificates/read')"
     )
     assert len(world.puts(svc)) == 1
