@@ -60,7 +60,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from emulators.polling import wait_for
-from emulators.provision import Operator, cscfg, thumbprint
+from emulators.provision import APP_ROLES, OPERATOR_ROLES, Operator, cscfg, thumbprint
 from emulators.stack import ROOT, Stack, app_settings, functions_host_command
 from shared.config import Settings
 from shared.engine import Engine
@@ -218,7 +218,8 @@ class RotationWorld:
     @classmethod
     def create(cls, op: Operator, prefix: str) -> RotationWorld:
         rg = op.resource_group(f"{prefix}-rot")
-        vault_id, vault_url = op.vault(rg, f"{prefix}rot"[:24])
+        vault_id, vault_url = op.vault(
+            rg, f"{prefix}rot"[:24], rbac=True, roles=(*OPERATOR_ROLES, *APP_ROLES))
         first = op.new_version(vault_url, CERT)
         package, md5 = op.package("packages", f"{prefix}-rot.cspkg", b"PK\x03\x04" + b"b" * 4096)
         config = cscfg("Contoso", {role: {"SslCert": thumbprint(first)} for role in ROLES})
@@ -435,7 +436,8 @@ class ScaleWorld:
     @classmethod
     def create(cls, op: Operator, prefix: str) -> ScaleWorld:
         rg = op.resource_group(f"{prefix}-scale")
-        vault_id, vault_url = op.vault(rg, f"{prefix}scale"[:24])
+        vault_id, vault_url = op.vault(
+            rg, f"{prefix}scale"[:24], rbac=True, roles=(*OPERATOR_ROLES, *APP_ROLES))
         secrets = []
         for index in range(SCALE_CERTIFICATES):
             cert = op.new_version(vault_url, f"cert{index}")

@@ -19,7 +19,7 @@ import requests
 from azure.keyvault.certificates import KeyVaultCertificate
 from azure.mgmt.compute.models import CloudService, CloudServiceProperties
 
-from emulators.provision import Operator, cscfg, thumbprint
+from emulators.provision import APP_POLICY, OPERATOR_POLICY, Operator, combined, cscfg, thumbprint
 from emulators.stack import Stack
 from shared import cscfg as parser
 
@@ -66,8 +66,13 @@ def props(service: CloudService) -> CloudServiceProperties:
 def run(stack: Stack, folder: Path, t0: float) -> int:
     op = Operator(stack.env)
     rg = op.resource_group("demo-rg")
-    vault_id, vault_url = op.vault(rg, "demo-kv")
-    step(t0, f"vault {vault_id.rsplit('/', 1)[-1]} at {vault_url} (enabledForDeployment)")
+    # An access-policy vault, as the deployment guide sets vaults up: the operator's and
+    # the app's rights (the same identity here) are granted in its access policy.
+    vault_id, vault_url = op.vault(
+        rg, "demo-kv", rbac=False, policy=combined(OPERATOR_POLICY, APP_POLICY)
+    )
+    step(t0, f"vault {vault_id.rsplit('/', 1)[-1]} at {vault_url} (enabledForDeployment, "
+         "access policy for the app: certificates get/list, secrets get)")
     v1 = op.new_version(vault_url, "web-tls")
     step(t0, f"certificate web-tls v1 {version(v1)} thumbprint {thumbprint(v1)}")
     package, md5 = op.package("packages", "contoso.cspkg", b"PK\x03\x04" + b"demo" * 4096)

@@ -29,10 +29,21 @@ Theory of operation:
   before ``exp``) and ``CertificateExpired`` once per current version. Every version that
   becomes available raises ``CertificateNewVersionCreated``. Events go to
   ``EventGrid.publish_system_event`` with the vault's ARM id as source.
-* Not modelled: access policies / RBAC authorization (any valid token of the vault's
-  tenant may do everything), keys and plain secrets, issuers and contacts, ARM-level
-  vault soft delete. Certificate soft delete (delete, get/list deleted, recover, purge)
-  is modelled.
+* Authorization, after authentication and before the route runs (a missing object
+  still answers 403 to a caller without the right, as in Key Vault): each route names
+  the access-policy permission (``certificates``/``secrets`` + ``get``, ``list``,
+  ``create`` ...) and the RBAC data action (``Microsoft.KeyVault/vaults/certificates/
+  read`` ...) it needs. A vault with ``enableRbacAuthorization: true`` asks
+  :class:`emulators.authorization.Authorization` whether a role assignment grants the
+  action to the token's ``oid`` at the vault or a parent scope (403 ``Forbidden`` /
+  ``ForbiddenByRbac``); otherwise ``properties.accessPolicies`` must hold an entry for
+  the token's ``oid`` (and ``appid`` when the entry names an application) with the
+  permission (403 ``Forbidden`` / ``AccessDenied``). Both messages follow Key Vault's
+  wording. Policies change through the vault PUT/PATCH and ARM's ``accessPolicies/
+  {add|replace|remove}``.
+* Not modelled: keys and plain secrets, issuers and contacts, ARM-level vault soft
+  delete, network ACLs, deny assignments. Certificate soft delete (delete, get/list
+  deleted, recover, purge) is modelled.
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ from cryptography import x509
 
 from emulators import kvcerts
 from emulators.arm import Arm, ArmRequest
+from emulators.authorization import Authorization
 from emulators.core import Platform, error_response, json_response
 from emulators.eventgrid import EventGrid
 from emulators.kvcerts import CertError, PrivateKey
@@ -71,6 +83,11 @@ MAX_RESULTS = 25
 NEAR_EXPIRY = dt.timedelta(days=30)
 TICK_SECONDS = 1.0
 HELP = "For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
+ACCESS_HELP = ("For help resolving this issue, please see "
+               "https://go.microsoft.com/fwlink/?linkid=2125287")
+# The challenge Key Vault sends (recorded: azure-sdk-for-python keyvault recordings).
+AUTHORITY = "https://login.windows.net"
+POLICY_KINDS = ("add", "replace", "remove")
 SELF_PENDING = ("Pending certificate created. Certificate request is in progress. This may "
                 "take some time based on the issuer provider. Please check again later.")
 UNKNOWN_PENDING = "Pending certificate created. Please Perform Merge to complete the request."
@@ -88,6 +105,30 @@ class SecretFacts:
     thumbprint: str
     content_type: str
     enabled: bool
+
+
+@dataclass(frozen=True)
+class Permission:
+    """What a data-plane route needs: an access-policy permission and an RBAC data action."""
+
+    kind: str  # "certificates" | "secrets"
+    operation: str  # the access-policy permission name: "get", "list", "create" ...
+    data_action: str
+
+
+def _perm(kind: str, operation: str, action: str) -> Permission:
+    return Permission(kind, operation, f"Microsoft.KeyVault/vaults/{kind}/{action}")
+
+
+CERT_GET, CERT_LIST = _perm("certificates", "get", "read"), _perm("certificates", "list", "read")
+CERT_CREATE = _perm("certificates", "create", "create/action")
+CERT_IMPORT = _perm("certificates", "import", "import/action")
+CERT_UPDATE = _perm("certificates", "update", "update/action")
+CERT_DELETE = _perm("certificates", "delete", "delete")
+CERT_RECOVER = _perm("certificates", "recover", "recover/action")
+CERT_PURGE = _perm("certificates", "purge", "purge/action")
+SECRET_GET = _perm("secrets", "get", "getSecret/action")
+SECRET_LIST = _perm("secrets", "list", "readMetadata/action")
 
 
 @dataclass(frozen=True)
@@ -230,7 +271,12 @@ DataHandler = Callable[[Vault, web.Request, dict[str, str]], Awaitable[web.Respo
 
 class KeyVault:
     def __init__(
-        self, platform: Platform, arm: Arm, events: EventGrid, ports: range | None = None
+        self,
+        platform: Platform,
+        arm: Arm,
+        events: EventGrid,
+        authorization: Authorization,
+        ports: range | None = None,
     ) -> None:
         """``ports``: where vault listeners may bind (the stack's ``LOCAL_VAULT_PORTS``, the
         app's only Key Vault destinations); None: any free port."""
@@ -238,10 +284,11 @@ class KeyVault:
         self.ports = ports
         self.arm = arm
         self.events = events
+        self.authorization = authorization
         self.vaults: dict[str, Vault] = {}
         self._lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
-        self._routes: list[tuple[str, re.Pattern[str], DataHandler]] = []
+        self._routes: list[tuple[str, re.Pattern[str], DataHandler, Permission | None]] = []
         platform.reset_hooks.append(self._reset)
         platform.clock_hooks.append(self.check_lifetimes)
         vaults = "/subscriptions/{subscription}/resourceGroups/{resourceGroup}/providers/" \
@@ -250,34 +297,40 @@ class KeyVault:
         arm.route("PATCH", vaults + "/{vaultName}", self._patch_vault)
         arm.route("GET", vaults + "/{vaultName}", self._get_vault)
         arm.route("DELETE", vaults + "/{vaultName}", self._delete_vault)
+        arm.route("PUT", vaults + "/{vaultName}/accessPolicies/{operationKind}",
+                  self._update_access_policies)
         arm.route("GET", vaults, self._list_vaults)
         arm.route("GET", "/subscriptions/{subscription}/providers/Microsoft.KeyVault/vaults",
                   self._list_vaults)
         name, cert = r"(?P<name>[^/]+)", r"/certificates/(?P<name>[^/]+)"
-        for method, path, handler in (
-            ("GET", r"/certificates/?", self._list_certificates),
-            ("*", r"/certificates/(?:contacts|issuers)(?:/.*)?", self._unsupported),
-            ("GET", cert + r"/versions/?", self._list_versions),
-            ("GET", cert + r"/policy/?", self._get_policy),
-            ("PATCH", cert + r"/policy/?", self._update_policy),
-            ("POST", cert + r"/pending/merge/?", self._merge),
-            ("GET", cert + r"/pending/?", self._get_pending),
-            ("PATCH", cert + r"/pending/?", self._cancel_pending),
-            ("DELETE", cert + r"/pending/?", self._delete_pending),
-            ("POST", cert + r"/create/?", self._create),
-            ("POST", cert + r"/import/?", self._import),
-            ("GET", cert + r"(?:/(?P<version>[^/]*))?", self._get_certificate),
-            ("PATCH", cert + r"(?:/(?P<version>[^/]*))?", self._update_certificate),
-            ("DELETE", cert + r"/?", self._delete_certificate),
-            ("GET", r"/deletedcertificates/?", self._list_deleted),
-            ("GET", rf"/deletedcertificates/{name}/?", self._get_deleted),
-            ("DELETE", rf"/deletedcertificates/{name}/?", self._purge_deleted),
-            ("POST", rf"/deletedcertificates/{name}/recover/?", self._recover_deleted),
-            ("GET", r"/secrets/?", self._list_secrets),
-            ("GET", rf"/secrets/{name}/versions/?", self._list_secret_versions),
-            ("GET", rf"/secrets/{name}(?:/(?P<version>[^/]*))?", self._get_secret),
+        # Merge is authorized as ``create``: it completes the version ``create`` started.
+        for method, path, handler, permission in (
+            ("GET", r"/certificates/?", self._list_certificates, CERT_LIST),
+            ("*", r"/certificates/(?:contacts|issuers)(?:/.*)?", self._unsupported, None),
+            ("GET", cert + r"/versions/?", self._list_versions, CERT_LIST),
+            ("GET", cert + r"/policy/?", self._get_policy, CERT_GET),
+            ("PATCH", cert + r"/policy/?", self._update_policy, CERT_UPDATE),
+            ("POST", cert + r"/pending/merge/?", self._merge, CERT_CREATE),
+            ("GET", cert + r"/pending/?", self._get_pending, CERT_GET),
+            ("PATCH", cert + r"/pending/?", self._cancel_pending, CERT_UPDATE),
+            ("DELETE", cert + r"/pending/?", self._delete_pending, CERT_DELETE),
+            ("POST", cert + r"/create/?", self._create, CERT_CREATE),
+            ("POST", cert + r"/import/?", self._import, CERT_IMPORT),
+            ("GET", cert + r"(?:/(?P<version>[^/]*))?", self._get_certificate, CERT_GET),
+            ("PATCH", cert + r"(?:/(?P<version>[^/]*))?", self._update_certificate,
+             CERT_UPDATE),
+            ("DELETE", cert + r"/?", self._delete_certificate, CERT_DELETE),
+            ("GET", r"/deletedcertificates/?", self._list_deleted, CERT_LIST),
+            ("GET", rf"/deletedcertificates/{name}/?", self._get_deleted, CERT_GET),
+            ("DELETE", rf"/deletedcertificates/{name}/?", self._purge_deleted, CERT_PURGE),
+            ("POST", rf"/deletedcertificates/{name}/recover/?", self._recover_deleted,
+             CERT_RECOVER),
+            ("GET", r"/secrets/?", self._list_secrets, SECRET_LIST),
+            ("GET", rf"/secrets/{name}/versions/?", self._list_secret_versions, SECRET_LIST),
+            ("GET", rf"/secrets/{name}(?:/(?P<version>[^/]*))?", self._get_secret, SECRET_GET),
         ):
-            self._routes.append((method, re.compile(f"^{path}$", re.IGNORECASE), handler))
+            self._routes.append(
+                (method, re.compile(f"^{path}$", re.IGNORECASE), handler, permission))
 
     # -- shared helpers ------------------------------------------------------------------
 
@@ -358,9 +411,7 @@ class KeyVault:
                 props.get("enablePurgeProtection") is False:
             raise fail('The property "enablePurgeProtection" cannot be set to false. Enabling '
                        "the purge protection for a vault is an irreversible action.")
-        policies = props.get("accessPolicies", [])
-        if not isinstance(policies, list):
-            raise fail("The property 'accessPolicies' must be an array.")
+        _check_policies(props.get("accessPolicies", []), fail)
 
     def _properties(self, props: dict[str, Any], port: int) -> dict[str, Any]:
         out = {
@@ -481,6 +532,38 @@ class KeyVault:
             lastModifiedAt=self.platform.now().isoformat().replace("+00:00", "Z"))
         return json_response(vault.resource())
 
+    async def _update_access_policies(self, req: ArmRequest) -> web.Response:
+        """``accessPolicies/{add|replace|remove}``: change the entries named in the body,
+        leaving the vault and every other entry alone (add: union of permissions;
+        replace: the entry's permissions become the given ones; remove: the given
+        permissions go, and an entry left with none goes too)."""
+        vault = self._vault_for(req)
+        kind = req.params["operationKind"].lower()
+        if kind not in POLICY_KINDS:
+            return error_response(
+                400, "BadRequest", f"The operation kind '{req.params['operationKind']}' is "
+                "invalid; it must be one of 'add', 'replace', 'remove'.")
+        body = await req.json_body()
+        props = body.get("properties") if isinstance(body, dict) else None
+        changes = props.get("accessPolicies") if isinstance(props, dict) else None
+        if not isinstance(changes, list):
+            return error_response(400, "BadRequest",
+                                  "An invalid value was provided for 'accessPolicies'.")
+        _check_policies(changes, lambda message: web.HTTPBadRequest(
+            text=json.dumps({"error": {"code": "BadRequest", "message": message}}),
+            content_type="application/json"))
+        policies = [dict(p) for p in vault.properties.get("accessPolicies") or []]
+        for change in changes:
+            policies = _apply_policy_change(policies, change, kind)
+        vault.properties = {**vault.properties, "accessPolicies": policies}
+        vault.system_data.update(
+            lastModifiedBy=str(req.claims.get("appid") or ""), lastModifiedByType="Application",
+            lastModifiedAt=self.platform.now().isoformat().replace("+00:00", "Z"))
+        return json_response({"id": f"{vault.id}/accessPolicies/{kind}", "name": kind,
+                              "type": f"{VAULT_TYPE}/accessPolicies",
+                              "location": vault.location,
+                              "properties": {"accessPolicies": policies}})
+
     async def _get_vault(self, req: ArmRequest) -> web.Response:
         return json_response(self._vault_for(req).resource())
 
@@ -506,8 +589,9 @@ class KeyVault:
 
     # -- data plane: front door ------------------------------------------------------------
 
-    def _authenticate(self, vault: Vault, request: web.Request) -> None:
-        """Bearer token checks in Key Vault's order and wording (401 on any failure)."""
+    def _authenticate(self, vault: Vault, request: web.Request) -> dict[str, Any]:
+        """Bearer token checks in Key Vault's order and wording (401 on any failure);
+        the token's claims when it passes."""
         header = request.headers.get("Authorization", "")
         if not header.lower().startswith(("bearer ", "pop ")):
             raise Unauthorized("AKV10000: Request is missing a Bearer or PoP token.")
@@ -534,29 +618,31 @@ class KeyVault:
         if str(claims.get("iss", "")).lower() != expected.lower():
             raise Unauthorized(f"AKV10032: Invalid issuer. Expected one of {expected}, found "
                                f"{claims.get('iss')}.")
+        return claims
 
     async def _dispatch(self, vault: Vault, request: web.Request) -> web.StreamResponse:
         headers = {"x-ms-request-id": str(uuid.uuid4()),
                    "x-ms-keyvault-region": _region(vault.location),
                    "x-ms-keyvault-service-version": "1.9.2000.1"}
         try:
-            self._authenticate(vault, request)
+            claims = self._authenticate(vault, request)
             if not request.query.get("api-version"):
                 raise _bad("The api-version parameter is missing.")
-            response = await self._route(vault, request)
+            response = await self._route(vault, request, claims)
         except KvError as exc:
             if exc.status == 401:
                 headers["WWW-Authenticate"] = (
-                    f'Bearer authorization="https://login.microsoftonline.com/{vault.tenant}", '
+                    f'Bearer authorization="{AUTHORITY}/{vault.tenant}", '
                     f'resource="{VAULT_RESOURCE}"')
             response = exc.response(headers)
         else:
             response.headers.update(headers)
         return response
 
-    async def _route(self, vault: Vault, request: web.Request) -> web.Response:
+    async def _route(self, vault: Vault, request: web.Request, claims: dict[str, Any]
+                     ) -> web.Response:
         path_known = False
-        for method, regex, handler in self._routes:
+        for method, regex, handler, permission in self._routes:
             match = regex.match(request.path)
             if match is None:
                 continue
@@ -565,11 +651,48 @@ class KeyVault:
                 params = {k: v for k, v in match.groupdict().items() if v is not None}
                 if "name" in params and not OBJECT_NAME.match(params["name"]):
                     raise _bad(f"The request URI contains an invalid name: {params['name']}")
+                if permission is not None:
+                    self._authorize(vault, claims, permission, params.get("name"))
                 return await handler(vault, request, params)
         if path_known:
             raise KvError(405, "BadParameter",
                           f"The method {request.method} is not allowed on {request.path}.")
         raise KvError(404, "NotFound", f"The path {request.path} is not served by this vault.")
+
+    def _authorize(self, vault: Vault, claims: dict[str, Any], permission: Permission,
+                   name: str | None) -> None:
+        """403 in Key Vault's words unless the vault's permission model grants the call."""
+        oid, appid = str(claims.get("oid", "")), str(claims.get("appid", ""))
+        caller = f"appid={appid};oid={oid};iss={claims.get('iss', '')}"
+        where = f"{vault.name};location={_region(vault.location)}"
+        if vault.properties.get("enableRbacAuthorization"):
+            resource = vault.id.lower() + (f"/{permission.kind}/{name}" if name else "")
+            if self.authorization.allows(oid, resource, permission.data_action):
+                return
+            raise KvError(
+                403, "Forbidden",
+                "Caller is not authorized to perform action on resource.\r\nIf role "
+                "assignments, deny assignments or role definitions were changed recently, "
+                f"please observe propagation time.\r\nCaller: {caller}\r\nAction: "
+                f"'{permission.data_action}'\r\nResource: '{resource}'\r\nAssignment: "
+                "(not found)\r\nDenyAssignmentId: null\r\nDecisionReason: "
+                f"'DeniedWithNoValidRBAC' \r\nVault: {where}\r\n",
+                inner="ForbiddenByRbac")
+        for entry in vault.properties.get("accessPolicies") or []:
+            if str(entry.get("objectId", "")).lower() != oid.lower():
+                continue
+            if entry.get("applicationId") and \
+                    str(entry["applicationId"]).lower() != appid.lower():
+                continue
+            granted = {str(p).lower() for p in
+                       (entry.get("permissions") or {}).get(permission.kind) or []}
+            if permission.operation in granted or "all" in granted:
+                return
+        raise KvError(
+            403, "Forbidden",
+            f"The user, group or application '{caller}' does not have {permission.kind} "
+            f"{permission.operation} permission on key vault '{where}'. {ACCESS_HELP}",
+            inner="AccessDenied")
 
     async def _unsupported(self, vault: Vault, request: web.Request,
                            params: dict[str, str]) -> web.Response:
@@ -600,7 +723,9 @@ class KeyVault:
                        f"{MAX_RESULTS}.")
         start = _decode_skip(request.query.get("$skiptoken", ""))
         body: dict[str, Any] = {"value": items[start:start + size], "nextLink": None}
-        if start + size < len(items):
+        # A full page links to the next one even when nothing follows (the last page is
+        # then empty), as recorded.
+        if start + size <= len(items):
             token = base64.urlsafe_b64encode(
                 json.dumps({"NextMarker": start + size}).encode()).rstrip(b"=").decode()
             body["nextLink"] = (f"{vault.uri}{request.path.lstrip('/')}?api-version="
@@ -641,25 +766,30 @@ class KeyVault:
         if tags:
             out["tags"] = tags
         out["policy"] = self._policy_json(vault, cert)
-        if cert.pending is not None:
+        if cert.pending is not None and cert.pending.status == "inProgress":
             out["pending"] = {"id": f"{vault.uri}certificates/{cert.name}/pending"}
         return out
 
     def _item(self, vault: Vault, cert: Certificate, v: CertVersion | None,
               versioned: bool) -> dict[str, Any]:
-        """A CertificateItem for list answers."""
+        """A CertificateItem for list answers: as recorded, its attributes carry no
+        ``recoveryLevel``/``recoverableDays`` and it ends with ``subject`` (``""`` in every
+        recorded list answer, whatever the certificate's subject)."""
         op = cert.pending
         version = v.version if v else (op.version if op else "")
+        attributes = self._attributes(vault, v) if v else \
+            self._pending_attributes(vault, op) if op else {}
         out: dict[str, Any] = {
             "id": f"{vault.uri}certificates/{cert.name}" + (f"/{version}" if versioned else ""),
-            "attributes": self._attributes(vault, v) if v else
-            self._pending_attributes(vault, op) if op else {},
         }
         if v is not None:
             out["x5t"] = kvcerts.x5t(v.cert)
+        out["attributes"] = {k: val for k, val in attributes.items()
+                             if k not in ("recoveryLevel", "recoverableDays")}
         tags = v.tags if v else (op.tags if op else {})
         if tags:
             out["tags"] = tags
+        out["subject"] = ""
         return out
 
     def _operation(self, vault: Vault, cert: Certificate, op: PendingOp) -> dict[str, Any]:
@@ -723,6 +853,8 @@ class KeyVault:
         items = [self._item(vault, cert, v, versioned=True) for v in cert.versions]
         if cert.pending is not None and cert.pending.status == "inProgress":
             items.append(self._item(vault, cert, None, versioned=True))
+        # Key Vault lists versions by version id, not by creation (recorded).
+        items.sort(key=lambda item: str(item["id"]).lower())
         return self._page(vault, request, items)
 
     async def _get_certificate(self, vault: Vault, request: web.Request,
@@ -1131,6 +1263,50 @@ class KeyVault:
             vault_enabled_for_deployment=bool(vault.properties.get("enabledForDeployment")),
             thumbprint=kvcerts.thumbprint(found.cert), content_type=found.content_type,
             enabled=found.enabled)
+
+
+def _check_policies(policies: Any, fail: Callable[..., web.HTTPBadRequest]) -> None:
+    """Access policy entries as the resource provider accepts them (ARM 400 otherwise)."""
+    if not isinstance(policies, list):
+        raise fail("An invalid value was provided for 'accessPolicies'.")
+    for entry in policies:
+        if not isinstance(entry, dict) or not GUID.match(str(entry.get("tenantId", ""))) \
+                or not GUID.match(str(entry.get("objectId", ""))) \
+                or not isinstance(entry.get("permissions"), dict) \
+                or not all(isinstance(v, list) for v in entry["permissions"].values()):
+            raise fail("An invalid value was provided for 'accessPolicies'.")
+
+
+def _policy_key(entry: dict[str, Any]) -> tuple[str, str]:
+    return str(entry["objectId"]).lower(), str(entry.get("applicationId") or "").lower()
+
+
+def _apply_policy_change(policies: list[dict[str, Any]], change: dict[str, Any], kind: str
+                         ) -> list[dict[str, Any]]:
+    given = {k: [str(p) for p in v] for k, v in change["permissions"].items()}
+    out: list[dict[str, Any]] = []
+    found = False
+    for entry in policies:
+        if _policy_key(entry) != _policy_key(change):
+            out.append(entry)
+            continue
+        found = True
+        current = {k: list(v) for k, v in (entry.get("permissions") or {}).items()}
+        if kind == "replace":
+            current = given
+        for section, perms in given.items():
+            have = current.get(section, [])
+            if kind == "add":
+                current[section] = have + [p for p in perms
+                                           if p.lower() not in {h.lower() for h in have}]
+            elif kind == "remove":
+                current[section] = [h for h in have
+                                    if h.lower() not in {p.lower() for p in perms}]
+        if kind != "remove" or any(current.values()):
+            out.append({**entry, "permissions": current})
+    if not found and kind != "remove":
+        out.append({**change, "permissions": given})
+    return out
 
 
 def _region(location: str) -> str:

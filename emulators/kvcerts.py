@@ -485,6 +485,8 @@ def normalize_policy(raw: Any, created: int, now: int) -> dict[str, Any]:
         "ekus": list(x509_in.get("ekus") or [SERVER_AUTH, CLIENT_AUTH]),
         "key_usage": usages, "validity_months": months, "basic_constraints": {"ca": False},
     }
+    if not x509_props["sans"]:
+        del x509_props["sans"]  # Key Vault leaves out empty SANs (recorded import answer)
     issuer = {k: v for k, v in _section(raw, "issuer").items() if v is not None}
     issuer.setdefault("name", "Unknown")
     is_self = str(issuer["name"]).lower() == "self"
@@ -539,7 +541,7 @@ def x509_spec(policy: dict[str, Any]) -> X509Spec:
     props = policy["x509_props"]
     subject = props["subject"] or ""
     name = parse_subject(subject) if subject else x509.Name([])
-    spec = X509Spec(name, dict(props["sans"]), tuple(props["ekus"]),
+    spec = X509Spec(name, dict(props.get("sans") or {}), tuple(props["ekus"]),
                     tuple(props["key_usage"]), int(props["validity_months"]))
     try:
         for eku in spec.ekus:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -37,7 +39,29 @@ from azure.mgmt.compute.models import (
 )
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
 
+from emulators.authorization import ROLE_IDS
+
 NS = "http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration"
+# What the operator's own steps need in a vault (it makes and imports certificates and
+# reads their secrets): granted explicitly, like the app's rights, never implied.
+OPERATOR_ROLES = ("Key Vault Certificates Officer", "Key Vault Secrets User")
+OPERATOR_POLICY = {"certificates": ["get", "list", "create", "import", "update", "delete"],
+                   "secrets": ["get", "list"]}
+# What the function app reads (RENEW_ON_NEAR_EXPIRY adds certificate create/update).
+APP_ROLES = ("Key Vault Certificate User",)
+APP_POLICY = {"certificates": ["get", "list"], "secrets": ["get"]}
+AUTH_API = "2022-04-01"
+
+
+def combined(*policies: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The union of access-policy permission sets (order kept, no duplicates)."""
+    out: dict[str, list[str]] = {}
+    for policy in policies:
+        for kind, perms in policy.items():
+            out.setdefault(kind, [])
+            out[kind] += [p for p in perms if p not in out[kind]]
+    return out
+KV_API = "2023-07-01"
 
 
 def cscfg(service: str, roles: dict[str, dict[str, str]]) -> str:
@@ -144,21 +168,79 @@ class Operator:
         )
         return f"/subscriptions/{self.sub}/resourceGroups/{name}"
 
-    def vault(self, rg: str, name: str, enabled_for_deployment: bool = True) -> tuple[str, str]:
-        """Create a vault; returns (ARM id, data-plane URL)."""
-        body = {
-            "location": self.location,
-            "properties": {
-                "tenantId": self.env["AZURE_TENANT_ID"],
-                "sku": {"family": "A", "name": "standard"},
-                "enabledForDeployment": enabled_for_deployment,
-                "enableRbacAuthorization": True,
-            },
+    def vault(
+        self,
+        rg: str,
+        name: str,
+        enabled_for_deployment: bool = True,
+        *,
+        rbac: bool,
+        roles: Sequence[str] = (),
+        policy: dict[str, list[str]] | None = None,
+    ) -> tuple[str, str]:
+        """Create a vault; returns (ARM id, data-plane URL).
+
+        ``rbac`` picks the permission model. The app's principal gets ``roles`` (role
+        assignments at the vault: an RBAC vault) or ``policy`` (its access policy: an
+        access-policy vault), so each caller states the rights its steps need.
+        """
+        props: dict[str, Any] = {
+            "tenantId": self.env["AZURE_TENANT_ID"],
+            "sku": {"family": "A", "name": "standard"},
+            "enabledForDeployment": enabled_for_deployment,
+            "enableRbacAuthorization": rbac,
         }
+        if policy is not None:
+            props["accessPolicies"] = [self._policy_entry(policy)]
         vault = self.arm(
-            "PUT", f"{rg}/providers/Microsoft.KeyVault/vaults/{name}", body, api="2023-07-01"
+            "PUT",
+            f"{rg}/providers/Microsoft.KeyVault/vaults/{name}",
+            {"location": self.location, "properties": props},
+            api=KV_API,
         )
+        for role in roles:
+            self.grant_role(vault["id"], role)
         return vault["id"], vault["properties"]["vaultUri"]
+
+    @property
+    def principal(self) -> str:
+        return self.env["APP_PRINCIPAL_ID"]
+
+    def _policy_entry(self, permissions: dict[str, list[str]]) -> dict[str, Any]:
+        return {
+            "tenantId": self.env["AZURE_TENANT_ID"],
+            "objectId": self.principal,
+            "permissions": {k: list(v) for k, v in permissions.items()},
+        }
+
+    def grant_role(self, scope: str, role: str) -> str:
+        """Assign the built-in ``role`` (by name) to the app's principal at ``scope``
+        (a subscription, resource group or resource id); returns the assignment's id."""
+        path = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}"
+        definition = (
+            f"/subscriptions/{self.sub}/providers/Microsoft.Authorization/roleDefinitions/"
+            f"{ROLE_IDS[role]}"
+        )
+        body = {
+            "properties": {
+                "roleDefinitionId": definition,
+                "principalId": self.principal,
+                "principalType": "ServicePrincipal",
+            }
+        }
+        return str(self.arm("PUT", path, body, api=AUTH_API)["id"])
+
+    def revoke_role(self, assignment_id: str) -> None:
+        self.arm("DELETE", assignment_id, api=AUTH_API)
+
+    def access_policy(
+        self, vault_id: str, kind: str, permissions: dict[str, list[str]]
+    ) -> list[dict[str, Any]]:
+        """``accessPolicies/{kind}`` (add, replace or remove) for the app's principal;
+        returns the vault's access policies afterwards."""
+        body = {"properties": {"accessPolicies": [self._policy_entry(permissions)]}}
+        answer = self.arm("PUT", f"{vault_id}/accessPolicies/{kind}", body, api=KV_API)
+        return list(answer["properties"]["accessPolicies"])
 
     def certificates(self, vault_url: str) -> CertificateClient:
         if vault_url not in self._certs:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from emulators import admin, identity
 from emulators.arm import Arm
+from emulators.authorization import Authorization
 from emulators.blobs import Blobs
 from emulators.cloudservices import CloudServices
 from emulators.core import Platform
@@ -40,7 +41,9 @@ async def run(config: dict[str, object], ready: Path) -> None:
         platform, arm, blobs, retry_scale=float(str(config.get("retry_scale", 0.01)))
     )
     low, high = (int(p) for p in str(config.get("vault_ports", "0-0")).split("-"))
-    vaults = KeyVault(platform, arm, events, range(low, high + 1) if low else None)
+    vaults = KeyVault(
+        platform, arm, events, Authorization(platform, arm), range(low, high + 1) if low else None
+    )
     services = CloudServices(
         platform, arm, vaults, blobs, update_seconds=float(str(config.get("update_seconds", 0.5)))
     )

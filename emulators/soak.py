@@ -40,7 +40,7 @@ from typing import Any
 import requests
 from azure.keyvault.certificates import KeyVaultCertificate
 
-from emulators.provision import Operator, cscfg, thumbprint
+from emulators.provision import APP_ROLES, OPERATOR_ROLES, Operator, cscfg, thumbprint
 from emulators.stack import Stack
 from shared import cscfg as parser
 
@@ -99,7 +99,8 @@ def build(stack: Stack, config: Config, rng: random.Random) -> World:
     rg = op.resource_group("soak-rg")
     vault_ids, vault_urls, certs = [], [], []
     for v in range(config.vaults):
-        vault_id, vault_url = op.vault(rg, f"soak-kv{v}")
+        vault_id, vault_url = op.vault(
+            rg, f"soak-kv{v}", rbac=True, roles=(*OPERATOR_ROLES, *APP_ROLES))
         vault_ids.append(vault_id)
         vault_urls.append(vault_url)
         for c in range(config.certificates_per_vault):

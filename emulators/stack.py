@@ -237,6 +237,9 @@ class Stack:
                 "AZURE_TENANT_ID": str(config["tenant_id"]),
                 "AZURE_CLIENT_ID": str(config["principal_client_id"]),
                 "MANAGED_IDENTITY_OBJECT_ID": str(config["principal_object_id"]),
+                # The app's principal (the ``oid`` of its tokens), for role assignments and
+                # access policies.
+                "APP_PRINCIPAL_ID": str(config["principal_object_id"]),
                 "ARM_ENDPOINT": f"https://127.0.0.1:{ports['arm']}",
                 "STACK_CA_BUNDLE": str(tls.ca_cert),
                 "IDENTITY_ENDPOINT": f"http://127.0.0.1:{ports['identity']}/msi/token",

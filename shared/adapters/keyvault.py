@@ -21,8 +21,8 @@ from azure.keyvault.certificates import (
 )
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from shared.adapters.arm_errors import translate
 from shared.adapters.clients import Clients
+from shared.adapters.kv_errors import vault_error
 from shared.errors import NotFound
 from shared.model import Certificate, CertificateVersion, SecretFacts, SecretUrl
 
@@ -69,7 +69,7 @@ class KeyVault:
         except ResourceNotFoundError as exc:
             raise NotFound(f"certificate '{name}' does not exist in vault {vault_url}") from exc
         except AzureError as exc:
-            raise translate(exc, what) from exc
+            raise vault_error(exc, vault_url, what) from exc
         for version in versions:
             self._thumbprints[version.secret_id.lower()] = version.thumbprint
         trigger = next(
@@ -114,7 +114,9 @@ class KeyVault:
         except ResourceNotFoundError:
             value = None
         except AzureError as exc:
-            raise translate(exc, f"reading the certificate behind {secret_url}") from exc
+            raise vault_error(
+                exc, parsed.vault_url, f"reading the certificate behind {secret_url}"
+            ) from exc
         self._thumbprints[key] = value
         return value
 
@@ -146,7 +148,7 @@ class KeyVault:
             response.raise_for_status()
             body = response.json()
         except AzureError as exc:
-            raise translate(exc, what) from exc
+            raise vault_error(exc, parsed.vault_url, what) from exc
         facts = SecretFacts(
             content_type=body.get("contentType"),
             private_key=_has_private_key(body.get("contentType"), str(body.get("value") or "")),
@@ -178,7 +180,7 @@ class KeyVault:
         except ResourceNotFoundError as exc:
             raise NotFound(f"certificate '{name}' does not exist in vault {vault_url}") from exc
         except AzureError as exc:
-            raise translate(exc, f"requesting a new version of '{name}'") from exc
+            raise vault_error(exc, vault_url, f"requesting a new version of '{name}'") from exc
 
     def certificate_names(self, vault_url: str) -> list[str]:
         """Names of every certificate in the vault (one listing, pages followed).
@@ -193,7 +195,7 @@ class KeyVault:
                 if props.name
             ]
         except AzureError as exc:
-            raise translate(exc, f"listing the certificates of {vault_url}") from exc
+            raise vault_error(exc, vault_url, f"listing the certificates of {vault_url}") from exc
 
 
 def _version(vault_url: str, name: str, props: CertificateProperties) -> CertificateVersion:

@@ -13,6 +13,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
 from cryptography.x509.oid import NameOID
 
 from emulators.polling import wait_for
-from emulators.provision import NS, Operator, cscfg, thumbprint
+from emulators.provision import APP_ROLES, NS, OPERATOR_ROLES, Operator, cscfg, thumbprint
 from emulators.stack import app_settings
 from shared.config import Settings
 from shared.engine import Engine
@@ -113,12 +114,25 @@ class Deployed:
 class World:
     """One test's own resource group and vault, and the ways to look at the outcome."""
 
-    def __init__(self, stack: LocalStack, op: Operator) -> None:
+    def __init__(
+        self,
+        stack: LocalStack,
+        op: Operator,
+        *,
+        rbac: bool = True,
+        roles: Sequence[str] = (*OPERATOR_ROLES, *APP_ROLES),
+        policy: dict[str, list[str]] | None = None,
+    ) -> None:
         self.stack, self.op = stack, op
         self.rg_name = unique("rg")
         self.rg = op.resource_group(self.rg_name)
         self.vault_name = unique("kv")
-        self.vault_id, self.vault_url = op.vault(self.rg, self.vault_name)
+        # By default an RBAC vault in which the operator's steps and the app (one identity
+        # on the stack) get their roles explicitly; access-policy tests pass ``rbac=False``
+        # and the ``policy`` they need.
+        self.vault_id, self.vault_url = op.vault(
+            self.rg, self.vault_name, rbac=rbac, roles=roles if rbac else (), policy=policy
+        )
         self.kv = op.certificates(self.vault_url)
         self.subscription = ""
         self.mark = stack.request_mark()

@@ -111,7 +111,11 @@ def _vault(stack: LocalStack, credential: DefaultAzureCredential, rg: str,
         "location": "westus",
         "properties": {"tenantId": stack.env["AZURE_TENANT_ID"],
                        "sku": {"family": "A", "name": "standard"},
-                       "enabledForDeployment": for_deployment},
+                       "enabledForDeployment": for_deployment,
+                       # The tests make certificates in it: create, and read the result.
+                       "accessPolicies": [{"tenantId": stack.env["AZURE_TENANT_ID"],
+                                           "objectId": stack.env["APP_PRINCIPAL_ID"],
+                                           "permissions": {"certificates": ["get", "create"]}}]},
     })
     return vault_id, str(body["properties"]["vaultUri"])
 

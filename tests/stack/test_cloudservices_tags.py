@@ -18,7 +18,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.keyvault.certificates import KeyVaultCertificate
 from azure.mgmt.compute.models import CloudServiceUpdate
 
-from emulators.provision import Operator, cscfg, thumbprint
+from emulators.provision import OPERATOR_ROLES, Operator, cscfg, thumbprint
 from tests.conftest import LocalStack
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -38,7 +38,8 @@ def rg(op: Operator) -> str:
 def certificate(op: Operator, rg: str) -> tuple[str, KeyVaultCertificate]:
     """A vault and one certificate version in it: (vault id, version)."""
     group_id = f"/subscriptions/{op.sub}/resourceGroups/{rg}"
-    vault_id, vault_url = op.vault(group_id, f"kv{uuid.uuid4().hex[:8]}")
+    vault_id, vault_url = op.vault(
+        group_id, f"kv{uuid.uuid4().hex[:8]}", rbac=True, roles=OPERATOR_ROLES)
     return vault_id, op.new_version(vault_url, "web-tls")
 
 

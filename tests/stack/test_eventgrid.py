@@ -505,7 +505,12 @@ def test_key_vault_certificate_raises_delivered_event(stack: LocalStack, receive
                   f"/providers/Microsoft.KeyVault/vaults/{vault_name}")
     made = arm.call("PUT", vault_path, {"location": "westeurope", "properties": {
         "tenantId": stack.env["AZURE_TENANT_ID"], "sku": {"family": "A", "name": "standard"},
-        "enabledForDeployment": True}}, api_version="2023-07-01")
+        "enabledForDeployment": True,
+        # The test makes a certificate: create, and read the result.
+        "accessPolicies": [{"tenantId": stack.env["AZURE_TENANT_ID"],
+                            "objectId": stack.env["APP_PRINCIPAL_ID"],
+                            "permissions": {"certificates": ["get", "create"]}}]}},
+        api_version="2023-07-01")
     assert made.status_code in (200, 201), made.text
     vault = made.json()
     topic_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"

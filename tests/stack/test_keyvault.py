@@ -90,9 +90,19 @@ class Arm:
                 f"/providers/Microsoft.KeyVault/vaults/{name}")
 
     def vault_body(self, **props: Any) -> dict[str, Any]:
+        """An access-policy vault in which the tests' identity may do what these tests do:
+        every certificate operation they call, and reading the secrets behind them."""
         return {"location": "westus", "tags": {"env": "test"}, "properties": {
             "tenantId": self.stack.env["AZURE_TENANT_ID"],
-            "sku": {"family": "A", "name": "standard"}, **props}}
+            "sku": {"family": "A", "name": "standard"},
+            "accessPolicies": [{
+                "tenantId": self.stack.env["AZURE_TENANT_ID"],
+                "objectId": self.stack.env["APP_PRINCIPAL_ID"],
+                "permissions": {
+                    "certificates": ["get", "list", "create", "import", "update", "delete",
+                                     "recover", "purge"],
+                    "secrets": ["get", "list"]}}],
+            **props}}
 
     def new_vault(self, rg: str, **props: Any) -> dict[str, Any]:
         resp = self.call("PUT", self.vault_path(rg, unique("kv")), self.vault_body(**props))
@@ -294,7 +304,7 @@ def test_challenge_then_bearer_as_in_the_request_log(stack: LocalStack, arm: Arm
                                      "message": "AKV10000: Request is missing a Bearer or PoP "
                                                 "token."}}
     assert bare.headers["WWW-Authenticate"] == (
-        f'Bearer authorization="https://login.microsoftonline.com/'
+        f'Bearer authorization="https://login.windows.net/'
         f'{stack.env["AZURE_TENANT_ID"]}", resource="https://vault.azure.net"')
     assert port in uri
 
@@ -508,7 +518,8 @@ def test_versions_are_paged(stack: LocalStack, certs: CertificateClient) -> None
     assert props(certs.get_certificate(name)).version == made[-1]
     mark = stack.request_mark()
     listed = list(certs.list_properties_of_certificate_versions(name, max_page_size=2))
-    assert [p.version for p in listed] == made
+    # In Key Vault's order: by version id, not by creation (as recorded).
+    assert [p.version for p in listed] == sorted(made)
     assert all(p.x509_thumbprint and p.enabled for p in listed)
     pages = [r for r in stack.requests_since(mark)
              if r["service"] == "keyvault" and r["path"].endswith("/versions")]
@@ -681,3 +692,114 @@ def test_auto_renew_lifetime_action_issues_a_new_version(
     assert parsed.subject.rfc4514_string() == "CN=renew.contoso.com"
     assert parsed.not_valid_after_utc > old.not_valid_after_utc
     assert len(list(certs.list_properties_of_certificate_versions(name))) == 2
+
+
+# -- authorization: role assignments and access policies through ARM --------------------------
+
+AUTH_API = "2022-04-01"
+CERT_USER = "db79e9a7-68ee-4b58-9aeb-b90e7c24fcba"  # Key Vault Certificate User
+
+
+def assignment(arm: Arm, scope: str, role: str = CERT_USER,
+               principal: str | None = None) -> requests.Response:
+    return arm.call("PUT", f"{scope}/providers/Microsoft.Authorization/roleAssignments/"
+                    f"{uuid.uuid4()}", {"properties": {
+                        "roleDefinitionId": f"/subscriptions/{arm.stack.subscription}/providers"
+                                            f"/Microsoft.Authorization/roleDefinitions/{role}",
+                        "principalId": principal or arm.stack.env["APP_PRINCIPAL_ID"],
+                        "principalType": "ServicePrincipal"}}, api_version=AUTH_API)
+
+
+def inner_code(exc: HttpResponseError) -> str:
+    assert exc.error is not None and isinstance(exc.error.innererror, dict)
+    return str(exc.error.innererror["code"])
+
+
+def test_rbac_vault_follows_role_assignments_at_any_parent_scope(
+        stack: LocalStack, arm: Arm) -> None:
+    rg = arm.new_rg()
+    made = arm.call("PUT", arm.vault_path(rg, unique("kv")), {
+        "location": "westus", "properties": {
+            "tenantId": stack.env["AZURE_TENANT_ID"], "sku": {"family": "A", "name": "standard"},
+            "enableRbacAuthorization": True,
+            # Ignored by an RBAC vault, as in Azure.
+            "accessPolicies": arm.vault_body()["properties"]["accessPolicies"]}})
+    assert made.status_code == 201, made.text
+    vault = made.json()
+    certs = CertificateClient(vault["properties"]["vaultUri"], DefaultAzureCredential(),
+                              connection_verify=stack.ca, verify_challenge_resource=False)
+    with pytest.raises(HttpResponseError) as refused:
+        list(certs.list_properties_of_certificates())
+    assert refused.value.status_code == 403 and inner_code(refused.value) == "ForbiddenByRbac"
+    # Someone else's assignment grants nothing; the app's at the resource group does.
+    assert assignment(arm, vault["id"], principal=str(uuid.uuid4())).status_code == 201
+    with pytest.raises(HttpResponseError):
+        list(certs.list_properties_of_certificates())
+    group = f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
+    granted = assignment(arm, group)
+    assert granted.status_code == 201, granted.text
+    body = granted.json()
+    assert body["type"] == "Microsoft.Authorization/roleAssignments"
+    assert body["properties"]["scope"] == group
+    assert body["properties"]["principalId"] == stack.env["APP_PRINCIPAL_ID"]
+    assert list(certs.list_properties_of_certificates()) == []
+    # The reader role cannot create: the create data action is not in it.
+    with pytest.raises(HttpResponseError) as refused:
+        certs.begin_create_certificate(unique("c"), CertificatePolicy.get_default())
+    assert "'Microsoft.KeyVault/vaults/certificates/create/action'" in str(refused.value)
+    assert arm.call("GET", body["id"], api_version=AUTH_API).json() == body
+    assert arm.call("DELETE", body["id"], api_version=AUTH_API).status_code == 200
+    assert arm.call("GET", body["id"], api_version=AUTH_API).status_code == 404
+    with pytest.raises(HttpResponseError):
+        list(certs.list_properties_of_certificates())
+
+
+def test_role_assignment_refusals(stack: LocalStack, arm: Arm) -> None:
+    scope = f"/subscriptions/{stack.subscription}"
+    unknown = assignment(arm, scope, role=str(uuid.uuid4()))
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "RoleDefinitionDoesNotExist"
+    rg = f"{scope}/resourceGroups/{arm.new_rg()}"
+    assert assignment(arm, rg).status_code == 201
+    again = assignment(arm, rg)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "RoleAssignmentExists"
+    bad_name = arm.call("PUT", f"{rg}/providers/Microsoft.Authorization/roleAssignments/x1",
+                        {"properties": {}}, api_version=AUTH_API)
+    assert bad_name.status_code == 400
+
+
+def test_access_policies_add_replace_remove(stack: LocalStack, arm: Arm) -> None:
+    rg = arm.new_rg()
+    body = arm.vault_body()
+    mine = body["properties"].pop("accessPolicies")[0]
+    other = dict(mine, objectId=str(uuid.uuid4()), permissions={"secrets": ["get"]})
+    body["properties"]["accessPolicies"] = [other]
+    vault = arm.call("PUT", arm.vault_path(rg, unique("kv")), body).json()
+    certs = CertificateClient(vault["properties"]["vaultUri"], DefaultAzureCredential(),
+                              connection_verify=stack.ca, verify_challenge_resource=False)
+    with pytest.raises(HttpResponseError) as refused:
+        list(certs.list_properties_of_certificates())
+    assert refused.value.status_code == 403 and inner_code(refused.value) == "AccessDenied"
+    assert "does not have certificates list permission on key vault" in str(refused.value)
+
+    def update(kind: str, permissions: dict[str, list[str]]) -> list[dict[str, Any]]:
+        resp = arm.call("PUT", f"{vault['id']}/accessPolicies/{kind}", {"properties": {
+            "accessPolicies": [dict(mine, permissions=permissions)]}})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["type"] == "Microsoft.KeyVault/vaults/accessPolicies"
+        return list(resp.json()["properties"]["accessPolicies"])
+
+    after = update("add", {"certificates": ["list"]})
+    assert after[0] == other and after[1]["permissions"] == {"certificates": ["list"]}
+    assert list(certs.list_properties_of_certificates()) == []
+    assert update("add", {"certificates": ["get", "list"]})[1]["permissions"] == {
+        "certificates": ["list", "get"]}
+    assert update("replace", {"certificates": ["get"]})[1]["permissions"] == {
+        "certificates": ["get"]}
+    with pytest.raises(HttpResponseError):
+        list(certs.list_properties_of_certificates())
+    assert update("remove", {"certificates": ["get"]}) == [other]
+    assert arm.call("GET", vault["id"]).json()["properties"]["accessPolicies"] == [other]
+    wrong = arm.call("PUT", f"{vault['id']}/accessPolicies/merge", {"properties": {
+        "accessPolicies": []}})
+    assert wrong.status_code == 400

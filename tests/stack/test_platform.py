@@ -39,7 +39,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from emulators.polling import wait_for
-from emulators.provision import Operator
+from emulators.provision import OPERATOR_ROLES, Operator
 from emulators.stack import ROOT, Stack, app_settings
 from tests.conftest import LocalStack
 from tests.webhook import Webhook
@@ -127,7 +127,11 @@ class Client:
     def new_vault(self, rg: str) -> str:
         """A vault in ``rg``; returns its data-plane URL."""
         body = {"location": "westus", "properties": {
-            "tenantId": self.env["AZURE_TENANT_ID"], "sku": {"family": "A", "name": "standard"}}}
+            "tenantId": self.env["AZURE_TENANT_ID"], "sku": {"family": "A", "name": "standard"},
+            # ``vault()`` lists certificates: the one right these tests use.
+            "accessPolicies": [{"tenantId": self.env["AZURE_TENANT_ID"],
+                                "objectId": self.env["APP_PRINCIPAL_ID"],
+                                "permissions": {"certificates": ["list"]}}]}}
         path = f"/subscriptions/{self.sub}/resourceGroups/{rg}/providers/" \
                f"Microsoft.KeyVault/vaults/{unique('kvplat')}"
         resp = self.arm("PUT", path, body, api=KV_API)
@@ -480,7 +484,8 @@ def test_clock_moves_certificate_lifetimes(side: Stack) -> None:
         with environment(side.env):
             operator = Operator(dict(side.env))
             rg = operator.resource_group(unique("rg-clock-"))
-            vault_id, vault_url = operator.vault(rg, unique("kvclock"))
+            vault_id, vault_url = operator.vault(
+                rg, unique("kvclock"), rbac=True, roles=OPERATOR_ROLES)
             operator.subscribe(rg, vault_id, "clock-events", hook.url)
             policy = CertificatePolicy(
                 issuer_name="Self", subject="CN=clock", validity_in_months=12,
