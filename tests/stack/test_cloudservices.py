@@ -275,7 +275,7 @@ def test_create_two_roles_with_certificate_completes(
     log = [r for r in stack.requests_since(mark) if r["service"] == "arm"]
     put = next(r for r in log if r["method"] == "PUT")
     assert put["status"] == 201
-    assert any("/operations/" in r["path"] for r in log)
+    assert any("/CsOperations/" in r["path"] for r in log)
 
 
 def test_put_answers_creating_then_updating_and_never_echoes_write_only(
@@ -379,8 +379,9 @@ def _instance_states(compute: ComputeManagementClient, rg: str, name: str) -> di
     instances: list[Any] = list(
         compute.cloud_service_role_instances.list(rg, name, expand="instanceView"))
     return {
-        i.name: next(s.code for s in i.properties.instance_view.statuses
-                     if s.code.startswith("ProvisioningState/"))
+        # A running instance shows only its RoleState; a lagging one ProvisioningState/updating.
+        i.name: next((s.code for s in i.properties.instance_view.statuses
+                      if s.code.startswith("ProvisioningState/")), "ProvisioningState/succeeded")
         for i in instances
     }
 
@@ -514,17 +515,38 @@ def test_unreadable_package_is_refused(
              "InvalidParameter")
 
 
-def test_package_and_configuration_are_required_on_every_put(
-    compute: ComputeManagementClient, rg: str, package: Package,
+def test_package_is_required_to_create_and_kept_by_an_update_without_one(
+    stack: LocalStack, compute: ComputeManagementClient, rg: str, package: Package,
 ) -> None:
     message = _refused(compute, rg, _name(), model(None, cscfg()), "InvalidParameter")
     assert message == "Required parameter 'packageUrl' is missing (null)."
     name = _name()
     compute.cloud_services.begin_create_or_update(rg, name, model(package.good, cscfg())).result()
-    current = compute.cloud_services.get(rg, name)  # as read: packageUrl is not there
-    with pytest.raises(HttpResponseError) as caught:
-        compute.cloud_services.begin_create_or_update(rg, name, current)
-    assert caught.value.status_code == 400 and "packageUrl" in str(caught.value.message)
+    deployed = _admin_service(stack, rg, name)["package"]
+    current: Any = compute.cloud_services.get(rg, name)  # as read: packageUrl is not there
+    current.properties.configuration = cscfg(setting="v2")
+    updated: Any = compute.cloud_services.begin_create_or_update(rg, name, current).result()
+    assert updated.properties.provisioning_state == "Succeeded"
+    assert 'value="v2"' in updated.properties.configuration
+    assert _admin_service(stack, rg, name)["package"] == deployed
+
+
+def test_malformed_package_url_is_refused_before_the_configuration_is_read(
+    compute: ComputeManagementClient, rg: str, package: Package,
+) -> None:
+    for url in (package.url, "not a url", package.good.replace("https:", "http:", 1)):
+        body = model(url, "<not a cscfg")
+        with pytest.raises(HttpResponseError) as caught:
+            compute.cloud_services.begin_create_or_update(rg, _name(), body)
+        assert caught.value.status_code == 400 and caught.value.error is not None
+        assert (caught.value.error.code, caught.value.error.message) == (
+            "InvalidParameter", "The value of parameter packageUrl is invalid.")
+        assert caught.value.error.target is None
+
+
+def _admin_service(stack: LocalStack, rg: str, name: str) -> dict[str, Any]:
+    return next(s for s in stack.admin("GET", "/cloudservices")["services"]
+                if (s["resourceGroup"], s["name"]) == (rg, name))
 
 
 def test_cscfg_roles_must_match_role_profile(
