@@ -32,6 +32,7 @@ from azure.mgmt.compute.models import (
     CloudServiceRoleSku,
     CloudServiceVaultCertificate,
     CloudServiceVaultSecretGroup,
+    RoleInstances,
     SubResource,
 )
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
@@ -441,6 +442,30 @@ def test_delete_is_long_running_and_idempotent(
     with pytest.raises(ResourceNotFoundError):
         compute.cloud_services.get(rg, name)
     compute.cloud_services.begin_delete(rg, name).result()  # 204: nothing to delete
+
+
+def test_restart_and_delete_answer_202_with_a_monitor_location(
+    stack: LocalStack, compute: ComputeManagementClient, rg: str, package: Package,
+) -> None:
+    """The SDK follows an action as Azure answers it: Azure-AsyncOperation until the
+    operation ends, then one GET of the Location (``monitor=true``), an empty 200."""
+    name = _name()
+    compute.cloud_services.begin_create_or_update(rg, name, model(package.good, cscfg())).result()
+    mark = stack.request_mark()
+    compute.cloud_services.begin_restart(
+        rg, name, parameters=RoleInstances(role_instances=["WebRole1_IN_0"])).result()
+    log = [r for r in stack.requests_since(mark) if r["service"] == "arm"]
+    assert [r["status"] for r in log if r["method"] == "POST"] == [202]
+    monitors = [r for r in log if "/CsOperations/" in r["path"] and "monitor=true" in r["query"]]
+    assert [r["status"] for r in monitors] == [200]
+    with pytest.raises(HttpResponseError) as caught:
+        compute.cloud_services.begin_restart(
+            rg, name, parameters=RoleInstances(role_instances=["WebRole1_IN_9"]))
+    assert caught.value.status_code == 404
+
+    compute.cloud_services.begin_delete(rg, name).result()
+    with pytest.raises(ResourceNotFoundError):
+        compute.cloud_services.get(rg, name)
 
 
 # -- refusals ----------------------------------------------------------------------------
