@@ -29,6 +29,7 @@ import copy
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ CLOUD_SERVICE = "Microsoft.Compute/cloudServices"
 @dataclass(frozen=True)
 class Reply:
     status: int
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # case-insensitive, as HTTP headers are
     body: Any
 
 
@@ -230,7 +231,7 @@ def _value(key: str, expected: Any, actual: Any, where: str) -> list[str]:
     return []
 
 
-def header_differences(expected: dict[str, str], actual: dict[str, str]) -> list[str]:
+def header_differences(expected: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
     out = []
     for name in COMPARED_HEADERS:
         want, got = expected.get(name), actual.get(name)
@@ -263,7 +264,7 @@ class Replayer:
             verify=self.op.ca, timeout=30,
         )
         parsed = resp.json() if resp.content else None
-        return Reply(resp.status_code, dict(resp.headers), parsed)
+        return Reply(resp.status_code, resp.headers, parsed)
 
     def pages(self, path: str, api_version: str) -> tuple[Reply, list[Any], list[str]]:
         """The first page, every item of every page, and what is wrong with the paging."""
@@ -332,7 +333,7 @@ def scenario(replayer: Replayer, local: Local, recording: Recording,
             f"/providers/Microsoft.Compute/cloudServices/{service}")
     seed = seed_of(recording)
     rewrite = local.rewrite(recording.names, service, local.configuration(role_names(seed)))
-    rewrite.whole["{MalformedServiceConfiguration}"] = "<ServiceConfiguration"
+    rewrite.whole["{MalformedServiceConfiguration}"] = "<ServiceConfiguration"  # not XML
     if recording.seeded:
         replayer.put_and_wait(base, api, rewrite(seed))
     started: dict[str, Reply] = {}
