@@ -66,6 +66,7 @@ class Interaction:
     status: tuple[int, ...]
     headers: dict[str, str] | None  # None: not compared (spec example placeholders)
     body: Any
+    query: dict[str, str] | None = None  # besides api-version
     operation_of: str | None = None  # a poll of the operation that interaction started
     monitor_of: str | None = None  # a GET of that interaction's Location (monitor=true)
 
@@ -91,7 +92,8 @@ def load_recording(name: str) -> Recording:
         tuple(Interaction(
             id=i["id"], method=i["method"], path=i.get("path"), request=i.get("request"),
             status=(int(i["status"]),), headers=i["headers"], body=i.get("body"),
-            operation_of=i.get("operation_of"), monitor_of=i.get("monitor_of"))
+            query=i.get("query"), operation_of=i.get("operation_of"),
+            monitor_of=i.get("monitor_of"))
             for i in data["interactions"]),
     )
 
@@ -253,11 +255,12 @@ class Replayer:
         self.op = op
 
     def call(self, method: str, target: str, api_version: str | None = None,
-             body: Any = None) -> Reply:
+             body: Any = None, query: dict[str, str] | None = None) -> Reply:
         url = target if target.startswith("https://") else self.op.env["ARM_ENDPOINT"] + target
         token = self.op.credential.get_token(ARM_SCOPE).token
+        params = {**({"api-version": api_version} if api_version else {}), **(query or {})}
         resp = requests.request(
-            method, url, params={"api-version": api_version} if api_version else None,
+            method, url, params=params or None,
             data=None if body is None else json.dumps(body),
             headers={"Authorization": f"Bearer {token}",
                      **({"Content-Type": "application/json"} if body is not None else {})},
@@ -266,9 +269,10 @@ class Replayer:
         parsed = resp.json() if resp.content else None
         return Reply(resp.status_code, resp.headers, parsed)
 
-    def pages(self, path: str, api_version: str) -> tuple[Reply, list[Any], list[str]]:
+    def pages(self, path: str, api_version: str, query: dict[str, str] | None = None,
+              ) -> tuple[Reply, list[Any], list[str]]:
         """The first page, every item of every page, and what is wrong with the paging."""
-        first = reply = self.call("GET", path, api_version)
+        first = reply = self.call("GET", path, api_version, query=query)
         items: list[Any] = []
         problems: list[str] = []
         while True:
@@ -349,7 +353,8 @@ def scenario(replayer: Replayer, local: Local, recording: Recording,
         else:
             assert step.path is not None
             reply = replayer.call(step.method, rewrite(step.path), api,
-                                  rewrite(step.request) if step.request is not None else None)
+                                  rewrite(step.request) if step.request is not None else None,
+                                  step.query)
             started[step.id] = reply
         out[step.id] = (reply, rewrite(step.body))
     return out

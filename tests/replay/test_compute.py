@@ -84,8 +84,12 @@ NOT_IMPLEMENTED = {
     "CloudService_Start": "starting a cloud service is not emulated",
 }
 # Known deviations, each a strict xfail: (fixture, interaction or "examples", example) ->
-# reason. None at present: every implemented case matches.
-DEVIATIONS: dict[tuple[str, str], str] = {}
+# reason.
+DEVIATIONS: dict[tuple[str, str], str] = {
+    ("cloud_service_instance_view", "get_instance_view"):
+        "the stack answers every api-version as 2022-09-04 and later do; the 2020-10-01-preview "
+        "instance view has no privateIds",
+}
 
 
 def _name(prefix: str) -> str:
@@ -170,7 +174,7 @@ def test_recorded_interaction(request: pytest.FixtureRequest, replayer: Replayer
         return
     if reply.body and "value" in reply.body:
         first, items, paging = replayer.pages(_list_path(reply),
-                                              load_recording(fixture).api_version)
+                                              load_recording(fixture).api_version, recorded.query)
         assert not paging, paging
         reply = Reply(first.status, first.headers, {"value": items})
     _check(reply, expected, recorded.status, recorded.headers)
