@@ -12,7 +12,7 @@ SDK polls. The checks run in a fixed order, and a refused PUT stores nothing:
 2. ``packageUrl`` is missing on a create (an update without it keeps the deployed package,
    as the Update-AzCloudService recording shows), or is not an absolute https URL with a
    query (its SAS): ``InvalidParameter`` "The value of parameter packageUrl is invalid.",
-   no ``target``, before anything else is looked at; ``configuration`` and
+   no ``target``, before the configuration is looked at; ``configuration`` and
    ``configurationUrl`` are both missing;
 3. the .cscfg is not well-formed, is not a ``ServiceConfiguration`` in the cscfg namespace,
    or its Role names differ from ``roleProfile.roles[].name``;
@@ -28,10 +28,9 @@ An accepted PUT answers 201 (create) or 200 (update) with the resource in ``Crea
 ``x-ms-async-operation-timeout``, and no ``Retry-After`` (clients poll at their own
 interval). Actions (DELETE, ``restart``, an update domain walk) answer 202 with no body,
 ``Azure-AsyncOperation`` and a ``Location`` with ``monitor=true``. The operation ends
-``update_seconds``
-of emulated time later (a timer, the clock hook and every request settle due operations):
-``Succeeded``, or ``Failed`` when a test armed a failure through the admin API (the
-resource keeps the new model, in provisioning state ``Failed``).
+``update_seconds`` of emulated time later (a timer, the clock hook and every request
+settle due operations): ``Succeeded``, or ``Failed`` when a test armed a failure through
+the admin API (the resource keeps the new model, in provisioning state ``Failed``).
 
 Role instances (``{role}_IN_{i}``, ``roleProfile`` capacity of each role) are spread over
 ``min(5, largest capacity)`` update domains by index. Each instance records the model
@@ -273,7 +272,10 @@ def _sas_url(url: Any) -> bool:
     (azure-powershell issue 23803) is what Azure refuses as an invalid packageUrl."""
     if not isinstance(url, str):
         return False
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
     return parts.scheme.lower() == "https" and bool(parts.netloc) and bool(parts.query)
 
 
