@@ -29,7 +29,7 @@ import copy
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?")
 HOST = re.compile(r"^https://[^/]+")
 CLOUD_SERVICE = "Microsoft.Compute/cloudServices"
+HOLD_SECONDS = 2.0  # how long an operation polled while InProgress runs
 
 
 @dataclass(frozen=True)
@@ -328,10 +329,14 @@ class Local:
                                      else {}) for r in roles})
 
 
-def scenario(replayer: Replayer, local: Local, recording: Recording,
-             service: str) -> dict[str, tuple[Reply, Any]]:
+def scenario(replayer: Replayer, local: Local, recording: Recording, service: str,
+             hold: Callable[[float | None], None]) -> dict[str, tuple[Reply, Any]]:
     """Replay ``recording`` in order (after PUTting its seed, when it has one): each
-    interaction's answer with the recorded body rewritten to the local names."""
+    interaction's answer with the recorded body rewritten to the local names.
+
+    A write whose operation the recording then polls while ``InProgress`` is sent with the
+    stack's operations lasting ``HOLD_SECONDS`` (``hold``; ``None`` restores the length),
+    so the poll right after it finds the operation running, as the recording did."""
     api = recording.api_version
     base = (f"/subscriptions/{local.op.sub}/resourceGroups/{local.resource_group}"
             f"/providers/Microsoft.Compute/cloudServices/{service}")
@@ -340,6 +345,8 @@ def scenario(replayer: Replayer, local: Local, recording: Recording,
     rewrite.whole["{MalformedServiceConfiguration}"] = "<ServiceConfiguration"  # not XML
     if recording.seeded:
         replayer.put_and_wait(base, api, rewrite(seed))
+    polled_early = {i.operation_of for i in recording.interactions
+                    if (i.body or {}).get("status") == "InProgress"}
     started: dict[str, Reply] = {}
     out: dict[str, tuple[Reply, Any]] = {}
     for step in recording.interactions:
@@ -352,9 +359,15 @@ def scenario(replayer: Replayer, local: Local, recording: Recording,
             reply = replayer.call("GET", started[step.monitor_of].headers["Location"])
         else:
             assert step.path is not None
-            reply = replayer.call(step.method, rewrite(step.path), api,
-                                  rewrite(step.request) if step.request is not None else None,
-                                  step.query)
+            if step.id in polled_early:
+                hold(HOLD_SECONDS)
+            try:
+                reply = replayer.call(
+                    step.method, rewrite(step.path), api,
+                    rewrite(step.request) if step.request is not None else None, step.query)
+            finally:
+                if step.id in polled_early:
+                    hold(None)
             started[step.id] = reply
         out[step.id] = (reply, rewrite(step.body))
     return out

@@ -2,10 +2,11 @@
 
 One case per recorded interaction (azure-powershell recordings of real Azure) and per
 REST spec example of 2022-09-04, compared as ``compute_cases`` describes. Recordings are
-replayed in order within their recording (a poll follows the PUT it polls); the examples
-each get their own service. Operations last ``REPLAY_UPDATE_SECONDS`` here, long enough
-for the poll right after a PUT to see ``InProgress`` as the recordings did. Examples of
-operations the stack does not implement are listed as skipped, with the reason.
+replayed in order within their recording (a poll follows the PUT it polls; the write
+whose operation is polled while running is sent with operations lasting
+``HOLD_SECONDS``); the examples each get their own service. Examples of operations the
+stack does not implement are listed as skipped, with the reason; a known deviation is a
+strict xfail with its reason.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from tests.replay.compute_cases import (
     swagger,
 )
 
-REPLAY_UPDATE_SECONDS = 0.6
 EXAMPLE_NAMES = {"subscription": "{subscription-id}", "resourceGroup": "ConstosoRG",
                  "cloudService": "{cs-name}"}
 CS_PATH = ("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute"
@@ -106,25 +106,28 @@ def replayer(op: Operator) -> Replayer:
     return Replayer(op)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def operations_last_long_enough(stack: LocalStack) -> Iterator[None]:
-    stack.admin("POST", "/cloudservices/settings", {"update_seconds": REPLAY_UPDATE_SECONDS})
-    yield
-    stack.admin("POST", "/cloudservices/settings", {"update_seconds": None})
-
-
-@pytest.fixture(scope="module")
-def local(op: Operator) -> Local:
-    rg = _name("replay")
-    op.resource_group(rg)
-    blob, _ = op.package("replay", f"{rg}.cspkg", b"PK\x03\x04 replayed package")
-    return Local(op, rg, blob)
-
-
 def _fresh_group(op: Operator) -> str:
     rg = _name("replay")
     op.resource_group(rg)
     return rg
+
+
+@pytest.fixture(scope="module")
+def local(op: Operator) -> Local:
+    rg = _fresh_group(op)
+    blob, _ = op.package("replay", f"{rg}.cspkg", b"PK\x03\x04 replayed package")
+    return Local(op, rg, blob)
+
+
+@pytest.fixture(scope="module")
+def hold(stack: LocalStack) -> Iterator[Callable[[float | None], None]]:
+    """Set how long the stack's operations last (None: its default), and restore it."""
+
+    def set_length(seconds: float | None) -> None:
+        stack.admin("POST", "/cloudservices/settings", {"update_seconds": seconds})
+
+    yield set_length
+    set_length(None)
 
 
 def _check(reply: Reply, expected: Any, statuses: tuple[int, ...],
@@ -146,7 +149,8 @@ def _deviation(request: pytest.FixtureRequest, key: tuple[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def played(replayer: Replayer, local: Local) -> Callable[[str], dict[str, tuple[Reply, Any]]]:
+def played(replayer: Replayer, local: Local, hold: Callable[[float | None], None],
+           ) -> Callable[[str], dict[str, tuple[Reply, Any]]]:
     cache: dict[str, dict[str, tuple[Reply, Any]]] = {}
 
     def play(name: str) -> dict[str, tuple[Reply, Any]]:
@@ -154,7 +158,7 @@ def played(replayer: Replayer, local: Local) -> Callable[[str], dict[str, tuple[
             recording = load_recording(name)
             # a list of the resource group must see only this recording's service
             group = Local(local.op, _fresh_group(local.op), local.package_url)
-            cache[name] = scenario(replayer, group, recording, _name("cs"))
+            cache[name] = scenario(replayer, group, recording, _name("cs"), hold)
         return cache[name]
 
     return play
