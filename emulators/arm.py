@@ -10,14 +10,21 @@ exist before resources are put in them (404 ``ResourceGroupNotFound``), as in Az
 
 Long-running operations follow the ``Azure-AsyncOperation`` pattern the SDK's
 ``ARMPolling`` tries first: the provider answers its PUT with 200/201 plus the header
-pointing at ``/subscriptions/{sub}/providers/{ns}/locations/{loc}/operations/{id}``,
+pointing at ``/subscriptions/{sub}/providers/{ns}/locations/{loc}/{collection}/{id}``,
 whose GET returns ``{name, status, startTime[, endTime, error]}``; the provider later
-calls ``Operation.finish``. List responses are paged with an absolute ``nextLink`` that
-carries ``api-version`` (the SDK follows it verbatim).
+calls ``Operation.finish``. A provider chooses the collection and the hints: Compute's
+cloud services use ``CsOperations``, with Azure's recorded headers (no ``Retry-After``,
+so a client polls at its own interval, which the local stack sets short) and .NET
+round-trip times (``2023-02-20T06:16:45.9003596+00:00``); an action (POST, DELETE, a
+walk) also gets a ``Location`` on the same URL with ``monitor=true``, which answers 202
+while the operation runs and an empty 200 once it has ended. Other providers keep the
+``operations`` collection and ``Retry-After: 0``. List responses are paged with an
+absolute ``nextLink`` that carries ``api-version`` (the SDK follows it verbatim).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import uuid
@@ -76,6 +83,38 @@ def _bad_request(code: str, message: str) -> web.HTTPBadRequest:
     )
 
 
+def operation_time(moment: dt.datetime) -> str:
+    """A time as Compute's operation status and instance views write it: .NET's round-trip
+    form of a ``DateTimeOffset``, seven fraction digits and ``+00:00``."""
+    utc = moment.astimezone(dt.UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond:06d}0+00:00"
+
+
+def system_time(moment: dt.datetime) -> str:
+    """A ``systemData`` time as recorded: up to seven fraction digits, trailing zeros
+    dropped, and ``Z`` (``2023-02-20T06:16:45.978514Z``)."""
+    utc = moment.astimezone(dt.UTC)
+    fraction = f"{utc.microsecond:06d}0".rstrip("0")
+    return f"{utc:%Y-%m-%dT%H:%M:%S}{'.' + fraction if fraction else ''}Z"
+
+
+@dataclass(frozen=True)
+class OperationStyle:
+    """How a provider's operations look on the wire."""
+
+    collection: str  # the path segment the status lives under
+    retry_hint: bool  # answer with ``Retry-After: 0``
+    timeout: str | None  # ``x-ms-async-operation-timeout`` on the write that started it
+    dotnet_times: bool  # ``operation_time`` instead of Python's isoformat
+
+
+GENERIC = OperationStyle("operations", retry_hint=True, timeout=None, dotnet_times=False)
+# Compute's cloud services, as the Update/New-AzCloudService recordings (2022-09-04) show.
+CS_OPERATIONS = OperationStyle("CsOperations", retry_hint=False, timeout="PT8H20M",
+                               dotnet_times=True)
+STYLES = (GENERIC, CS_OPERATIONS)
+
+
 @dataclass
 class Operation:
     """An ARM async operation; providers finish it when the work is done."""
@@ -84,6 +123,7 @@ class Operation:
     location: str
     namespace: str
     start_time: str
+    style: OperationStyle = GENERIC
     status: str = "InProgress"
     end_time: str | None = None
     error: dict[str, Any] | None = None
@@ -94,12 +134,18 @@ class Operation:
         self.error = error
 
     def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.id, "status": self.status, "startTime": self.start_time}
+        out: dict[str, Any] = {"startTime": self.start_time}
         if self.end_time:
             out["endTime"] = self.end_time
+        out["status"] = self.status
         if self.error:
             out["error"] = self.error
+        out["name"] = self.id
         return out
+
+    def path(self, subscription: str) -> str:
+        return (f"/subscriptions/{subscription}/providers/{self.namespace}"
+                f"/locations/{self.location}/{self.style.collection}/{self.id}")
 
 
 @dataclass
@@ -118,11 +164,12 @@ class Arm:
         self.route("PUT", rg, self._put_rg)
         self.route("GET", rg, self._get_rg)
         self.route("GET", sub + "/resourceGroups", self._list_rgs)
-        self.route(
-            "GET",
-            sub + "/providers/{namespace}/locations/{location}/operations/{op}",
-            self._get_operation,
-        )
+        for style in STYLES:
+            self.route(
+                "GET",
+                sub + "/providers/{namespace}/locations/{location}/" + style.collection + "/{op}",
+                self._get_operation,
+            )
 
     def _reset(self) -> None:
         self.resource_groups.clear()
@@ -173,22 +220,36 @@ class Arm:
                 content_type="application/json",
             )
 
-    def start_operation(self, namespace: str, location: str) -> Operation:
+    def start_operation(
+        self, namespace: str, location: str, style: OperationStyle = GENERIC
+    ) -> Operation:
+        now = self.platform.now()
         op = Operation(
             id=str(uuid.uuid4()),
             location=location.replace(" ", "").lower(),
             namespace=namespace,
-            start_time=self.platform.now().isoformat(),
+            start_time=operation_time(now) if style.dotnet_times else now.isoformat(),
+            style=style,
         )
         self.operations[op.id] = op
         return op
 
-    def async_headers(self, op: Operation, api_version: str) -> dict[str, str]:
-        path = (
-            f"/subscriptions/{self.platform.subscription_id}/providers/{op.namespace}"
-            f"/locations/{op.location}/operations/{op.id}"
-        )
-        return {"Azure-AsyncOperation": self.url(path, api_version), "Retry-After": "0"}
+    def async_headers(
+        self, op: Operation, api_version: str, *, monitor: bool = False, write: bool = False
+    ) -> dict[str, str]:
+        """``Azure-AsyncOperation``; for an action also ``Location`` with ``monitor=true``
+        (written as Azure does, ``monitor`` first); for the write that started the operation
+        the style's timeout; and the style's ``Retry-After`` hint."""
+        path = op.path(self.platform.subscription_id)
+        headers = {"Azure-AsyncOperation": self.url(path, api_version)}
+        if monitor:
+            headers["Location"] = (
+                f"{self.base_url}{path}?monitor=true&api-version={quote(api_version)}")
+        if write and op.style.timeout:
+            headers["x-ms-async-operation-timeout"] = op.style.timeout
+        if op.style.retry_hint:
+            headers["Retry-After"] = "0"
+        return headers
 
     def page(self, req: ArmRequest, items: list[dict[str, Any]]) -> web.Response:
         """One page of ``items`` with an absolute ``nextLink`` (``$skiptoken`` = offset).
@@ -274,8 +335,15 @@ class Arm:
 
     async def _get_operation(self, req: ArmRequest) -> web.Response:
         op = self.operations.get(req.params["op"])
-        if op is None:
+        collection = req.http.path.rstrip("/").rsplit("/", 2)[-2]
+        if op is None or collection.lower() != op.style.collection.lower():
             return error_response(
                 404, "OperationNotFound", f"The operation '{req.params['op']}' was not found."
             )
-        return json_response(op.body(), headers={"Retry-After": "0"})
+        hints = {"Retry-After": "0"} if op.style.retry_hint else None
+        if req.http.query.get("monitor", "").lower() == "true":
+            if op.status != "InProgress":
+                return web.Response(status=200, headers=hints)
+            location = self.async_headers(op, req.api_version, monitor=True)["Location"]
+            return web.Response(status=202, headers={**(hints or {}), "Location": location})
+        return json_response(op.body(), headers=hints)

@@ -164,7 +164,7 @@ def call_kind(call: dict[str, Any]) -> str:
             return f"kv {method} {what}{failed}"
         return f"kv {method} {parts[0] if parts else '/'}{failed}"
     if service == "arm":
-        if "operations" in parts:
+        if "operations" in parts or "csoperations" in parts:
             return f"arm {method} operation{failed}"
         if parts[-1] == "cloudservices":
             return f"arm {method} list cloud services{failed}"
@@ -270,7 +270,7 @@ class RotationWorld:
             and c["path"].lower().endswith(f"/cloudservices/{self.service}")
             and c["status"] < 300
         )
-        poll = next(c for c in product(calls) if "/operations/" in c["path"])
+        poll = next(c for c in product(calls) if "/csoperations/" in c["path"].lower())
         operation = self.op.arm("GET", poll["path"], api=parse_qs(poll["query"])["api-version"][0])
         event = logged_at(created)
         return {

@@ -7,10 +7,13 @@ the PUT: it refuses, synchronously and in Azure's words, every model that the re
 platform refuses before it starts work, and it then plays the long-running operation the
 SDK polls. The checks run in a fixed order, and a refused PUT stores nothing:
 
-1. an operation on the service is still running -> 409 ``Conflict`` (DELETE and update
-   domain walks too);
-2. ``packageUrl`` and ``configuration``/``configurationUrl`` are missing (the package is
-   write-only, so every PUT must send it again);
+1. an operation on the service is still running -> 409 ``Conflict`` (DELETE, update
+   domain walks and restarts too);
+2. ``packageUrl`` is missing on a create (an update without it keeps the deployed package,
+   as the Update-AzCloudService recording shows), or is not an absolute https URL with a
+   query (its SAS): ``InvalidParameter`` "The value of parameter packageUrl is invalid.",
+   no ``target``, before the configuration is looked at; ``configuration`` and
+   ``configurationUrl`` are both missing;
 3. the .cscfg is not well-formed, is not a ``ServiceConfiguration`` in the cscfg namespace,
    or its Role names differ from ``roleProfile.roles[].name``;
 4. an ``osProfile.secrets`` certificate is not a versioned secret URL, does not exist, is
@@ -21,10 +24,13 @@ SDK polls. The checks run in a fixed order, and a refused PUT stores nothing:
    platform really GETs it from Azurite) or is empty.
 
 An accepted PUT answers 201 (create) or 200 (update) with the resource in ``Creating`` /
-``Updating`` and an ``Azure-AsyncOperation`` header. The operation ends ``update_seconds``
-of emulated time later (a timer, the clock hook and every request settle due operations):
-``Succeeded``, or ``Failed`` when a test armed a failure through the admin API (the
-resource keeps the new model, in provisioning state ``Failed``).
+``Updating``, ``Azure-AsyncOperation`` at ``.../locations/{loc}/CsOperations/{id}`` and
+``x-ms-async-operation-timeout``, and no ``Retry-After`` (clients poll at their own
+interval). Actions (DELETE, ``restart``, an update domain walk) answer 202 with no body,
+``Azure-AsyncOperation`` and a ``Location`` with ``monitor=true``. The operation ends
+``update_seconds`` of emulated time later (a timer, the clock hook and every request
+settle due operations): ``Succeeded``, or ``Failed`` when a test armed a failure through
+the admin API (the resource keeps the new model, in provisioning state ``Failed``).
 
 Role instances (``{role}_IN_{i}``, ``roleProfile`` capacity of each role) are spread over
 ``min(5, largest capacity)`` update domains by index. Each instance records the model
@@ -38,17 +44,25 @@ PATCH does: 409 while an operation runs, otherwise an operation of the same leng
 leaves the model, its version, the role instances and the provisioning state it ends in
 (a ``Failed`` service stays ``Failed``) alone; Azure's behaviour there is not documented.
 
-``packageUrl`` and ``configurationUrl`` are write-only and never echoed; read-only fields
-in a PUT body are ignored; every other property is kept verbatim. State is in memory and
-cleared by the platform reset.
+A resource is rendered as the recordings show it: ``packageUrl``, ``configurationUrl``
+and extensions' ``protectedSettings`` are never returned; the platform's defaults are
+filled in when the model is accepted (``osProfile.secrets: []``, ``networkProfile.slotType:
+Production``, each extension's ``rolesAppliedTo: ["*"]``), an extension's
+``provisioningState`` follows the service's, an empty extension list is dropped once the
+operation has ended; ``location`` is normalised (``EastUS2EUAP`` -> ``eastus2euap``);
+``tags`` is left out when there are none; ``systemData`` holds only ``createdAt`` and
+``lastModifiedAt``. Read-only fields in a PUT body are ignored; every other property is
+kept verbatim. State is in memory and cleared by the platform reset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +73,7 @@ from aiohttp import web
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as parse_xml
 
-from emulators.arm import Arm, ArmRequest, Operation
+from emulators.arm import CS_OPERATIONS, Arm, ArmRequest, Operation, operation_time, system_time
 from emulators.blobs import Blobs
 from emulators.core import Platform, error_response, json_response
 from emulators.keyvault import KeyVault
@@ -72,6 +86,9 @@ MAX_UPDATE_DOMAINS = 5
 SDK_VERSION = "2.9.6496.3"  # what the spec's instance-view example reports
 WRITE_ONLY = ("packageUrl", "configurationUrl")
 READ_ONLY = ("provisioningState", "uniqueId")
+SECRET_EXTENSION_SETTINGS = ("protectedSettings",)  # accepted, never returned
+IN_PROGRESS = ("Creating", "Updating", "Deleting")
+INVALID_PACKAGE_URL = "The value of parameter packageUrl is invalid."
 CONFLICT_MESSAGE = (
     "The request failed due to conflict with a concurrent request. To resolve it, please "
     "refer to https://aka.ms/activitylog to get more details on the conflicting requests."
@@ -155,7 +172,7 @@ class Draft:
     zones: list[Any] | None
     properties: dict[str, Any]
     roles: tuple[RoleSpec, ...]
-    package: PackageFetch
+    package: PackageFetch | None  # None: an update that kept the deployed package
 
 
 @dataclass
@@ -191,10 +208,11 @@ class Service:
     properties: dict[str, Any]
     roles: tuple[RoleSpec, ...]
     package: PackageFetch
-    system_data: dict[str, str]
+    created_at: dt.datetime
+    modified_at: dt.datetime
     state: str
     unique_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    private_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    private_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     version: int = 1  # bumped by every accepted PUT
     target: int = 0  # the version instances should run (set when a PUT succeeds)
     instances: list[Instance] = field(default_factory=list)
@@ -229,10 +247,6 @@ class _Bucket:
         return max(0, int(self.level))
 
 
-def _timestamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _strip_query(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -251,6 +265,63 @@ def _versioned_secret_url(url: Any) -> bool:
         and all(segments)
         and not parts.path.endswith("/")
     )
+
+
+def _sas_url(url: Any) -> bool:
+    """An absolute https URL with a query (the SAS). A package URL that lost its ``?``
+    (azure-powershell issue 23803) is what Azure refuses as an invalid packageUrl."""
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme.lower() == "https" and bool(parts.netloc) and bool(parts.query)
+
+
+def _with_defaults(properties: dict[str, Any]) -> dict[str, Any]:
+    """An accepted model with the platform's defaults, as the recordings return them:
+    ``upgradeMode: Auto``, ``osProfile.secrets: []``, ``networkProfile.slotType:
+    Production``, each extension's ``rolesAppliedTo: ["*"]`` (its read-only
+    ``provisioningState`` is dropped: it is rendered from the service's state)."""
+    kept = copy.deepcopy(properties)
+    kept.setdefault("upgradeMode", "Auto")
+    profile = kept.get("osProfile")
+    if not isinstance(profile, dict):
+        profile = kept["osProfile"] = {}
+    if profile.get("secrets") is None:
+        profile["secrets"] = []
+    network = kept.get("networkProfile")
+    if isinstance(network, dict):
+        network.setdefault("slotType", "Production")
+    for extension in _extensions(kept):
+        settings = extension.get("properties")
+        if isinstance(settings, dict):
+            settings.pop("provisioningState", None)
+            settings.setdefault("rolesAppliedTo", ["*"])
+    return kept
+
+
+def _extensions(properties: dict[str, Any]) -> list[dict[str, Any]]:
+    profile = properties.get("extensionProfile")
+    extensions = profile.get("extensions") if isinstance(profile, dict) else None
+    return [e for e in extensions if isinstance(e, dict)] if isinstance(extensions, list) else []
+
+
+def _rendered(properties: dict[str, Any], state: str) -> dict[str, Any]:
+    """The stored model as a GET returns it: no protected settings; each extension in the
+    service's provisioning state; an empty extension list only while the operation that
+    set it runs (the Update-AzCloudService recording echoes it, then drops it)."""
+    out = copy.deepcopy(properties)
+    for extension in _extensions(out):
+        settings = extension.get("properties")
+        if isinstance(settings, dict):
+            for secret in SECRET_EXTENSION_SETTINGS:
+                settings.pop(secret, None)
+            settings["provisioningState"] = state
+    if "extensionProfile" in out and not _extensions(out) and state not in IN_PROGRESS:
+        del out["extensionProfile"]
+    return out
 
 
 def parse_cscfg(text: str) -> tuple[CscfgRole, ...]:
@@ -347,6 +418,7 @@ class CloudServices:
             ("PATCH", cs, self._patch),
             ("GET", cs, self._get),
             ("DELETE", cs, self._delete),
+            ("POST", cs + "/restart", self._restart),
             ("GET", cs + "/instanceView", self._instance_view),
             ("GET", cs + "/roles", self._list_roles),
             ("GET", cs + "/roles/{role}", self._get_role),
@@ -422,7 +494,7 @@ class CloudServices:
 
     def _begin(self, service: Service, kind: str, state: str, **extra: Any) -> Operation:
         """Start ``kind`` on ``service``; it ends ``update_seconds`` of emulated time later."""
-        op = self.arm.start_operation(PROVIDER, service.location)
+        op = self.arm.start_operation(PROVIDER, service.location, CS_OPERATIONS)
         deadline = self.platform.now() + dt.timedelta(seconds=self.update_seconds)
         service.pending = Pending(op, kind, deadline, **extra)
         service.state = state
@@ -456,7 +528,7 @@ class CloudServices:
         pending = service.pending
         assert pending is not None
         service.pending = None
-        end = _timestamp(self.platform.now())
+        end = operation_time(self.platform.now())
         if pending.kind == "delete":
             del self.services[key]
             pending.op.finish(end)
@@ -471,7 +543,7 @@ class CloudServices:
             for instance in service.instances:
                 if service.update_domain_of(instance) == pending.update_domain:
                     instance.applied = service.target
-        elif pending.kind != "tags":
+        elif pending.kind not in ("tags", "restart"):
             manual = (pending.kind == "update"
                       and str(service.properties.get("upgradeMode", "")).lower() == "manual")
             before = {i.name.lower(): i.applied for i in service.instances}
@@ -494,36 +566,43 @@ class CloudServices:
             "name": service.name,
             "type": RESOURCE_TYPE,
             "location": service.location,
-            "tags": service.tags,
         }
+        if service.tags:
+            body["tags"] = service.tags
         if service.zones is not None:
             body["zones"] = service.zones
         body["properties"] = {
-            **service.properties,
+            **_rendered(service.properties, service.state),
             "provisioningState": service.state,
             "uniqueId": service.unique_id,
         }
-        body["systemData"] = service.system_data
+        body["systemData"] = {"createdAt": system_time(service.created_at),
+                              "lastModifiedAt": system_time(service.modified_at)}
         return body
 
-    def _instance_statuses(self, service: Service, instance: Instance) -> list[dict[str, Any]]:
+    def _instance_codes(self, service: Service, instance: Instance) -> tuple[str, str]:
+        """The instance's ``ProvisioningState/…`` and ``RoleState/…`` codes, as the cloud
+        service's ``statusesSummary`` counts them."""
         current = instance.applied >= service.target
         started = service.properties.get("startCloudService") is not False
-        return [
-            {
-                "code": f"ProvisioningState/{'succeeded' if current else 'updating'}",
-                "level": "Info",
-                "displayStatus": "Provisioning succeeded" if current else "Updating",
+        return (f"ProvisioningState/{'succeeded' if current else 'updating'}",
+                f"RoleState/RoleState{'Started' if started else 'Stopped'}")
+
+    def _instance_statuses(self, service: Service, instance: Instance) -> list[dict[str, Any]]:
+        """A running instance shows only its ``RoleState`` (the role instance view
+        recording); one still on an older configuration (a Manual update whose update
+        domain is not walked yet) also shows ``ProvisioningState/updating``, first."""
+        provisioning, role = self._instance_codes(service, instance)
+        statuses: list[dict[str, Any]] = []
+        if instance.applied < service.target:
+            statuses.append({
+                "code": provisioning, "level": "Info", "displayStatus": "Updating",
                 "message": (f"The role instance runs configuration version {instance.applied};"
                             f" the cloud service is at version {service.target}."),
-            },
-            {
-                "code": f"RoleState/RoleState{'Started' if started else 'Stopped'}",
-                "level": "Info",
-                "displayStatus": f"RoleState{'Started' if started else 'Stopped'}",
-                "message": "",
-            },
-        ]
+            })
+        statuses.append({"code": role, "level": "Info", "displayStatus": role.split("/", 1)[1],
+                         "message": ""})
+        return statuses
 
     def _role_instance_view(self, service: Service, instance: Instance) -> dict[str, Any]:
         return {
@@ -570,39 +649,31 @@ class CloudServices:
         self.arm.require_rg(req)
         key = self._key(req)
         self._refuse_if_busy(key)
-        draft = await self._check(await req.resource_body())
+        draft = await self._check(await req.resource_body(), self.services.get(key))
         self._refuse_if_busy(key)  # another PUT may have committed while we downloaded
-        modified = self._modified(req)
+        now = self.platform.now()
         existing = self.services.get(key)
         if existing is None:
+            if draft.package is None:  # the service went away while we checked
+                raise _missing("packageUrl")
             service = Service(
                 resource_group=req.params["resourceGroup"], name=req.params["cloudService"],
                 location=draft.location, tags=draft.tags, zones=draft.zones,
                 properties=draft.properties, roles=draft.roles, package=draft.package,
-                system_data={"createdAt": modified["lastModifiedAt"],
-                             "createdBy": modified["lastModifiedBy"],
-                             "createdByType": "Application", **modified},
-                state="Creating",
+                created_at=now, modified_at=now, state="Creating",
             )
             self.services[key] = service
         else:
             service = existing
             service.location, service.tags, service.zones = draft.location, draft.tags, draft.zones
-            service.properties, service.roles, service.package = (
-                draft.properties, draft.roles, draft.package)
+            service.properties, service.roles = draft.properties, draft.roles
+            service.package = draft.package or service.package
             service.version += 1
-            service.system_data = {**service.system_data, **modified}
+            service.modified_at = now
         op = self._begin(service, "create" if existing is None else "update",
                          "Creating" if existing is None else "Updating", roles=draft.roles)
         return json_response(self._body(service), 201 if existing is None else 200,
-                             self.arm.async_headers(op, req.api_version))
-
-    def _modified(self, req: ArmRequest) -> dict[str, str]:
-        """``systemData`` of a write: ARM records a managed identity's writes as by an
-        Application, named by its client id."""
-        return {"lastModifiedAt": _timestamp(self.platform.now()),
-                "lastModifiedBy": str(req.claims.get("appid") or req.claims.get("oid") or ""),
-                "lastModifiedByType": "Application"}
+                             self.arm.async_headers(op, req.api_version, write=True))
 
     async def _patch(self, req: ArmRequest) -> web.StreamResponse:
         """CloudServices_Update: the body is a ``CloudServiceUpdate``, which holds only
@@ -621,19 +692,27 @@ class CloudServices:
                 raise _invalid("The tags must be an object of string names and string values.",
                                "tags")
             service.tags = dict(tags)
-        service.system_data = {**service.system_data, **self._modified(req)}
+        service.modified_at = self.platform.now()
         op = self._begin(service, "tags", "Updating", state_after=service.state)
-        return json_response(self._body(service), 200, self.arm.async_headers(op, req.api_version))
+        return json_response(self._body(service), 200,
+                             self.arm.async_headers(op, req.api_version, write=True))
 
-    async def _check(self, body: dict[str, Any]) -> Draft:
-        """Every platform check of a PUT body, in Azure's order; raise ArmError on refusal."""
-        location = str(body["location"])
+    async def _check(self, body: dict[str, Any], existing: Service | None) -> Draft:
+        """Every platform check of a PUT body, in Azure's order; raise ArmError on refusal.
+
+        ``packageUrl`` may be left out of an update (``existing``): the deployed package
+        stays. Its form is checked before the configuration is looked at."""
+        location = str(body["location"]).replace(" ", "").lower()
         properties = body.get("properties")
         if not isinstance(properties, dict):
             raise _missing("properties")
         package_url = properties.get("packageUrl")
-        if not isinstance(package_url, str) or not package_url:
-            raise _missing("packageUrl")
+        if package_url is None or package_url == "":
+            if existing is None:
+                raise _missing("packageUrl")
+            package_url = None
+        elif not _sas_url(package_url):
+            raise ArmError(400, "InvalidParameter", INVALID_PACKAGE_URL)
         configuration = properties.get("configuration")
         configuration_url = properties.get("configurationUrl")
         if not (isinstance(configuration, str) and configuration) and not (
@@ -650,12 +729,15 @@ class CloudServices:
                    if thumb not in thumbprints]
         if missing:
             raise _invalid(THUMBPRINT_MESSAGE.format(missing=", ".join(dict.fromkeys(missing))))
-        data, fetched = await self._download(package_url, "packageUrl")
-        if not data:
-            raise _invalid(f"The package at {fetched} is empty.", "packageUrl")
-        kept = {k: v for k, v in properties.items() if k not in WRITE_ONLY + READ_ONLY}
+        package: PackageFetch | None = None
+        if package_url is not None:
+            data, fetched = await self._download(str(package_url), "packageUrl")
+            if not data:
+                raise _invalid(f"The package at {fetched} is empty.", "packageUrl")
+            package = PackageFetch(fetched, len(data), hashlib.sha256(data).hexdigest())
+        kept = _with_defaults(
+            {k: v for k, v in properties.items() if k not in WRITE_ONLY + READ_ONLY})
         kept["configuration"] = configuration
-        kept.setdefault("upgradeMode", "Auto")
         tags = body.get("tags")
         zones = body.get("zones")
         return Draft(
@@ -664,7 +746,7 @@ class CloudServices:
             zones=zones if isinstance(zones, list) else None,
             properties=kept,
             roles=roles,
-            package=PackageFetch(fetched, len(data), hashlib.sha256(data).hexdigest()),
+            package=package,
         )
 
     def _check_secrets(self, properties: dict[str, Any]) -> dict[str, str]:
@@ -738,7 +820,26 @@ class CloudServices:
             return web.Response(status=204)
         self._refuse_if_busy(key)
         op = self._begin(service, "delete", "Deleting")
-        return web.Response(status=202, headers=self.arm.async_headers(op, req.api_version))
+        return web.Response(status=202,
+                            headers=self.arm.async_headers(op, req.api_version, monitor=True))
+
+    async def _restart(self, req: ArmRequest) -> web.StreamResponse:
+        """CloudServices_Restart: ``{"roleInstances": [names or "*"]}``; the model, the
+        instances' configuration and the provisioning state are left alone."""
+        service = self._service(req)
+        body = await req.json_body()
+        names = body.get("roleInstances") if isinstance(body, dict) else None
+        if not isinstance(names, list) or not names or not all(
+                isinstance(n, str) and n for n in names):
+            raise _missing("roleInstances")
+        known = {i.name.lower() for i in service.instances}
+        for name in names:
+            if name != "*" and name.lower() not in known:
+                raise self._child_not_found(req, "roleInstances", name)
+        self._refuse_if_busy(self._key(req))
+        op = self._begin(service, "restart", service.state, state_after=service.state)
+        return web.Response(status=202,
+                            headers=self.arm.async_headers(op, req.api_version, monitor=True))
 
     async def _list(self, req: ArmRequest) -> web.StreamResponse:
         self.arm.check_subscription(req)
@@ -753,20 +854,20 @@ class CloudServices:
 
     async def _instance_view(self, req: ArmRequest) -> web.StreamResponse:
         service = self._service(req)
-        summary: dict[str, int] = {}
-        for instance in service.instances:
-            for status in self._instance_statuses(service, instance):
-                summary[status["code"]] = summary.get(status["code"], 0) + 1
         started = service.properties.get("startCloudService") is not False
-        if service.instances:
-            summary[f"PowerState/{'started' if started else 'stopped'}"] = len(service.instances)
-        time = service.system_data["lastModifiedAt"]
+        power = f"PowerState/{'started' if started else 'stopped'}"
+        # Azure's order: every ProvisioningState code, then PowerState, then RoleState.
+        codes = [self._instance_codes(service, i) for i in service.instances]
+        summary = Counter(c[0] for c in codes)
+        summary.update(power for _ in codes)
+        summary.update(c[1] for c in codes)
+        time = operation_time(service.modified_at)
         state = service.state.lower()
         current = service.next_update_domain()
         top = service.update_domains() - 1
         return json_response({
             "roleInstance": {"statusesSummary": [{"code": c, "count": n}
-                                                 for c, n in sorted(summary.items())]},
+                                                 for c, n in summary.items()]},
             "sdkVersion": SDK_VERSION,
             "privateIds": [service.private_id],
             "statuses": [
@@ -774,7 +875,7 @@ class CloudServices:
                  "level": "Error" if state == "failed" else "Info",
                  "displayStatus": f"Provisioning {state}"
                  if state in ("succeeded", "failed") else service.state, "time": time},
-                {"code": f"PowerState/{'started' if started else 'stopped'}", "level": "Info",
+                {"code": power, "level": "Info",
                  "displayStatus": "Started" if started else "Stopped", "time": time},
                 {"code": f"CurrentUpgradeDomain/{current}", "level": "Info",
                  "displayStatus": f"Current Upgrade Domain of cloud service is {current}."},
@@ -849,7 +950,8 @@ class CloudServices:
             raise _invalid(f"Update domain {number} cannot be walked now: update domain "
                            f"{upcoming} is the next one to update.", "updateDomain")
         op = self._begin(service, "walk", "Updating", update_domain=number)
-        return web.Response(status=202, headers=self.arm.async_headers(op, req.api_version))
+        return web.Response(status=202,
+                            headers=self.arm.async_headers(op, req.api_version, monitor=True))
 
     # -- admin (tests only; not an Azure contract) -------------------------------------
 

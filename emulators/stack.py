@@ -103,10 +103,10 @@ def app_settings(env: dict[str, str]) -> dict[str, str]:
     """The function app's settings on the local stack, as App Service would set them.
 
     The two relaxations (private CA, Key Vault challenge-resource check, because the
-    vaults live at 127.0.0.1) are explicit here; in Azure neither is set. The emulated
-    operations answer ``Retry-After: 0``, which azure-core reads as "no hint" and replaces
-    with the client's polling interval (30 s by default), so the local stack sets a short
-    one: an update of ``update_seconds`` is then followed in about that long.
+    vaults live at 127.0.0.1) are explicit here; in Azure neither is set. Cloud services'
+    operations answer without ``Retry-After``, as Azure's do, so azure-core polls at the
+    client's polling interval (30 s by default); the local stack sets a short one, so an
+    update of ``update_seconds`` is followed in about that long.
     """
     return {
         "ROTATION_SUBSCRIPTIONS": env["AZURE_SUBSCRIPTION_ID"],

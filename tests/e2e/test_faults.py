@@ -48,7 +48,7 @@ from tests.e2e.world import (
 ATTEMPTS = RULES.max_attempts  # per request, as the request log must show
 GAVE_UP = f"giving up: {ATTEMPTS} attempts made"
 LIST_PATH = r"(?i)/providers/Microsoft\.Compute/cloudServices$"
-POLL_PATH = r"(?i)/providers/Microsoft\.Compute/locations/[^/]+/operations/[^/]+$"
+POLL_PATH = r"(?i)/providers/Microsoft\.Compute/locations/[^/]+/CsOperations/[^/]+$"
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -184,7 +184,8 @@ def test_arm_429_with_retry_after_on_list_get_put_and_poll_is_waited_out(world: 
     lines = log.retries("arm ", "(429)")
     assert len(lines) == len(throttled), lines
     assert all(f"attempt 1 of {ATTEMPTS}; retrying in 1.0s" in line for line in lines)
-    assert any(" PUT " in line for line in lines) and any("/operations/" in line for line in lines)
+    assert any(" PUT " in line for line in lines)
+    assert any("/CsOperations/" in line for line in lines)
     assert_records_complete(world)
 
 

@@ -333,7 +333,7 @@ def call_kind(path: str) -> str:
     """A request-log path reduced to what it addresses (for printing call counts)."""
     parts = path.strip("/").split("/")
     lower = [p.lower() for p in parts]
-    if "operations" in lower:
+    if "operations" in lower or "csoperations" in lower:
         return "operation"
     if lower[-1] == "cloudservices":
         return "list"

@@ -10,7 +10,7 @@ from tests.infra.bicep import ROOT, template, variable
 NOT_DEPLOYED = {
     "ROTATION_CA_BUNDLE": "local stack only (its private CA)",
     "KEYVAULT_VERIFY_CHALLENGE_RESOURCE": "local stack only (vaults at 127.0.0.1)",
-    "ARM_POLLING_INTERVAL": "local stack only; Azure sends Retry-After",
+    "ARM_POLLING_INTERVAL": "local stack only; in Azure the SDK polls every 30 s",
     "LOCAL_VAULT_PORTS": "local stack only (its vaults' loopback ports)",
     "NOTIFY_EVENTGRID_KEY": "local stack only; in Azure the identity sends",
     "AZURE_SUBSCRIPTION_ID": "fallback for ROTATION_SUBSCRIPTIONS, which is always set",

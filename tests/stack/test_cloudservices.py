@@ -32,6 +32,7 @@ from azure.mgmt.compute.models import (
     CloudServiceRoleSku,
     CloudServiceVaultCertificate,
     CloudServiceVaultSecretGroup,
+    RoleInstances,
     SubResource,
 )
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
@@ -279,7 +280,7 @@ def test_create_two_roles_with_certificate_completes(
     log = [r for r in stack.requests_since(mark) if r["service"] == "arm"]
     put = next(r for r in log if r["method"] == "PUT")
     assert put["status"] == 201
-    assert any("/operations/" in r["path"] for r in log)
+    assert any("/CsOperations/" in r["path"] for r in log)
 
 
 def test_put_answers_creating_then_updating_and_never_echoes_write_only(
@@ -383,8 +384,9 @@ def _instance_states(compute: ComputeManagementClient, rg: str, name: str) -> di
     instances: list[Any] = list(
         compute.cloud_service_role_instances.list(rg, name, expand="instanceView"))
     return {
-        i.name: next(s.code for s in i.properties.instance_view.statuses
-                     if s.code.startswith("ProvisioningState/"))
+        # A running instance shows only its RoleState; a lagging one ProvisioningState/updating.
+        i.name: next((s.code for s in i.properties.instance_view.statuses
+                      if s.code.startswith("ProvisioningState/")), "ProvisioningState/succeeded")
         for i in instances
     }
 
@@ -444,6 +446,30 @@ def test_delete_is_long_running_and_idempotent(
     with pytest.raises(ResourceNotFoundError):
         compute.cloud_services.get(rg, name)
     compute.cloud_services.begin_delete(rg, name).result()  # 204: nothing to delete
+
+
+def test_restart_and_delete_answer_202_with_a_monitor_location(
+    stack: LocalStack, compute: ComputeManagementClient, rg: str, package: Package,
+) -> None:
+    """The SDK follows an action as Azure answers it: Azure-AsyncOperation until the
+    operation ends, then one GET of the Location (``monitor=true``), an empty 200."""
+    name = _name()
+    compute.cloud_services.begin_create_or_update(rg, name, model(package.good, cscfg())).result()
+    mark = stack.request_mark()
+    compute.cloud_services.begin_restart(
+        rg, name, parameters=RoleInstances(role_instances=["WebRole1_IN_0"])).result()
+    log = [r for r in stack.requests_since(mark) if r["service"] == "arm"]
+    assert [r["status"] for r in log if r["method"] == "POST"] == [202]
+    monitors = [r for r in log if "/CsOperations/" in r["path"] and "monitor=true" in r["query"]]
+    assert [r["status"] for r in monitors] == [200]
+    with pytest.raises(HttpResponseError) as caught:
+        compute.cloud_services.begin_restart(
+            rg, name, parameters=RoleInstances(role_instances=["WebRole1_IN_9"]))
+    assert caught.value.status_code == 404
+
+    compute.cloud_services.begin_delete(rg, name).result()
+    with pytest.raises(ResourceNotFoundError):
+        compute.cloud_services.get(rg, name)
 
 
 # -- refusals ----------------------------------------------------------------------------
@@ -518,17 +544,38 @@ def test_unreadable_package_is_refused(
              "InvalidParameter")
 
 
-def test_package_and_configuration_are_required_on_every_put(
-    compute: ComputeManagementClient, rg: str, package: Package,
+def test_package_is_required_to_create_and_kept_by_an_update_without_one(
+    stack: LocalStack, compute: ComputeManagementClient, rg: str, package: Package,
 ) -> None:
     message = _refused(compute, rg, _name(), model(None, cscfg()), "InvalidParameter")
     assert message == "Required parameter 'packageUrl' is missing (null)."
     name = _name()
     compute.cloud_services.begin_create_or_update(rg, name, model(package.good, cscfg())).result()
-    current = compute.cloud_services.get(rg, name)  # as read: packageUrl is not there
-    with pytest.raises(HttpResponseError) as caught:
-        compute.cloud_services.begin_create_or_update(rg, name, current)
-    assert caught.value.status_code == 400 and "packageUrl" in str(caught.value.message)
+    deployed = _admin_service(stack, rg, name)["package"]
+    current: Any = compute.cloud_services.get(rg, name)  # as read: packageUrl is not there
+    current.properties.configuration = cscfg(setting="v2")
+    updated: Any = compute.cloud_services.begin_create_or_update(rg, name, current).result()
+    assert updated.properties.provisioning_state == "Succeeded"
+    assert 'value="v2"' in updated.properties.configuration
+    assert _admin_service(stack, rg, name)["package"] == deployed
+
+
+def test_malformed_package_url_is_refused_before_the_configuration_is_read(
+    compute: ComputeManagementClient, rg: str, package: Package,
+) -> None:
+    for url in (package.url, "not a url", package.good.replace("https:", "http:", 1)):
+        body = model(url, "<not a cscfg")
+        with pytest.raises(HttpResponseError) as caught:
+            compute.cloud_services.begin_create_or_update(rg, _name(), body)
+        assert caught.value.status_code == 400 and caught.value.error is not None
+        assert (caught.value.error.code, caught.value.error.message) == (
+            "InvalidParameter", "The value of parameter packageUrl is invalid.")
+        assert caught.value.error.target is None
+
+
+def _admin_service(stack: LocalStack, rg: str, name: str) -> dict[str, Any]:
+    return next(s for s in stack.admin("GET", "/cloudservices")["services"]
+                if (s["resourceGroup"], s["name"]) == (rg, name))
 
 
 def test_cscfg_roles_must_match_role_profile(

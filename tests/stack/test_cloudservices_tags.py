@@ -93,7 +93,7 @@ def test_patch_answers_updating_with_an_operation(
                           timeout=30)
     assert resp.status_code == 200
     assert resp.json()["properties"]["provisioningState"] == "Updating"
-    assert "/operations/" in resp.headers["Azure-AsyncOperation"]
+    assert "/CsOperations/" in resp.headers["Azure-AsyncOperation"]
     assert "packageUrl" not in resp.json()["properties"]
 
 

@@ -30,7 +30,7 @@ CALLS: dict[str, tuple[dict[str, Any], str]] = {
         {
             "service": "arm",
             "method": "GET",
-            "path": "/subscriptions/s/providers/Microsoft.Compute/locations/westus/operations/1",
+            "path": "/subscriptions/s/providers/Microsoft.Compute/locations/westus/CsOperations/1",
         },
         "arm GET operation",
     ),
