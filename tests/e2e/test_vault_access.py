@@ -9,6 +9,8 @@ raised by the real engine reading through the real SDK against the vault's real 
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from azure.keyvault.certificates import (
     CertificateContentType,
@@ -118,8 +120,11 @@ def test_renewal_needs_the_create_right(stack: LocalStack, op: Operator) -> None
     op.revoke_role(officer)
     item = event_item(world, version_of(v1))
     item["eventType"] = NEAR_EXPIRY
+    engine = engine_for(world, RENEW_ON_NEAR_EXPIRY="true")
+    # 340 days on, the 12-month version is inside its 30-day window (shared.renewal).
+    engine.now = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=340)
     with pytest.raises(PlatformRejected) as refused:
-        engine_for(world, RENEW_ON_NEAR_EXPIRY="true").handle_event(parse_event(item))
+        engine.handle_event(parse_event(item))
     assert str(refused.value) == (
         f"Forbidden: requesting a new version of '{CERT}': no access to vault "
         f"{world.vault_name} (RBAC vault: no role assignment grants the app "

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from emulators.provision import Operator, thumbprint
+from emulators.provision import OPERATOR_ROLES, Operator, thumbprint
 from tests.conftest import LocalStack
 from tests.replay.compute_cases import (
     Interaction,
@@ -213,8 +213,10 @@ def _check_listed(replayer: Replayer, reply: Reply, expected: Any,
 @pytest.fixture(scope="module")
 def certificate(op: Operator, local: Local) -> tuple[str, str, str]:
     """(vault id, versioned secret URL, thumbprint) of a real certificate."""
+    # An RBAC vault in which the operator (one identity with the app here) creates it.
     vault_id, vault_url = op.vault(f"/subscriptions/{op.sub}/resourceGroups/"
-                                   f"{local.resource_group}", _name("kv"))
+                                   f"{local.resource_group}", _name("kv"), rbac=True,
+                                   roles=OPERATOR_ROLES)
     cert = op.new_version(vault_url, "ContosoCertificate")
     assert cert.secret_id
     return vault_id, cert.secret_id, thumbprint(cert)
