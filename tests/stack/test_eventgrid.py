@@ -608,3 +608,148 @@ def test_publish_cloud_events_with_bearer_token(stack: LocalStack, arm: ArmClien
         client.send([CloudEvent(source="/r", type="T", data="x" * (1024 * 1024))],
                     connection_verify=stack.ca)
     assert too_big.value.status_code == 413
+
+
+# -- AzureFunction destinations, identity dead letters, delayed delivery --------------------
+
+
+def function_id(stack: LocalStack, function: str) -> str:
+    return f"{stack.env['FUNCTION_APP_ID']}/functions/{function}"
+
+
+def put_function_subscription(topic: VaultTopic, name: str, function: str,
+                              **props: Any) -> requests.Response:
+    """The shape infra/app/event-subscription.bicep deploys."""
+    return topic.arm.call("PUT", topic.subscription_path(name), {"properties": {
+        "destination": {"endpointType": "AzureFunction", "properties": {
+            "resourceId": function_id(topic.arm.stack, function), "maxEventsPerBatch": 1,
+            "preferredBatchSizeInKilobytes": 64}},
+        "eventDeliverySchema": "EventGridSchema", **props}})
+
+
+def test_azure_function_destination_is_delivered_through_the_event_grid_extension(
+        stack: LocalStack, topic: VaultTopic) -> None:
+    log = stack.folder / "logs" / "functions.log"
+    start = log.stat().st_size
+    resp = put_function_subscription(topic, "Fn-Sub", "keyvault_events")
+    assert resp.status_code == 201, resp.text
+    assert topic.arm.wait(resp)["status"] == "Succeeded"
+    got = topic.arm.call("GET", topic.subscription_path("Fn-Sub")).json()
+    assert got["properties"]["provisioningState"] == "Succeeded"
+    assert got["properties"]["destination"] == {"endpointType": "AzureFunction", "properties": {
+        "resourceId": function_id(stack, "keyvault_events"), "maxEventsPerBatch": 1,
+        "preferredBatchSizeInKilobytes": 64}}
+    assert deliveries(stack, "Fn-Sub", "SubscriptionValidation") == []  # no handshake
+    full = topic.arm.call("POST", topic.subscription_path("Fn-Sub") + "/getFullUrl")
+    assert full.status_code == 400  # no URL (and no key) to reveal
+
+    # Data the product rejects before it sends any request: only the delivery path matters.
+    raised = stack.admin("POST", "/eventgrid/system-events", {
+        "source": topic.vault_id, "eventType": KV_NEAR, "subject": "web-tls", "data": {}})
+    assert raised["subscriptions"] == 1
+    [sent] = wait_for(lambda: deliveries(stack, "Fn-Sub"))
+    assert (sent["status"], sent["outcome"]) == (202, "Succeeded")  # the extension's answer
+
+    def written() -> str:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            return handle.read().decode()
+
+    wait_for(lambda: "Executed 'Functions.keyvault_events' (Succeeded" in written(),
+             "the keyvault_events invocation")
+    lines = written()
+    assert "Executing 'Functions.keyvault_events' (Reason='EventGrid trigger fired'" in lines
+    assert "POST /runtime/webhooks/eventgrid -> 202" in lines
+
+
+def test_azure_function_destination_refusals(stack: LocalStack, topic: VaultTopic) -> None:
+    not_a_function = topic.arm.call("PUT", topic.subscription_path("bad"), {"properties": {
+        "destination": {"endpointType": "AzureFunction", "properties": {
+            "resourceId": stack.env["FUNCTION_APP_ID"]}}}})
+    assert not_a_function.status_code == 400
+    assert "function's resource id" in not_a_function.json()["error"]["message"]
+    other_app = function_id(stack, "keyvault_events").replace("func-certrotate-local", "func-x")
+    unknown_app = topic.arm.call("PUT", topic.subscription_path("bad"), {"properties": {
+        "destination": {"endpointType": "AzureFunction", "properties": {"resourceId": other_app}}}})
+    assert unknown_app.status_code == 400
+    assert "'func-x'" in unknown_app.json()["error"]["message"]
+
+    # A name the host has no Event Grid function for: the host answers 404.
+    resp = put_function_subscription(topic, "ghost", "status",
+                                     retryPolicy={"maxDeliveryAttempts": 1})
+    assert topic.arm.wait(resp)["status"] == "Succeeded"
+    raised = topic.raise_event(KV_NEW, "web-tls")
+    [sent] = wait_for(lambda: deliveries(stack, "ghost"))
+    assert (sent["status"], sent["outcome"]) == (404, "InvalidAzureFunctionDestination")
+    [dropped] = wait_for(lambda: deliveries(stack, "ghost", "Dropped"))
+    assert dropped["event_ids"] == [raised["id"]]
+
+
+def test_dead_letters_with_the_system_topics_identity(stack: LocalStack, receiver: Receiver,
+                                                      topic: VaultTopic) -> None:
+    blobs = BlobServiceClient(stack.env["AZURITE_BLOB_URL"], credential=DefaultAzureCredential(),
+                              connection_verify=stack.ca)
+    container = f"dli-{uuid.uuid4().hex[:8]}"
+    blobs.create_container(container)
+    account_id = (f"/subscriptions/{stack.subscription}/resourceGroups/{topic.rg}/providers/"
+                  "Microsoft.Storage/storageAccounts/devstoreaccount1")
+    with_identity = {"identity": {"type": "SystemAssigned"}, "deadLetterDestination": {
+        "endpointType": "StorageBlob",
+        "properties": {"resourceId": account_id, "blobContainerName": container}}}
+    path = receiver.path(Script(fail=[400]))
+    body = {"properties": {
+        "destination": {"endpointType": "WebHook",
+                        "properties": {"endpointUrl": receiver.base + path}},
+        "deadLetterWithResourceIdentity": with_identity}}
+    refused = topic.arm.call("PUT", topic.subscription_path("ident"), body)
+    assert refused.status_code == 400
+    assert "no system-assigned identity" in refused.json()["error"]["message"]
+
+    resp = topic.arm.call("PUT", topic.topic_path, {
+        "location": "westeurope", "identity": {"type": "SystemAssigned"},
+        "properties": {"source": topic.vault_id, "topicType": "Microsoft.KeyVault.vaults"}})
+    assert resp.status_code == 200, resp.text
+    identity = topic.arm.call("GET", topic.topic_path).json()["identity"]
+    assert identity["type"] == "SystemAssigned"
+    uuid.UUID(identity["principalId"])
+    assert identity["tenantId"] == stack.env["AZURE_TENANT_ID"]
+
+    _, got = topic.subscribe("ident", receiver.base + path,
+                             deadLetterWithResourceIdentity=with_identity)
+    assert got["properties"]["deadLetterWithResourceIdentity"] == with_identity
+    assert "deadLetterDestination" not in got["properties"]
+    raised = topic.raise_event(KV_NEAR, "web-tls")
+    client = blobs.get_container_client(container)
+    [blob] = wait_for(lambda: list(client.list_blobs()), timeout=15)
+    [lettered] = json.loads(client.download_blob(blob.name).readall())
+    assert lettered["id"] == raised["id"]
+    assert lettered["deadLetterReason"] == "UndeliverableDueToHttpBadRequest"
+    assert lettered["deliveryAttempts"] == 1
+
+
+def test_a_failing_endpoint_has_later_deliveries_delayed(stack: LocalStack, receiver: Receiver,
+                                                         topic: VaultTopic) -> None:
+    """delivery-and-retry.md, "Delayed Delivery": after the first 10 failed deliveries, new
+    events wait too (404: 5 minutes of probation, times the stack's retry_scale of 0.01)."""
+    path = receiver.path(Script(fail=[404] * 10))
+    topic.subscribe("sick", receiver.base + path, retryPolicy={"maxDeliveryAttempts": 1})
+    stack.admin("POST", "/eventgrid/system-events", [
+        {"source": topic.vault_id, "eventType": KV_NEW, "subject": f"c{i}", "data": {}}
+        for i in range(10)])
+    wait_for(lambda: len(deliveries(stack, "sick", "Dropped")) == 10, "ten dropped events")
+    assert deliveries(stack, "sick", "Delayed") == []  # positive control: failures 1-10
+    failed_at = max(datetime.fromisoformat(d["time"]) for d in deliveries(stack, "sick"))
+
+    late = topic.raise_event(KV_NEW, "c10")
+    [delayed] = wait_for(lambda: deliveries(stack, "sick", "Delayed"))
+    assert delayed["event_ids"] == [late["id"]]
+    assert delayed["failures"] == 10
+    assert 250 <= delayed["nominal_seconds"] <= 300
+    [sent] = wait_for(lambda: [d for d in deliveries(stack, "sick") if d["status"] == 200],
+                      "the delayed delivery", timeout=15)
+    assert datetime.fromisoformat(sent["time"]) - failed_at >= timedelta(seconds=2.5)
+
+    # A delivered event ends the probation: the next one goes at once.
+    topic.raise_event(KV_NEW, "c11")
+    wait_for(lambda: len([d for d in deliveries(stack, "sick") if d["status"] == 200]) == 2)
+    assert len(deliveries(stack, "sick", "Delayed")) == 1
