@@ -31,27 +31,28 @@ on the account is not checked).
 Data plane: Key Vault calls ``publish_system_event`` synchronously from its handlers. The
 event is matched against every ``Succeeded`` subscription of the system topic whose source
 is that vault (filters: ``includedEventTypes``, subject prefix/suffix) and queued per
-subscription; a flush scheduled with ``call_soon`` batches what arrived in the same turn
-of the loop (``maxEventsPerBatch``/``preferredBatchSizeInKilobytes``; one event per
-request by default) and starts one asyncio task per batch. A task POSTs the batch (Event
-Grid schema: JSON array; CloudEvents: one object, or a batch array) with the ``aeg-*``
-headers, counts 200-204 as delivered, and otherwise retries on Event Grid's schedule
-(10 s, 30 s, 1 min, 5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h) raised to the
-per-status minimum, every delay multiplied by ``retry_scale`` so tests need not wait
-hours. 400/401/403/413 are not retried for webhooks, 400/413 for functions (Azure-resource
-destinations, which also wait at least 5 minutes after a 401; current delivery-and-retry
-doc). Delayed delivery: after ``PROBATION_AFTER_FAILURES`` failed deliveries in a row to
-one endpoint (a webhook URL, or a function), the endpoint is on probation: every later
-attempt to it, retries and new events alike, waits until the probation ends (10 s for a
-timeout or busy endpoint, 30 s after a connection error, 5 minutes for 401/403/404,
-10 minutes for an ``InvalidAzureFunctionDestination`` (a 404 from the host: no Event Grid
-function of that name), also scaled by ``retry_scale``) and is logged as ``Delayed``; a
-delivered batch ends it. When
-``maxDeliveryAttempts`` or ``eventTimeToLiveInMinutes`` runs out (TTL counts nominal
-schedule time and the emulated clock, whichever is further) the batch is dead-lettered,
-after the scaled 5-minute delay, as a JSON array blob in Azurite with the dead-letter
-fields added, or dropped when no dead-letter destination is set. Every attempt, dead
-letter and drop is logged for ``GET /eventgrid/deliveries``.
+subscription; a flush scheduled with ``call_soon`` batches what arrived in the same turn of
+the loop (``maxEventsPerBatch``/``preferredBatchSizeInKilobytes``; one event per request by
+default) and starts one asyncio task per batch. A task POSTs the batch (Event Grid schema:
+JSON array; CloudEvents: one object, or a batch array) with the ``aeg-*`` headers, counts
+200-204 as delivered, and otherwise retries on Event Grid's schedule (10 s, 30 s, 1 min, 5
+min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h) raised to the per-status minimum, every
+delay multiplied by ``retry_scale`` so tests need not wait hours. 400/401/403/413 are not
+retried for webhooks, 400/403/413 for functions (Azure-resource destinations, which also
+wait at least 5 minutes after a 401 or 404; current delivery-and-retry doc). Delayed
+delivery: after ``PROBATION_AFTER_FAILURES`` failed deliveries in a row to one endpoint (a
+webhook URL, or a function), the endpoint is on probation: every later attempt to it,
+retries and new events alike, waits until the probation ends (10 s for a timeout or busy
+endpoint, 30 s after a connection error, 5 minutes for 401/403/404, 10 minutes for an
+``InvalidAzureFunctionDestination`` (a 404 from the host: no Event Grid function of that
+name), also scaled by ``retry_scale``) and is logged as ``Delayed``; a delivered batch ends
+it. When ``maxDeliveryAttempts`` or ``eventTimeToLiveInMinutes`` runs out (TTL counts
+nominal schedule time and the emulated clock, whichever is further) the batch is
+dead-lettered, after the scaled 5-minute delay, as a JSON array blob in Azurite with the
+doc's dead-letter fields added (``deadLetterReason``, ``deliveryAttempts``,
+``lastDeliveryOutcome``, ``publishTime``, ``lastDeliveryAttemptTime``; CloudEvents: the
+first four in lower case), or dropped when no dead-letter destination is set. Every attempt,
+dead letter and drop is logged for ``GET /eventgrid/deliveries``.
 
 Custom topics (``Microsoft.EventGrid/topics``) exist so the product can publish its own
 events: one HTTPS listener serves every topic at ``{topic_base_url}/topics/{name}/api/events``
@@ -107,8 +108,8 @@ ONE_MB = 1024 * 1024
 
 # Event Grid's documented retry schedule (seconds); the last step repeats.
 RETRY_SCHEDULE_S = (10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 43200)
-# Minimum wait before retrying after these statuses (older delivery-and-retry table).
-MIN_RETRY_S = {404: 300, 408: 120, 503: 30}
+# Minimum wait before retrying after these statuses (delivery-and-retry.md's failure table).
+MIN_RETRY_S = {408: 120, 503: 30}
 DEFAULT_MIN_RETRY_S = 10
 # Not scaled by retry_scale: a handler that works for seconds (following an update) must
 # not be cut off and redelivered sooner than Event Grid would.
@@ -135,11 +136,13 @@ _FUNCTION_ID = re.compile(
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9-]{3,50}$")
 WEBHOOK = "WebHook"
 AZURE_FUNCTION = "AzureFunction"
-# Statuses never retried, per destination kind (delivery-and-retry.md, "Retry schedule").
-NO_RETRY = {WEBHOOK: frozenset({400, 401, 403, 413}), AZURE_FUNCTION: frozenset({400, 413})}
+# Statuses never retried, per destination kind: the doc's "Retry schedule" table (webhooks
+# 400/401/413, Azure resources 400/413) and its failure-code table (403: not retried).
+NO_RETRY = {WEBHOOK: frozenset({400, 401, 403, 413}),
+            AZURE_FUNCTION: frozenset({400, 403, 413})}
 # Minimum waits that hold for Azure-resource destinations only ("... for Azure Resources
-# Endpoints" in the failure-code table); webhooks keep MIN_RETRY_S.
-AZURE_RESOURCE_MIN_RETRY_S = {**MIN_RETRY_S, 401: 300}
+# Endpoints" in the failure-code table).
+AZURE_RESOURCE_MIN_RETRY_S = {**MIN_RETRY_S, 401: 300, 404: 300}
 # Delayed delivery: once this many deliveries to one endpoint have failed in a row, Event
 # Grid puts the endpoint on probation and holds every later attempt to it, new events
 # included, for the probation duration of the last failure (the doc's table; durations by
@@ -1265,7 +1268,7 @@ class EventGrid:
         health.failures += 1
         if health.failures >= PROBATION_AFTER_FAILURES:
             until = (asyncio.get_running_loop().time()
-                     + _probation_s(outcome) * self.retry_scale)
+                     + probation_seconds(outcome) * self.retry_scale)
             health.probation_until = max(health.probation_until, until)
 
     def _live(self, sub: EventSubscription) -> bool:
@@ -1322,18 +1325,19 @@ class EventGrid:
             return
         await self._wait(DEAD_LETTER_DELAY_S)
         schema = sub.config.schema
+        # The fields delivery-and-retry.md shows: CloudEvents dead letters carry the first
+        # four, in lower case, without lastDeliveryAttemptTime.
         extra: dict[str, Any] = {
             "deadLetterReason": reason, "deliveryAttempts": attempts,
             "lastDeliveryOutcome": outcome.outcome,
-            "lastDeliveryAttemptTime": _eg_time(last_time),
         }
-        if outcome.status is not None:
-            extra["lastHttpStatusCode"] = outcome.status
         lettered = []
         for event in events:
             fields = {**extra, "publishTime": _eg_time(event.published)}
             if schema == CLOUDEVENT_SCHEMA:
                 fields = {k.lower(): v for k, v in fields.items()}
+            else:
+                fields["lastDeliveryAttemptTime"] = _eg_time(last_time)
             lettered.append({**event.render(schema), **fields})
         data = json.dumps(lettered).encode()
         waited_s = 0
@@ -1512,7 +1516,7 @@ class EventGrid:
         return json_response(raised if isinstance(body, list) else raised[0], 202)
 
 
-def _probation_s(outcome: Outcome) -> float:
+def probation_seconds(outcome: Outcome) -> float:
     """Probation after a failure, by outcome (delivery-and-retry.md's table)."""
     if outcome.outcome == "InvalidAzureFunctionDestination":
         return PROBATION_INVALID_FUNCTION_S
