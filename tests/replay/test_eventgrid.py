@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,21 @@ import pytest
 import requests
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.certificates import CertificateClient
-from azure.storage.blob import BlobServiceClient
 
 from emulators import eventgrid
 from emulators.polling import wait_for
 from tests.conftest import LocalStack
 from tests.e2e.world import self_signed_pfx
-from tests.stack.test_eventgrid import ArmClient, Receiver, Script, VaultTopic, new_rg
+from tests.stack.test_eventgrid import (
+    ArmClient,
+    Receiver,
+    Script,
+    VaultTopic,
+    arm_fixture,  # noqa: F401 (the fixtures "arm" and "receiver": one of each per module)
+    dead_letter_container,
+    receiver_fixture,  # noqa: F401
+    vault_with_topic,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "azure" / "eventgrid"
 CERT_EVENTS = ("CertificateNewVersionCreated", "CertificateNearExpiry", "CertificateExpired")
@@ -73,41 +80,11 @@ def keys(value: Any, prefix: str = "") -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def arm(stack: LocalStack) -> ArmClient:
-    return ArmClient(stack)
-
-
-@pytest.fixture(scope="module")
-def vault_topic(stack: LocalStack, arm: ArmClient) -> tuple[VaultTopic, str]:
-    """A vault (access policies granting the app's principal what the test does), its
+def vault_topic(arm: ArmClient) -> tuple[VaultTopic, str]:
+    """A vault whose access policy lets the app's principal import certificates, and its
     system topic; returns the topic and the vault URI."""
-    rg = new_rg(arm)
-    name = f"kv{uuid.uuid4().hex[:10]}"
-    vault_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
-                  f"/providers/Microsoft.KeyVault/vaults/{name}")
-    made = arm.call("PUT", vault_path, {"location": "westeurope", "properties": {
-        "tenantId": stack.env["AZURE_TENANT_ID"], "sku": {"family": "A", "name": "standard"},
-        "enableRbacAuthorization": False,
-        "accessPolicies": [{"tenantId": stack.env["AZURE_TENANT_ID"],
-                            "objectId": stack.env["MANAGED_IDENTITY_OBJECT_ID"],
-                            "permissions": {"certificates": ["get", "list", "import"],
-                                            "secrets": ["get"]}}]}},
-        api_version="2023-07-01")
-    assert made.status_code in (200, 201), made.text
-    vault = made.json()
-    topic_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
-                  "/providers/Microsoft.EventGrid/systemTopics/replay-events")
-    resp = arm.call("PUT", topic_path, {"location": "westeurope", "properties": {
-        "source": vault["id"], "topicType": "Microsoft.KeyVault.vaults"}})
-    assert arm.wait(resp)["status"] == "Succeeded"
-    return VaultTopic(arm, rg, vault["id"], topic_path), vault["properties"]["vaultUri"]
+    topic, vault = vault_with_topic(arm, ["get", "list", "import"])
+    return topic, vault["properties"]["vaultUri"]
 
 
 @pytest.fixture(scope="module")
@@ -247,20 +224,12 @@ def test_dead_letter_adds_the_documented_fields(stack: LocalStack, receiver: Rec
                                                 vault_topic: tuple[VaultTopic, str],
                                                 schema: str) -> None:
     topic, _ = vault_topic
-    blobs = BlobServiceClient(stack.env["AZURITE_BLOB_URL"], credential=DefaultAzureCredential(),
-                              connection_verify=stack.ca)
-    container = f"replay-dl-{uuid.uuid4().hex[:8]}"
-    blobs.create_container(container)
-    account = (f"/subscriptions/{stack.subscription}/resourceGroups/{topic.rg}/providers/"
-               "Microsoft.Storage/storageAccounts/devstoreaccount1")
+    client, destination = dead_letter_container(stack, topic.rg)
     path = receiver.path(Script(fail=[404]))
     name = f"replay-dl-{schema[:5].lower()}"
     topic.subscribe(name, receiver.base + path, eventDeliverySchema=schema,
-                    retryPolicy={"maxDeliveryAttempts": 1},
-                    deadLetterDestination={"endpointType": "StorageBlob", "properties": {
-                        "resourceId": account, "blobContainerName": container}})
+                    retryPolicy={"maxDeliveryAttempts": 1}, deadLetterDestination=destination)
     raised = topic.raise_event("Microsoft.KeyVault.CertificateNearExpiry", "replay-tls")
-    client = blobs.get_container_client(container)
     [blob] = wait_for(lambda: list(client.list_blobs()), "the dead-letter blob", 15)
     [lettered] = json.loads(client.download_blob(blob.name).readall())
     sent = {"id", "topic", "subject", "eventType", "eventTime", "data", "dataVersion",

@@ -27,7 +27,7 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient, generate_sas
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.certificates import CertificateClient, CertificatePolicy
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from emulators.polling import wait_for
 from tests.conftest import LocalStack
@@ -201,15 +201,16 @@ class VaultTopic:
         return dict(self.arm.stack.admin("POST", "/eventgrid/system-events", body))
 
 
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
+# Named apart from their fixture names so other modules (tests/replay) can import them.
+@pytest.fixture(scope="module", name="receiver")
+def receiver_fixture() -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.close()
 
 
-@pytest.fixture(scope="module")
-def arm(stack: LocalStack) -> ArmClient:
+@pytest.fixture(scope="module", name="arm")
+def arm_fixture(stack: LocalStack) -> ArmClient:
     return ArmClient(stack)
 
 
@@ -233,6 +234,42 @@ def topic(arm: ArmClient) -> VaultTopic:
     assert resp.status_code == 201, resp.text
     assert arm.wait(resp)["status"] == "Succeeded"
     return VaultTopic(arm, rg, vault_id, path)
+
+
+def vault_with_topic(arm: ArmClient, permissions: list[str]) -> tuple[VaultTopic, dict[str, Any]]:
+    """A real (emulated) vault in a fresh resource group, its access policy granting the
+    app's principal these certificate ``permissions``, and a system topic on its events;
+    returns the topic and the vault as ARM answered."""
+    stack = arm.stack
+    rg = new_rg(arm)
+    vault_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
+                  f"/providers/Microsoft.KeyVault/vaults/kv{uuid.uuid4().hex[:10]}")
+    made = arm.call("PUT", vault_path, {"location": "westeurope", "properties": {
+        "tenantId": stack.env["AZURE_TENANT_ID"], "sku": {"family": "A", "name": "standard"},
+        "enabledForDeployment": True, "enableRbacAuthorization": False,
+        "accessPolicies": [{"tenantId": stack.env["AZURE_TENANT_ID"],
+                            "objectId": stack.env["MANAGED_IDENTITY_OBJECT_ID"],
+                            "permissions": {"certificates": permissions, "secrets": ["get"]}}]}},
+        api_version="2023-07-01")
+    assert made.status_code in (200, 201), made.text
+    vault = made.json()
+    topic_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
+                  "/providers/Microsoft.EventGrid/systemTopics/vault-events")
+    resp = arm.call("PUT", topic_path, {"location": "westeurope", "properties": {
+        "source": vault["id"], "topicType": "Microsoft.KeyVault.vaults"}})
+    assert arm.wait(resp)["status"] == "Succeeded"
+    return VaultTopic(arm, rg, vault["id"], topic_path), dict(vault)
+
+
+def dead_letter_container(stack: LocalStack, rg: str) -> tuple[ContainerClient, dict[str, Any]]:
+    """A fresh Azurite container and the ``StorageBlob`` destination that names it."""
+    blobs = BlobServiceClient(stack.env["AZURITE_BLOB_URL"], credential=DefaultAzureCredential(),
+                              connection_verify=stack.ca)
+    container = blobs.create_container(f"dl-{uuid.uuid4().hex[:8]}")
+    account_id = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}/providers/"
+                  "Microsoft.Storage/storageAccounts/devstoreaccount1")
+    return container, {"endpointType": "StorageBlob", "properties": {
+        "resourceId": account_id, "blobContainerName": container.container_name}}
 
 
 def deliveries(stack: LocalStack, name: str, kind: str = "Notification") -> list[dict[str, Any]]:
@@ -454,21 +491,13 @@ def test_retries_until_the_webhook_recovers(stack: LocalStack, receiver: Receive
 
 def test_dead_letters_into_azurite(stack: LocalStack, receiver: Receiver,
                                    topic: VaultTopic) -> None:
-    blobs = BlobServiceClient(stack.env["AZURITE_BLOB_URL"], credential=DefaultAzureCredential(),
-                              connection_verify=stack.ca)
-    container = f"dl-{uuid.uuid4().hex[:8]}"
-    blobs.create_container(container)
+    client, destination = dead_letter_container(stack, topic.rg)
     path = receiver.path(Script(fail=[500] * 10))
-    account_id = (f"/subscriptions/{stack.subscription}/resourceGroups/{topic.rg}/providers/"
-                  "Microsoft.Storage/storageAccounts/devstoreaccount1")
     _, got = topic.subscribe("Dead-Sub", receiver.base + path,
                              retryPolicy={"maxDeliveryAttempts": 2},
-                             deadLetterDestination={"endpointType": "StorageBlob", "properties": {
-                                 "resourceId": account_id, "blobContainerName": container}})
-    assert got["properties"]["deadLetterDestination"]["properties"] == {
-        "resourceId": account_id, "blobContainerName": container}
+                             deadLetterDestination=destination)
+    assert got["properties"]["deadLetterDestination"] == destination
     raised = topic.raise_event(KV_NEAR, "web-tls")
-    client = blobs.get_container_client(container)
     [blob] = wait_for(lambda: list(client.list_blobs()), timeout=15)
     assert blob.name.startswith("DEAD-SUB/") and blob.name.endswith(".json")
     [lettered] = json.loads(client.download_blob(blob.name).readall())
@@ -499,21 +528,8 @@ def test_key_vault_certificate_raises_delivered_event(stack: LocalStack, receive
                                                      arm: ArmClient) -> None:
     """The whole chain: a certificate made with the real SDK in an emulated vault reaches
     the webhook as CertificateNewVersionCreated with Key Vault's data fields."""
-    rg = new_rg(arm)
-    vault_name = f"kv{uuid.uuid4().hex[:10]}"
-    vault_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
-                  f"/providers/Microsoft.KeyVault/vaults/{vault_name}")
-    made = arm.call("PUT", vault_path, {"location": "westeurope", "properties": {
-        "tenantId": stack.env["AZURE_TENANT_ID"], "sku": {"family": "A", "name": "standard"},
-        "enabledForDeployment": True}}, api_version="2023-07-01")
-    assert made.status_code in (200, 201), made.text
-    vault = made.json()
-    topic_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
-                  "/providers/Microsoft.EventGrid/systemTopics/vault-events")
-    resp = arm.call("PUT", topic_path, {"location": "westeurope", "properties": {
-        "source": vault["id"], "topicType": "Microsoft.KeyVault.vaults"}})
-    assert arm.wait(resp)["status"] == "Succeeded"
-    topic = VaultTopic(arm, rg, vault["id"], topic_path)
+    topic, vault = vault_with_topic(arm, ["get", "list", "create"])
+    vault_name = vault["name"]
     path = receiver.path()
     topic.subscribe("certs", receiver.base + path, filter={"includedEventTypes": [KV_NEW]})
 
@@ -687,15 +703,8 @@ def test_azure_function_destination_refusals(stack: LocalStack, topic: VaultTopi
 
 def test_dead_letters_with_the_system_topics_identity(stack: LocalStack, receiver: Receiver,
                                                       topic: VaultTopic) -> None:
-    blobs = BlobServiceClient(stack.env["AZURITE_BLOB_URL"], credential=DefaultAzureCredential(),
-                              connection_verify=stack.ca)
-    container = f"dli-{uuid.uuid4().hex[:8]}"
-    blobs.create_container(container)
-    account_id = (f"/subscriptions/{stack.subscription}/resourceGroups/{topic.rg}/providers/"
-                  "Microsoft.Storage/storageAccounts/devstoreaccount1")
-    with_identity = {"identity": {"type": "SystemAssigned"}, "deadLetterDestination": {
-        "endpointType": "StorageBlob",
-        "properties": {"resourceId": account_id, "blobContainerName": container}}}
+    client, destination = dead_letter_container(stack, topic.rg)
+    with_identity = {"identity": {"type": "SystemAssigned"}, "deadLetterDestination": destination}
     path = receiver.path(Script(fail=[400]))
     body = {"properties": {
         "destination": {"endpointType": "WebHook",
@@ -719,7 +728,6 @@ def test_dead_letters_with_the_system_topics_identity(stack: LocalStack, receive
     assert got["properties"]["deadLetterWithResourceIdentity"] == with_identity
     assert "deadLetterDestination" not in got["properties"]
     raised = topic.raise_event(KV_NEAR, "web-tls")
-    client = blobs.get_container_client(container)
     [blob] = wait_for(lambda: list(client.list_blobs()), timeout=15)
     [lettered] = json.loads(client.download_blob(blob.name).readall())
     assert lettered["id"] == raised["id"]
