@@ -284,12 +284,13 @@ class Operator:
     def subscribe(
         self, rg: str, vault_id: str, name: str, function: str = "keyvault_events",
         schema: str = "EventGridSchema", dead_letter_container: str | None = None,
-        max_attempts: int = 30,
+        max_attempts: int = 30, webhook: str | None = None,
     ) -> None:
         """The vault's certificate events to ``function``, as infra/app/event-subscription.bicep
         deploys them: a system topic with its own identity on the vault, an ``AzureFunction``
         destination (the function's resource id, so no key), one event per delivery, and
-        dead letters written with the topic's identity when a container is named."""
+        dead letters written with the topic's identity when a container is named. A
+        ``webhook`` URL (a test's own receiver) replaces the function, handshake included."""
         topic = f"{rg}/providers/Microsoft.EventGrid/systemTopics/{vault_id.rsplit('/', 1)[-1]}"
         self.arm(
             "PUT",
@@ -301,15 +302,20 @@ class Operator:
             },
             api="2025-02-15",
         )
-        properties: dict[str, Any] = {
-            "destination": {
+        batch = {"maxEventsPerBatch": 1, "preferredBatchSizeInKilobytes": 64}
+        target: dict[str, Any] = (
+            {"endpointType": "WebHook", "properties": {"endpointUrl": webhook, **batch}}
+            if webhook is not None
+            else {
                 "endpointType": "AzureFunction",
                 "properties": {
                     "resourceId": f"{self.env['FUNCTION_APP_ID']}/functions/{function}",
-                    "maxEventsPerBatch": 1,
-                    "preferredBatchSizeInKilobytes": 64,
+                    **batch,
                 },
-            },
+            }
+        )
+        properties: dict[str, Any] = {
+            "destination": target,
             "filter": {
                 "includedEventTypes": [
                     "Microsoft.KeyVault.CertificateNewVersionCreated",

@@ -481,7 +481,7 @@ def test_clock_moves_certificate_lifetimes(side: Stack) -> None:
             operator = Operator(dict(side.env))
             rg = operator.resource_group(unique("rg-clock-"))
             vault_id, vault_url = operator.vault(rg, unique("kvclock"))
-            operator.subscribe(rg, vault_id, "clock-events", hook.url)
+            operator.subscribe(rg, vault_id, "clock-events", webhook=hook.url)
             policy = CertificatePolicy(
                 issuer_name="Self", subject="CN=clock", validity_in_months=12,
                 lifetime_actions=[LifetimeAction(action=CertificatePolicyAction.email_contacts,
