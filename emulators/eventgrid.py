@@ -35,8 +35,8 @@ subscription; a flush scheduled with ``call_soon`` batches what arrived in the s
 the loop (``maxEventsPerBatch``/``preferredBatchSizeInKilobytes``; one event per request by
 default) and starts one asyncio task per batch. A task POSTs the batch (Event Grid schema:
 JSON array; CloudEvents: one object, or a batch array) with the ``aeg-*`` headers, counts
-200-204 as delivered, and otherwise retries on Event Grid's schedule (10 s, 30 s, 1 min, 5
-min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h) raised to the per-status minimum, every
+200-204 as delivered, and otherwise retries on Event Grid's schedule (10 s, 30 s, 1 min,
+5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h) raised to the per-status minimum, every
 delay multiplied by ``retry_scale`` so tests need not wait hours. 400/401/403/413 are not
 retried for webhooks, 400/403/413 for functions (Azure-resource destinations, which also
 wait at least 5 minutes after a 401 or 404; current delivery-and-retry doc). Delayed
