@@ -227,7 +227,7 @@ class RotationWorld:
         name = "contoso"
         op.cloud_service(rg, name, config, list(ROLES), vault_id, [first.secret_id], package, md5)
         subscription = f"{prefix}-events"
-        op.subscribe(rg, vault_id, subscription, op.webhook())
+        op.subscribe(rg, vault_id, subscription)
         return cls(op, rg, vault_id, vault_url, name, subscription)
 
     def deliveries(self) -> list[dict[str, Any]]:

@@ -82,8 +82,8 @@ def run(stack: Stack, folder: Path, t0: float) -> int:
     assert v1.secret_id
     cs = op.cloud_service(rg, "contoso", config, roles, vault_id, [v1.secret_id], package, md5)
     step(t0, f"cloud service {cs.name} deployed: roles {', '.join(roles)} on v1")
-    op.subscribe(rg, vault_id, "rotation", op.webhook())
-    step(t0, "keyvault_events subscribed to the vault's certificate events (handshake passed)")
+    op.subscribe(rg, vault_id, "rotation")
+    step(t0, "keyvault_events subscribed to the vault's certificate events (AzureFunction)")
 
     log = folder / "logs" / "functions.log"
     offset = log.stat().st_size

@@ -1,37 +1,58 @@
-"""Event Grid emulator: system topics for Key Vault, webhook event subscriptions with the
-validation handshake, push delivery with Event Grid's retry and dead-letter rules, and
-custom topics that ``EventGridPublisherClient`` publishes to.
+"""Event Grid emulator: system topics for Key Vault, event subscriptions to webhooks (with
+the validation handshake) and to Azure Functions, push delivery with Event Grid's retry,
+delayed-delivery and dead-letter rules, and custom topics that ``EventGridPublisherClient``
+publishes to.
 
 Theory of operation
 -------------------
 Control plane (through ``Arm``, api-version 2025-02-15 shapes): ``systemTopics`` bind a
 source resource (a vault's ARM id, topic type ``Microsoft.KeyVault.vaults``; one system
-topic per source, as in Azure) and hold ``eventSubscriptions``. Creating a subscription
-is a long-running operation: while it runs the webhook must pass the validation
+topic per source, as in Azure), may carry a managed ``identity`` and hold
+``eventSubscriptions``. A destination is a ``WebHook`` URL or an ``AzureFunction``: a
+function's resource id (``.../Microsoft.Web/sites/{app}/functions/{fn}``, as
+``infra/events.bicep`` uses), which Event Grid resolves itself to the app's Event Grid
+extension endpoint, ``/runtime/webhooks/eventgrid?functionName={fn}&code={system key}``; so
+no key is configured anywhere, the app must be known to the platform (the stack registers
+its Functions host through the admin API, standing in for the key lookup Azure does through
+ARM), there is no handshake and ``getFullUrl`` has nothing to reveal. Creating a webhook
+subscription is a long-running operation: while it runs the webhook must pass the validation
 handshake, exactly as Azure insists before it sends a single event (Event Grid schema: a
 ``SubscriptionValidationEvent`` POST answered 200 with ``{"validationResponse": code}``,
 or a later GET of the ``validationUrl`` served by the topic listener; CloudEvents: an
 ``OPTIONS`` abuse-protection request answered 200 with ``WebHook-Allowed-Origin``). A
 failed handshake fails the operation and leaves the subscription ``Failed``. GET hides
 the endpoint's query string (it carries the Functions key) behind ``endpointBaseUrl``;
-``getFullUrl`` reveals it, as in Azure.
+``getFullUrl`` reveals it, as in Azure. Dead letters go to a storage container named by
+``deadLetterDestination``, or by ``deadLetterWithResourceIdentity``, whose identity
+(``SystemAssigned``, or a ``UserAssigned`` id) the system topic must have; the blob is
+written with Azurite's account key either way (Azurite has no RBAC, so the identity's role
+on the account is not checked).
 
 Data plane: Key Vault calls ``publish_system_event`` synchronously from its handlers. The
 event is matched against every ``Succeeded`` subscription of the system topic whose source
 is that vault (filters: ``includedEventTypes``, subject prefix/suffix) and queued per
-subscription; a flush scheduled with ``call_soon`` batches what arrived in the same turn
-of the loop (``maxEventsPerBatch``/``preferredBatchSizeInKilobytes``; one event per
-request by default) and starts one asyncio task per batch. A task POSTs the batch (Event
-Grid schema: JSON array; CloudEvents: one object, or a batch array) with the ``aeg-*``
-headers, counts 200-204 as delivered, and otherwise retries on Event Grid's schedule
-(10 s, 30 s, 1 min, 5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h) raised to the
-per-status minimum, every delay multiplied by ``retry_scale`` so tests need not wait
-hours. 400/401/403/413 are not retried for webhooks (current delivery-and-retry doc). When
-``maxDeliveryAttempts`` or ``eventTimeToLiveInMinutes`` runs out (TTL counts nominal
-schedule time and the emulated clock, whichever is further) the batch is dead-lettered,
-after the scaled 5-minute delay, as a JSON array blob in Azurite with the dead-letter
-fields added, or dropped when no dead-letter destination is set. Every attempt, dead
-letter and drop is logged for ``GET /eventgrid/deliveries``.
+subscription; a flush scheduled with ``call_soon`` batches what arrived in the same turn of
+the loop (``maxEventsPerBatch``/``preferredBatchSizeInKilobytes``; one event per request by
+default) and starts one asyncio task per batch. A task POSTs the batch (Event Grid schema:
+JSON array; CloudEvents: one object, or a batch array) with the ``aeg-*`` headers, counts
+200-204 as delivered, and otherwise retries on Event Grid's schedule (10 s, 30 s, 1 min,
+5 min, 10 min, 30 min, 1 h, 3 h, 6 h, then every 12 h) raised to the per-status minimum, every
+delay multiplied by ``retry_scale`` so tests need not wait hours. 400/401/403/413 are not
+retried for webhooks, 400/403/413 for functions (Azure-resource destinations, which also
+wait at least 5 minutes after a 401 or 404; current delivery-and-retry doc). Delayed
+delivery: after ``PROBATION_AFTER_FAILURES`` failed deliveries in a row to one endpoint (a
+webhook URL, or a function), the endpoint is on probation: every later attempt to it,
+retries and new events alike, waits until the probation ends (10 s for a timeout or busy
+endpoint, 30 s after a connection error, 5 minutes for 401/403/404, 10 minutes for an
+``InvalidAzureFunctionDestination`` (a 404 from the host: no Event Grid function of that
+name), also scaled by ``retry_scale``) and is logged as ``Delayed``; a delivered batch ends
+it. When ``maxDeliveryAttempts`` or ``eventTimeToLiveInMinutes`` runs out (TTL counts
+nominal schedule time and the emulated clock, whichever is further) the batch is
+dead-lettered, after the scaled 5-minute delay, as a JSON array blob in Azurite with the
+doc's dead-letter fields added (``deadLetterReason``, ``deliveryAttempts``,
+``lastDeliveryOutcome``, ``publishTime``, ``lastDeliveryAttemptTime``; CloudEvents: the
+first four in lower case), or dropped when no dead-letter destination is set. Every attempt,
+dead letter and drop is logged for ``GET /eventgrid/deliveries``.
 
 Custom topics (``Microsoft.EventGrid/topics``) exist so the product can publish its own
 events: one HTTPS listener serves every topic at ``{topic_base_url}/topics/{name}/api/events``
@@ -54,7 +75,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -87,11 +108,9 @@ ONE_MB = 1024 * 1024
 
 # Event Grid's documented retry schedule (seconds); the last step repeats.
 RETRY_SCHEDULE_S = (10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 43200)
-# Minimum wait before retrying after these statuses (older delivery-and-retry table).
-MIN_RETRY_S = {404: 300, 408: 120, 503: 30}
+# Minimum wait before retrying after these statuses (delivery-and-retry.md's failure table).
+MIN_RETRY_S = {408: 120, 503: 30}
 DEFAULT_MIN_RETRY_S = 10
-# Webhook statuses Event Grid never retries: dead-letter at once, or drop.
-NO_RETRY_STATUSES = frozenset({400, 401, 403, 413})
 # Not scaled by retry_scale: a handler that works for seconds (following an update) must
 # not be cut off and redelivered sooner than Event Grid would.
 DELIVERY_TIMEOUT_S = 30.0
@@ -109,7 +128,32 @@ _STORAGE_ID = re.compile(
     r"/storageAccounts/(?P<account>[^/]+)$",
     re.IGNORECASE,
 )
+_FUNCTION_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Web"
+    r"/sites/(?P<site>[^/]+)/functions/(?P<function>[^/]+)$",
+    re.IGNORECASE,
+)
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9-]{3,50}$")
+WEBHOOK = "WebHook"
+AZURE_FUNCTION = "AzureFunction"
+# Statuses never retried, per destination kind: the doc's "Retry schedule" table (webhooks
+# 400/401/413, Azure resources 400/413) and its failure-code table (403: not retried).
+NO_RETRY = {WEBHOOK: frozenset({400, 401, 403, 413}),
+            AZURE_FUNCTION: frozenset({400, 403, 413})}
+# Minimum waits that hold for Azure-resource destinations only ("... for Azure Resources
+# Endpoints" in the failure-code table).
+AZURE_RESOURCE_MIN_RETRY_S = {**MIN_RETRY_S, 401: 300, 404: 300}
+# Delayed delivery: once this many deliveries to one endpoint have failed in a row, Event
+# Grid puts the endpoint on probation and holds every later attempt to it, new events
+# included, for the probation duration of the last failure (the doc's table; durations by
+# outcome, here keyed by what we saw: a status, a timeout or a connection error).
+PROBATION_AFTER_FAILURES = 10
+PROBATION_S = {404: 300, 401: 300, 403: 300, 408: 10, 429: 10, 503: 10}
+PROBATION_TIMEOUT_S = 10
+PROBATION_SOCKET_ERROR_S = 30
+PROBATION_INVALID_FUNCTION_S = 600
+DEFAULT_PROBATION_S = 10
+IDENTITY_TYPES = ("None", "SystemAssigned", "UserAssigned", "SystemAssigned, UserAssigned")
 
 
 class InvalidRequest(ValueError):
@@ -190,16 +234,93 @@ class Event:
 
 @dataclass(frozen=True)
 class DeadLetterTarget:
+    """Where undeliverable events go. ``identity`` is None for ``deadLetterDestination``
+    (Event Grid's own access) or the topic identity ``deadLetterWithResourceIdentity``
+    names (``SystemAssigned``, or ``UserAssigned`` with ``user_identity``)."""
+
     resource_id: str
     account: str
     container: str
+    identity: str | None = None
+    user_identity: str | None = None
+
+    def render(self) -> dict[str, Any]:
+        destination = {"endpointType": "StorageBlob", "properties": {
+            "resourceId": self.resource_id, "blobContainerName": self.container}}
+        if self.identity is None:
+            return {"deadLetterDestination": destination}
+        identity: dict[str, str] = {"type": self.identity}
+        if self.user_identity is not None:
+            identity["userAssignedIdentity"] = self.user_identity
+        return {"deadLetterWithResourceIdentity": {
+            "identity": identity, "deadLetterDestination": destination}}
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A subscription's destination: a webhook URL (its query may hold a key) or a
+    function's resource id, which Event Grid resolves to the app's Event Grid extension
+    endpoint with the ``eventgrid_extension`` system key, so no key is ever configured."""
+
+    endpoint_type: str
+    endpoint_url: str = ""
+    function_id: str = ""
+
+    @property
+    def key(self) -> str:
+        """What delayed delivery tracks as one endpoint."""
+        return (self.function_id.lower() if self.endpoint_type == AZURE_FUNCTION
+                else self.endpoint_url)
+
+    @property
+    def site_id(self) -> str:
+        return self.function_id.lower().rsplit("/functions/", 1)[0]
+
+    @property
+    def function_name(self) -> str:
+        return self.function_id.rsplit("/", 1)[-1]
+
+    def render(self) -> dict[str, Any]:
+        if self.endpoint_type == AZURE_FUNCTION:
+            return {"endpointType": AZURE_FUNCTION, "properties": {"resourceId": self.function_id}}
+        return {"endpointType": WEBHOOK,
+                "properties": {"endpointBaseUrl": _base_url(self.endpoint_url)}}
+
+    @classmethod
+    def parse(cls, destination: Any) -> Destination:
+        if not isinstance(destination, dict):
+            raise InvalidRequest("The attribute 'destination' is required.")
+        kind = str(destination.get("endpointType", ""))
+        dest = destination.get("properties") or {}
+        if kind.lower() == WEBHOOK.lower():
+            url = dest.get("endpointUrl")
+            if not isinstance(url, str) or not _webhook_url_ok(url):
+                raise InvalidRequest(
+                    "Invalid event subscription request: Supplied URL is invalid. It cannot be "
+                    "null or empty and should be a proper HTTPS URL like "
+                    "https://www.example.com."
+                )
+            return cls(WEBHOOK, endpoint_url=url)
+        if kind.lower() == AZURE_FUNCTION.lower():
+            resource_id = dest.get("resourceId")
+            if not isinstance(resource_id, str) or not _FUNCTION_ID.match(resource_id):
+                raise InvalidRequest(
+                    f"The destination 'resourceId' '{resource_id}' is not a function's resource "
+                    "id (/subscriptions/{id}/resourceGroups/{rg}/providers/Microsoft.Web/sites/"
+                    "{app}/functions/{function})."
+                )
+            return cls(AZURE_FUNCTION, function_id=resource_id)
+        raise InvalidRequest(
+            f"Destination endpoint type '{destination.get('endpointType')}' is not supported "
+            f"by this emulator; only '{WEBHOOK}' and '{AZURE_FUNCTION}' are."
+        )
 
 
 @dataclass(frozen=True)
 class SubscriptionConfig:
     """What a PUT of an event subscription asked for, validated as Event Grid does."""
 
-    endpoint_url: str
+    destination: Destination
     max_events_per_batch: int
     preferred_batch_kb: int
     schema: str
@@ -218,21 +339,8 @@ class SubscriptionConfig:
         props = body.get("properties") if isinstance(body, dict) else None
         if not isinstance(props, dict):
             raise InvalidRequest("The request body must contain 'properties'.")
-        destination = props.get("destination")
-        if not isinstance(destination, dict):
-            raise InvalidRequest("The attribute 'destination' is required.")
-        if str(destination.get("endpointType", "")).lower() != "webhook":
-            raise InvalidRequest(
-                f"Destination endpoint type '{destination.get('endpointType')}' is not "
-                "supported by this emulator; only 'WebHook' is."
-            )
-        dest = destination.get("properties") or {}
-        url = dest.get("endpointUrl")
-        if not isinstance(url, str) or not _webhook_url_ok(url):
-            raise InvalidRequest(
-                "Invalid event subscription request: Supplied URL is invalid. It cannot be null "
-                "or empty and should be a proper HTTPS URL like https://www.example.com."
-            )
+        destination = Destination.parse(props.get("destination"))
+        dest = props["destination"].get("properties") or {}
         filt = props.get("filter") or {}
         if not isinstance(filt, dict):
             raise InvalidRequest("The attribute 'filter' must be an object.")
@@ -258,8 +366,12 @@ class SubscriptionConfig:
             )
         retry = props.get("retryPolicy") or {}
         labels = props.get("labels") or []
+        if (props.get("deadLetterDestination") is not None
+                and props.get("deadLetterWithResourceIdentity") is not None):
+            raise InvalidRequest("Only one of 'deadLetterDestination' and "
+                                 "'deadLetterWithResourceIdentity' may be set.")
         return cls(
-            endpoint_url=url,
+            destination=destination,
             max_events_per_batch=_int_in(dest.get("maxEventsPerBatch"), "maxEventsPerBatch",
                                          1, 5000, 1),
             preferred_batch_kb=_int_in(dest.get("preferredBatchSizeInKilobytes"),
@@ -273,7 +385,9 @@ class SubscriptionConfig:
                                           "maxDeliveryAttempts", 1, 30, 30),
             ttl_minutes=_int_in(retry.get("eventTimeToLiveInMinutes"),
                                 "eventTimeToLiveInMinutes", 1, 1440, 1440),
-            dead_letter=_parse_dead_letter(props.get("deadLetterDestination")),
+            dead_letter=(_parse_dead_letter(props.get("deadLetterDestination"))
+                         or _parse_dead_letter_with_identity(
+                             props.get("deadLetterWithResourceIdentity"))),
             labels=tuple(str(label) for label in labels),
             expiration=_parse_expiration(props.get("expirationTimeUtc"), now),
         )
@@ -298,14 +412,15 @@ class SubscriptionConfig:
         }
         if self.included_event_types is not None:
             filt["includedEventTypes"] = list(self.included_event_types)
+        destination = self.destination.render()
+        destination["properties"].update({
+            "maxEventsPerBatch": self.max_events_per_batch,
+            "preferredBatchSizeInKilobytes": self.preferred_batch_kb,
+        })
         props: dict[str, Any] = {
             "topic": topic_id,
             "provisioningState": state,
-            "destination": {"endpointType": "WebHook", "properties": {
-                "endpointBaseUrl": _base_url(self.endpoint_url),
-                "maxEventsPerBatch": self.max_events_per_batch,
-                "preferredBatchSizeInKilobytes": self.preferred_batch_kb,
-            }},
+            "destination": destination,
             "filter": filt,
             "labels": list(self.labels),
             "eventDeliverySchema": self.schema,
@@ -313,10 +428,7 @@ class SubscriptionConfig:
                             "eventTimeToLiveInMinutes": self.ttl_minutes},
         }
         if self.dead_letter is not None:
-            props["deadLetterDestination"] = {"endpointType": "StorageBlob", "properties": {
-                "resourceId": self.dead_letter.resource_id,
-                "blobContainerName": self.dead_letter.container,
-            }}
+            props.update(self.dead_letter.render())
         if self.expiration is not None:
             props["expirationTimeUtc"] = self.expiration.isoformat().replace("+00:00", "Z")
         return props
@@ -350,6 +462,30 @@ def _parse_dead_letter(value: Any) -> DeadLetterTarget | None:
     if not isinstance(container, str) or not container:
         raise InvalidRequest("The dead letter destination 'blobContainerName' is required.")
     return DeadLetterTarget(resource_id, match["account"], container)
+
+
+def _parse_dead_letter_with_identity(value: Any) -> DeadLetterTarget | None:
+    """``{"identity": {"type", "userAssignedIdentity"?}, "deadLetterDestination": ...}``;
+    whether the topic has that identity is checked when the subscription is stored."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("The attribute 'deadLetterWithResourceIdentity' must be an object.")
+    identity = value.get("identity")
+    kind = identity.get("type") if isinstance(identity, dict) else None
+    if kind not in ("SystemAssigned", "UserAssigned"):
+        raise InvalidRequest(
+            "The attribute 'deadLetterWithResourceIdentity.identity.type' must be "
+            f"'SystemAssigned' or 'UserAssigned', not '{kind}'.")
+    user = identity.get("userAssignedIdentity") if isinstance(identity, dict) else None
+    if kind == "UserAssigned" and not isinstance(user, str):
+        raise InvalidRequest("The attribute 'deadLetterWithResourceIdentity.identity."
+                             "userAssignedIdentity' is required for a 'UserAssigned' identity.")
+    target = _parse_dead_letter(value.get("deadLetterDestination"))
+    if target is None:
+        raise InvalidRequest("The attribute 'deadLetterWithResourceIdentity."
+                             "deadLetterDestination' is required.")
+    return replace(target, identity=kind, user_identity=user if kind == "UserAssigned" else None)
 
 
 def _parse_expiration(value: Any, now: dt.datetime) -> dt.datetime | None:
@@ -391,14 +527,81 @@ class SystemTopic:
     source: str
     topic_type: str
     metric_resource_id: str
+    identity: TopicIdentity
     subscriptions: dict[str, EventSubscription] = field(default_factory=dict)
 
     def render(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "type": f"{NAMESPACE}/systemTopics",
+        body = {"id": self.id, "name": self.name, "type": f"{NAMESPACE}/systemTopics",
                 "location": self.location, "tags": self.tags,
                 "properties": {"source": self.source, "topicType": self.topic_type,
                                "metricResourceId": self.metric_resource_id,
                                "provisioningState": "Succeeded"}}
+        if self.identity.type != "None":
+            body["identity"] = self.identity.render()
+        return body
+
+
+@dataclass(frozen=True)
+class TopicIdentity:
+    """A system topic's managed identity: what ``deadLetterWithResourceIdentity`` uses."""
+
+    type: str = "None"
+    principal_id: str = ""
+    tenant_id: str = ""
+    user_assigned: tuple[str, ...] = ()
+
+    @property
+    def system_assigned(self) -> bool:
+        return "SystemAssigned" in self.type
+
+    def has_user(self, resource_id: str) -> bool:
+        return resource_id.lower() in (u.lower() for u in self.user_assigned)
+
+    def render(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.type}
+        if self.system_assigned:
+            body.update(principalId=self.principal_id, tenantId=self.tenant_id)
+        if self.user_assigned:
+            body["userAssignedIdentities"] = {u: {} for u in self.user_assigned}
+        return body
+
+    @classmethod
+    def parse(cls, value: Any, existing: TopicIdentity, tenant_id: str) -> TopicIdentity:
+        """A system-assigned principal survives updates that keep it, as in Azure."""
+        if value is None:
+            return existing
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind not in IDENTITY_TYPES:
+            raise InvalidRequest(f"The identity type '{kind}' is invalid; use one of "
+                                 f"{', '.join(IDENTITY_TYPES)}.")
+        users = value.get("userAssignedIdentities") or {}
+        if "UserAssigned" in kind and (not isinstance(users, dict) or not users):
+            raise InvalidRequest("'userAssignedIdentities' is required for a 'UserAssigned' "
+                                 "identity.")
+        principal = ""
+        if "SystemAssigned" in kind:
+            principal = existing.principal_id or str(uuid.uuid4())
+        return cls(kind, principal, tenant_id if principal else "",
+                   tuple(users) if "UserAssigned" in kind else ())
+
+
+@dataclass(frozen=True)
+class FunctionApp:
+    """A function app Event Grid can deliver to: where its host listens and the
+    ``eventgrid_extension`` system key Azure would read through the app's keys."""
+
+    resource_id: str
+    url: str
+    eventgrid_key: str
+
+
+@dataclass
+class EndpointHealth:
+    """Delayed delivery state of one endpoint: failures in a row and the loop time the
+    current probation ends."""
+
+    failures: int = 0
+    probation_until: float = 0.0
 
 
 @dataclass
@@ -462,6 +665,9 @@ class EventGrid:
         self.custom_topics: dict[str, CustomTopic] = {}
         self.deliveries: list[dict[str, Any]] = []
         self.published: list[dict[str, Any]] = []
+        # Platform wiring, not test state: kept across resets.
+        self.function_apps: dict[str, FunctionApp] = {}
+        self._health: dict[str, EndpointHealth] = {}
         self._manual: dict[str, ManualValidation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -478,6 +684,7 @@ class EventGrid:
         self.custom_topics.clear()
         self.deliveries.clear()
         self.published.clear()
+        self._health.clear()
         self._manual.clear()
 
     async def close(self) -> None:
@@ -578,9 +785,16 @@ class EventGrid:
                 )
         if existing is not None and existing.source.lower() != source.lower():
             return _bad_request("The property 'source' of a system topic cannot be updated.")
+        try:
+            identity = TopicIdentity.parse(body.get("identity"),
+                                           existing.identity if existing else TopicIdentity(),
+                                           self.platform.tenant_id)
+        except InvalidRequest as exc:
+            return _bad_request(str(exc))
         if existing is not None:
             existing.location, existing.tags = body["location"], body.get("tags") or {}
             existing.topic_type = topic_type
+            existing.identity = identity
             topic = existing
         else:
             topic = SystemTopic(
@@ -590,6 +804,7 @@ class EventGrid:
                 name=req.params["topic"], resource_group=req.params["resourceGroup"],
                 location=body["location"], tags=body.get("tags") or {}, source=source,
                 topic_type=topic_type, metric_resource_id=str(uuid.uuid4()),
+                identity=identity,
             )
         self.system_topics[key] = topic
         op = self.arm.start_operation(NAMESPACE, topic.location)
@@ -646,6 +861,8 @@ class EventGrid:
         body = await req.json_body()
         try:
             config = SubscriptionConfig.parse(body, self.platform.now())
+            self._check_destination(config.destination)
+            _check_dead_letter_identity(config.dead_letter, topic)
         except InvalidRequest as exc:
             return _bad_request(str(exc))
         existing = topic.subscriptions.get(req.params["name"].lower())
@@ -657,10 +874,10 @@ class EventGrid:
         else:
             sub = existing
             revalidate = (sub.state != "Succeeded" or sub.config.schema != config.schema
-                          or sub.config.endpoint_url != config.endpoint_url)
+                          or sub.config.destination != config.destination)
             sub.config, sub.state = config, "Updating"
             sub.generation += 1
-        if revalidate:
+        if revalidate and config.destination.endpoint_type == WEBHOOK:
             self._spawn(self._handshake(sub, sub.generation, op))
         else:
             sub.state = "Succeeded"
@@ -688,7 +905,20 @@ class EventGrid:
 
     async def _get_full_url(self, req: ArmRequest) -> web.Response:
         self.arm.check_subscription(req)
-        return json_response({"endpointUrl": self._subscription(req).config.endpoint_url})
+        destination = self._subscription(req).config.destination
+        if destination.endpoint_type != WEBHOOK:
+            return _bad_request(f"getFullUrl is only available for '{WEBHOOK}' destinations; "
+                                f"this one is '{destination.endpoint_type}'.")
+        return json_response({"endpointUrl": destination.endpoint_url})
+
+    def _check_destination(self, destination: Destination) -> None:
+        """A function destination must name a function app the platform knows (in Azure,
+        Event Grid reads the app's ``eventgrid_extension`` key through ARM)."""
+        if (destination.endpoint_type == AZURE_FUNCTION
+                and destination.site_id not in self.function_apps):
+            raise InvalidRequest(
+                f"The function app '{destination.site_id.rsplit('/', 1)[-1]}' of destination "
+                f"'{destination.function_id}' was not found.")
 
     async def _delete_subscription(self, req: ArmRequest) -> web.Response:
         self.arm.check_subscription(req)
@@ -810,7 +1040,7 @@ class EventGrid:
     # -- the validation handshake --------------------------------------------------------
 
     async def _handshake(self, sub: EventSubscription, generation: int, op: Operation) -> None:
-        base = _base_url(sub.config.endpoint_url)
+        base = _base_url(sub.config.destination.endpoint_url)
         if sub.config.schema == CLOUDEVENT_SCHEMA:
             error = await self._options_handshake(sub)
         else:
@@ -845,7 +1075,8 @@ class EventGrid:
     async def _post_handshake(self, sub: EventSubscription, code: str, url: str) -> str | None:
         """None when validated, ``"manual"`` when the endpoint answered 200 without the
         code (asynchronous validation), else the failure message."""
-        base = _base_url(sub.config.endpoint_url)
+        endpoint = sub.config.destination.endpoint_url
+        base = _base_url(endpoint)
         now = self.platform.now()
         body = [{"id": str(uuid.uuid4()), "topic": sub.topic.source, "subject": "",
                  "data": {"validationCode": code, "validationUrl": url},
@@ -859,7 +1090,7 @@ class EventGrid:
         reply: Any = None
         try:
             async with self._http().post(
-                sub.config.endpoint_url, data=json.dumps(body).encode(), headers=headers,
+                endpoint, data=json.dumps(body).encode(), headers=headers,
                 timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S), allow_redirects=False,
             ) as resp:
                 status = resp.status
@@ -884,12 +1115,13 @@ class EventGrid:
 
     async def _options_handshake(self, sub: EventSubscription) -> str | None:
         """CloudEvents 1.0 abuse protection: OPTIONS, then 200 + WebHook-Allowed-Origin."""
-        base = _base_url(sub.config.endpoint_url)
+        url = sub.config.destination.endpoint_url
+        base = _base_url(url)
         status: int | None = None
         allowed = ""
         try:
             async with self._http().options(
-                sub.config.endpoint_url, headers={"WebHook-Request-Origin": REQUEST_ORIGIN},
+                url, headers={"WebHook-Request-Origin": REQUEST_ORIGIN},
                 timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S), allow_redirects=False,
             ) as resp:
                 status = resp.status
@@ -916,9 +1148,9 @@ class EventGrid:
             return web.Response(status=404, text="The validation request was not found.")
         del self._manual[request.query["token"]]
         if self.platform.now() > pending.deadline:
+            base = _base_url(pending.subscription.config.destination.endpoint_url)
             self._finish_handshake(pending.subscription, pending.generation, pending.operation,
-                                   f"Webhook validation handshake failed for "
-                                   f"{_base_url(pending.subscription.config.endpoint_url)}. "
+                                   f"Webhook validation handshake failed for {base}. "
                                    f"The validation URL has expired. {TROUBLESHOOT}")
             return web.Response(status=400, text="The validation URL has expired.")
         self._finish_handshake(pending.subscription, pending.generation, pending.operation, None)
@@ -982,9 +1214,12 @@ class EventGrid:
                    "aeg-subscription-name": sub.name.upper(), "aeg-delivery-count": str(count),
                    "aeg-data-version": events[0].data_version,
                    "aeg-metadata-version": events[0].metadata_version}
+        url = self._target_url(config.destination)
+        if url is None:
+            return Outcome(None, "NotFound")
         try:
             async with self._http().post(
-                config.endpoint_url, data=json.dumps(payload).encode(), headers=headers,
+                url, data=json.dumps(payload).encode(), headers=headers,
                 timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S), allow_redirects=False,
             ) as resp:
                 await resp.read()
@@ -995,7 +1230,46 @@ class EventGrid:
             return Outcome(None, "GenericError")
         if 200 <= status <= 204:
             return Outcome(status, "Succeeded")
+        if status == 404 and config.destination.endpoint_type == AZURE_FUNCTION:
+            # The host knows no Event Grid function by that name.
+            return Outcome(status, "InvalidAzureFunctionDestination")
         return Outcome(status, "TimedOut" if status == 408 else _status_name(status))
+
+    def _target_url(self, destination: Destination) -> str | None:
+        """Where a delivery goes: the webhook URL, or the function app's Event Grid
+        extension endpoint with its system key (None when the app is gone)."""
+        if destination.endpoint_type == WEBHOOK:
+            return destination.endpoint_url
+        app = self.function_apps.get(destination.site_id)
+        if app is None:
+            return None
+        return (f"{app.url}/runtime/webhooks/eventgrid"
+                f"?functionName={quote(destination.function_name)}"
+                f"&code={quote(app.eventgrid_key)}")
+
+    async def _hold_for_probation(self, sub: EventSubscription, ids: list[str]) -> None:
+        """Delayed delivery: wait out the endpoint's probation before any attempt."""
+        health = self._health.get(sub.config.destination.key)
+        if health is None:
+            return
+        remaining = health.probation_until - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return
+        nominal = remaining / self.retry_scale if self.retry_scale > 0 else 0.0
+        self._log("Delayed", sub, event_ids=ids, failures=health.failures,
+                  nominal_seconds=round(nominal, 1))
+        await asyncio.sleep(remaining)
+
+    def _record_health(self, destination: Destination, outcome: Outcome) -> None:
+        if outcome.delivered:
+            self._health.pop(destination.key, None)
+            return
+        health = self._health.setdefault(destination.key, EndpointHealth())
+        health.failures += 1
+        if health.failures >= PROBATION_AFTER_FAILURES:
+            until = (asyncio.get_running_loop().time()
+                     + probation_seconds(outcome) * self.retry_scale)
+            health.probation_until = max(health.probation_until, until)
 
     def _live(self, sub: EventSubscription) -> bool:
         topic = sub.topic
@@ -1010,21 +1284,27 @@ class EventGrid:
         while True:
             if not self._live(sub):
                 return  # subscription or topic deleted: Azure drops what it was retrying
+            await self._hold_for_probation(sub, ids)
+            if not self._live(sub):
+                return
             last_time = self.platform.now()
             outcome = await self._post(sub, events, attempts)
+            self._record_health(sub.config.destination, outcome)
             attempts += 1
             self._log("Notification", sub, event_ids=ids, attempt=attempts,
                       delivery_count=attempts - 1, status=outcome.status, outcome=outcome.outcome)
             if outcome.delivered:
                 return
-            if outcome.status in NO_RETRY_STATUSES:
+            kind = sub.config.destination.endpoint_type
+            if outcome.status in NO_RETRY[kind]:
                 reason = f"UndeliverableDueToHttp{_status_name(outcome.status or 0)}"
                 break
             if attempts >= sub.config.max_delivery_attempts:
                 reason = "MaxDeliveryAttemptsExceeded"
                 break
+            minimums = AZURE_RESOURCE_MIN_RETRY_S if kind == AZURE_FUNCTION else MIN_RETRY_S
             delay = max(RETRY_SCHEDULE_S[min(attempts - 1, len(RETRY_SCHEDULE_S) - 1)],
-                        MIN_RETRY_S.get(outcome.status or 0, DEFAULT_MIN_RETRY_S))
+                        minimums.get(outcome.status or 0, DEFAULT_MIN_RETRY_S))
             ttl_s = sub.config.ttl_minutes * 60
             nominal_s += delay
             if nominal_s >= ttl_s:
@@ -1045,18 +1325,19 @@ class EventGrid:
             return
         await self._wait(DEAD_LETTER_DELAY_S)
         schema = sub.config.schema
+        # The fields delivery-and-retry.md shows: CloudEvents dead letters carry the first
+        # four, in lower case, without lastDeliveryAttemptTime.
         extra: dict[str, Any] = {
             "deadLetterReason": reason, "deliveryAttempts": attempts,
             "lastDeliveryOutcome": outcome.outcome,
-            "lastDeliveryAttemptTime": _eg_time(last_time),
         }
-        if outcome.status is not None:
-            extra["lastHttpStatusCode"] = outcome.status
         lettered = []
         for event in events:
             fields = {**extra, "publishTime": _eg_time(event.published)}
             if schema == CLOUDEVENT_SCHEMA:
                 fields = {k.lower(): v for k, v in fields.items()}
+            else:
+                fields["lastDeliveryAttemptTime"] = _eg_time(last_time)
             lettered.append({**event.render(schema), **fields})
         data = json.dumps(lettered).encode()
         waited_s = 0
@@ -1184,7 +1465,27 @@ class EventGrid:
             ("GET", "/eventgrid/deliveries", self._admin_deliveries),
             ("GET", "/eventgrid/published", self._admin_published),
             ("POST", "/eventgrid/system-events", self._admin_system_event),
+            ("POST", "/eventgrid/function-apps", self._admin_function_app),
         ]
+
+    async def _admin_function_app(self, request: web.Request) -> web.Response:
+        """Register a function app (``{"resourceId", "url", "eventGridKey"}``) so
+        ``AzureFunction`` destinations naming its functions can be delivered to."""
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            return json_response({"error": f"body is not JSON: {exc}"}, 400)
+        fields = ("resourceId", "url", "eventGridKey")
+        if not isinstance(body, dict) or any(
+                not isinstance(body.get(k), str) or not body[k] for k in fields):
+            return json_response({"error": f"{', '.join(fields)} must be non-empty strings"},
+                                 400)
+        resource_id = body["resourceId"].rstrip("/")
+        if _FUNCTION_ID.match(f"{resource_id}/functions/f") is None:
+            return json_response({"error": "resourceId must be a Microsoft.Web/sites id"}, 400)
+        app = FunctionApp(resource_id, body["url"].rstrip("/"), body["eventGridKey"])
+        self.function_apps[resource_id.lower()] = app
+        return json_response({"resourceId": app.resource_id, "url": app.url}, 201)
 
     async def _admin_deliveries(self, request: web.Request) -> web.Response:
         return json_response(self.deliveries)
@@ -1213,6 +1514,29 @@ class EventGrid:
             raised.append({"id": event.id, "eventTime": event.event_time,
                            "subscriptions": matched})
         return json_response(raised if isinstance(body, list) else raised[0], 202)
+
+
+def probation_seconds(outcome: Outcome) -> float:
+    """Probation after a failure, by outcome (delivery-and-retry.md's table)."""
+    if outcome.outcome == "InvalidAzureFunctionDestination":
+        return PROBATION_INVALID_FUNCTION_S
+    if outcome.status is None:
+        return PROBATION_TIMEOUT_S if outcome.outcome == "TimedOut" else PROBATION_SOCKET_ERROR_S
+    return PROBATION_S.get(outcome.status, DEFAULT_PROBATION_S)
+
+
+def _check_dead_letter_identity(target: DeadLetterTarget | None, topic: SystemTopic) -> None:
+    """``deadLetterWithResourceIdentity`` uses the topic's own identity: it must have it."""
+    if target is None or target.identity is None:
+        return
+    if target.identity == "SystemAssigned" and not topic.identity.system_assigned:
+        raise InvalidRequest(
+            f"The system topic '{topic.name}' has no system-assigned identity for "
+            "'deadLetterWithResourceIdentity' to use.")
+    if target.user_identity is not None and not topic.identity.has_user(target.user_identity):
+        raise InvalidRequest(
+            f"The user-assigned identity '{target.user_identity}' is not assigned to the "
+            f"system topic '{topic.name}'.")
 
 
 def _admin_event_problem(item: Any) -> str | None:

@@ -22,8 +22,13 @@ Each invocation gets an id, runs ``async def`` functions on the event loop and p
 in the default thread pool (as the worker does), and is logged as ``Executing`` /
 ``Executed`` with outcome and duration. Trigger payloads become ``func`` objects through
 azure-functions' own converters, so the app sees exactly what the worker gives it (e.g.
-any event with ``specversion`` arrives as ``func.CloudEvent``). Python ``logging`` goes to
-stdout with timestamps and the current invocation id. Keys are read from the environment
+any event with ``specversion`` arrives as ``func.CloudEvent``). HTTP requests reach the app as
+they do out of process: empty query-string values are dropped (``?a=&b=1`` gives only
+``b``), and a body is passed only when ``Content-Length`` is above zero (a chunked body
+arrives empty). Python ``logging`` goes to stdout with timestamps and the current invocation
+id; the worker's own lines (``Function name: ..., Function Type: ...`` per invocation) use
+the worker's logger, ``azure.functions``, so an app that silences the ``azure`` tree hides
+them as it would in Azure. Keys are read from the environment
 and removed from it before the app is imported (the real worker never sees them); request
 headers and query strings are never logged, because they carry keys.
 
@@ -72,7 +77,7 @@ from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.http import HttpRequestConverter, HttpResponseConverter
 from azure.functions.timer import TimerRequestConverter
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiDict
 
 HTTP, EVENT_GRID, TIMER = "httpTrigger", "eventGridTrigger", "timerTrigger"
 # The worker's check of each trigger parameter's annotation.
@@ -97,6 +102,9 @@ _ADMIN_REASON = "This function was programmatically called via the host APIs."
 _SHUTDOWN_GRACE_S = 5.0
 
 log = logging.getLogger("functions_host")
+# The Python worker's own logger: the V2 library worker logs under "azure.functions", so an
+# app that silences the whole "azure" tree also silences the worker's lines.
+worker_log = logging.getLogger("azure.functions")
 _invocation: contextvars.ContextVar[str] = contextvars.ContextVar("invocation", default="-")
 
 
@@ -325,6 +333,12 @@ def _joined(values: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
+def _query_params(query: Mapping[str, str]) -> dict[str, str]:
+    """Query parameters as the worker passes them: joined, and without empty values (the
+    host drops ``?a=`` before the app sees it)."""
+    return _joined(MultiDict((key, value) for key, value in query.items() if value))
+
+
 def _to_response(returned: Any) -> web.Response:
     """Turn a function's return value into HTTP the way the worker and host do.
 
@@ -402,9 +416,12 @@ class FunctionsHost:
         log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", fn.name, reason, invocation_id)
         started = time.monotonic()
         outcome = "Failed"
+        is_async = inspect.iscoroutinefunction(fn.user_function)
         try:
+            worker_log.info("Function name: %s, Function Type: %s", fn.name,
+                            "async" if is_async else "sync")
             kwargs = {fn.arg_name: make_argument()}
-            if inspect.iscoroutinefunction(fn.user_function):
+            if is_async:
                 returned = await fn.user_function(**kwargs)
             else:
                 call = functools.partial(fn.user_function, **kwargs)
@@ -448,14 +465,16 @@ class FunctionsHost:
             accepted = (self.keys.master,) if admin else (self.keys.function, self.keys.master)
             if not _key_matches(_presented_key(request), *accepted):
                 return web.Response(status=401)
-        body = await request.read()
+        # Out of process, the host hands the worker a body only when Content-Length says
+        # there is one: a chunked request body arrives empty.
+        body = await request.read() if request.content_length else b""
 
         def make_request() -> func.HttpRequest:
             return func.HttpRequest(
                 method=request.method,
                 url=str(request.url),
                 headers=_joined(request.headers),
-                params=_joined(request.query),
+                params=_query_params(request.query),
                 route_params=route_params,
                 body=body,
             )

@@ -364,44 +364,68 @@ class Operator:
         return self.compute.cloud_services.begin_create_or_update(group, name, model).result()
 
     def subscribe(
-        self, rg: str, vault_id: str, name: str, endpoint: str, schema: str = "EventGridSchema"
+        self, rg: str, vault_id: str, name: str, function: str = "keyvault_events",
+        schema: str = "EventGridSchema", dead_letter_container: str | None = None,
+        max_attempts: int = 30, webhook: str | None = None,
     ) -> None:
-        """System topic on the vault plus a webhook subscription (with the handshake)."""
+        """The vault's certificate events to ``function``, as infra/app/event-subscription.bicep
+        deploys them: a system topic with its own identity on the vault, an ``AzureFunction``
+        destination (the function's resource id, so no key), one event per delivery, and
+        dead letters written with the topic's identity when a container is named. A
+        ``webhook`` URL (a test's own receiver) replaces the function, handshake included."""
         topic = f"{rg}/providers/Microsoft.EventGrid/systemTopics/{vault_id.rsplit('/', 1)[-1]}"
         self.arm(
             "PUT",
             topic,
             {
                 "location": self.location,
+                "identity": {"type": "SystemAssigned"},
                 "properties": {"source": vault_id, "topicType": "Microsoft.KeyVault.vaults"},
             },
             api="2025-02-15",
         )
+        batch = {"maxEventsPerBatch": 1, "preferredBatchSizeInKilobytes": 64}
+        target: dict[str, Any] = (
+            {"endpointType": "WebHook", "properties": {"endpointUrl": webhook, **batch}}
+            if webhook is not None
+            else {
+                "endpointType": "AzureFunction",
+                "properties": {
+                    "resourceId": f"{self.env['FUNCTION_APP_ID']}/functions/{function}",
+                    **batch,
+                },
+            }
+        )
+        properties: dict[str, Any] = {
+            "destination": target,
+            "filter": {
+                "includedEventTypes": [
+                    "Microsoft.KeyVault.CertificateNewVersionCreated",
+                    "Microsoft.KeyVault.CertificateNearExpiry",
+                    "Microsoft.KeyVault.CertificateExpired",
+                ]
+            },
+            "eventDeliverySchema": schema,
+            "retryPolicy": {"maxDeliveryAttempts": max_attempts, "eventTimeToLiveInMinutes": 1440},
+        }
+        if dead_letter_container is not None:
+            account = (
+                f"/subscriptions/{self.sub}/resourceGroups/{rg.rsplit('/', 1)[-1]}"
+                "/providers/Microsoft.Storage/storageAccounts/devstoreaccount1"
+            )
+            properties["deadLetterWithResourceIdentity"] = {
+                "identity": {"type": "SystemAssigned"},
+                "deadLetterDestination": {
+                    "endpointType": "StorageBlob",
+                    "properties": {
+                        "resourceId": account,
+                        "blobContainerName": dead_letter_container,
+                    },
+                },
+            }
         self.arm(
             "PUT",
             f"{topic}/eventSubscriptions/{name}",
-            {
-                "properties": {
-                    "destination": {
-                        "endpointType": "WebHook",
-                        "properties": {"endpointUrl": endpoint},
-                    },
-                    "filter": {
-                        "includedEventTypes": [
-                            "Microsoft.KeyVault.CertificateNewVersionCreated",
-                            "Microsoft.KeyVault.CertificateNearExpiry",
-                            "Microsoft.KeyVault.CertificateExpired",
-                        ]
-                    },
-                    "eventDeliverySchema": schema,
-                    "retryPolicy": {"maxDeliveryAttempts": 30, "eventTimeToLiveInMinutes": 1440},
-                }
-            },
+            {"properties": properties},
             api="2025-02-15",
-        )
-
-    def webhook(self, function: str = "keyvault_events") -> str:
-        return (
-            f"{self.env['FUNCTIONS_URL']}/runtime/webhooks/eventgrid?functionName={function}"
-            f"&code={self.env['EVENTGRID_WEBHOOK_KEY']}"
         )

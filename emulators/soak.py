@@ -121,7 +121,7 @@ def build(stack: Stack, config: Config, rng: random.Random) -> World:
         )
         services[name] = used
     for v in range(1, config.vaults):  # vault 0's events are dropped: nobody subscribes
-        op.subscribe(rg, vault_ids[v], f"soak-sub{v}", op.webhook())
+        op.subscribe(rg, vault_ids[v], f"soak-sub{v}")
     return World(op, rg, vault_ids, vault_urls, certs, services)
 
 

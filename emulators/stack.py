@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = ROOT / "emulators" / "node_modules" / ".bin" / "azurite-blob"
 START_TIMEOUT_S = 30.0
 PACKAGE_CONTAINER = "packages"  # the container the stack's PACKAGE_CONTAINERS allows
+# The function app the local host stands in for (what FUNCTION_APP_ID names).
+FUNCTION_APP_RG = "rg-certrotate-local"
+FUNCTION_APP_NAME = "func-certrotate-local"
 
 
 def _free_port() -> int:
@@ -266,6 +270,11 @@ class Stack:
                     )
                 time.sleep(0.05)
             env["FUNCTIONS_URL"] = f"http://127.0.0.1:{json.loads(host_ready.read_text())['port']}"
+            env["FUNCTION_APP_ID"] = (
+                f"/subscriptions/{config['subscription_id']}/resourceGroups/{FUNCTION_APP_RG}"
+                f"/providers/Microsoft.Web/sites/{FUNCTION_APP_NAME}"
+            )
+            _register_function_app(env, keys["EVENTGRID_WEBHOOK_KEY"])
             env.update(keys)
         except BaseException:
             _stop(pids)
@@ -279,6 +288,20 @@ class Stack:
 
     def down(self) -> None:
         stop(self.folder)
+
+
+def _register_function_app(env: dict[str, str], eventgrid_key: str) -> None:
+    """Tell Event Grid where the app's host is, so ``AzureFunction`` destinations naming
+    ``{FUNCTION_APP_ID}/functions/{name}`` reach it (Azure finds the host and its
+    ``eventgrid_extension`` key itself)."""
+    body = {"resourceId": env["FUNCTION_APP_ID"], "url": env["FUNCTIONS_URL"],
+            "eventGridKey": eventgrid_key}
+    request = urllib.request.Request(
+        env["EMULATOR_ADMIN_URL"] + "/eventgrid/function-apps", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        resp.read()
 
 
 def _write_pids(folder: Path, pids: list[int]) -> None:

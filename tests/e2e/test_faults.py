@@ -101,36 +101,14 @@ def seconds_between(earlier: dict[str, Any], later: dict[str, Any]) -> float:
 
 def subscribe_with_dead_letters(world: World, max_attempts: int) -> str:
     """Like ``World.subscribe``, but Event Grid gives up after ``max_attempts`` deliveries
-    and dead-letters into a fresh container, whose name is returned."""
+    and dead-letters, with the system topic's identity as infra does, into a fresh
+    container, whose name is returned."""
     container = f"dead-letters-{uuid.uuid4().hex[:8]}"
     world.op.blobs.create_container(container)
-    account = (
-        f"/subscriptions/{world.stack.subscription}/resourceGroups/{world.rg_name}"
-        "/providers/Microsoft.Storage/storageAccounts/devstoreaccount1"
-    )
-    topic = f"{world.rg}/providers/Microsoft.EventGrid/systemTopics/{world.vault_name}"
-    source = {"source": world.vault_id, "topicType": "Microsoft.KeyVault.vaults"}
-    world.op.arm(
-        "PUT", topic, {"location": world.op.location, "properties": source}, api="2025-02-15"
-    )
     world.subscription = f"sub{uuid.uuid4().hex[:10]}"
-    properties = {
-        "destination": {
-            "endpointType": "WebHook",
-            "properties": {"endpointUrl": world.op.webhook()},
-        },
-        "filter": {"includedEventTypes": [NEW_VERSION]},
-        "retryPolicy": {"maxDeliveryAttempts": max_attempts, "eventTimeToLiveInMinutes": 1440},
-        "deadLetterDestination": {
-            "endpointType": "StorageBlob",
-            "properties": {"resourceId": account, "blobContainerName": container},
-        },
-    }
-    world.op.arm(
-        "PUT",
-        f"{topic}/eventSubscriptions/{world.subscription}",
-        {"properties": properties},
-        api="2025-02-15",
+    world.op.subscribe(
+        world.rg, world.vault_id, world.subscription,
+        dead_letter_container=container, max_attempts=max_attempts,
     )
     return container
 

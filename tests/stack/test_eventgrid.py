@@ -27,7 +27,7 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient, generate_sas
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.certificates import CertificateClient, CertificatePolicy
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from emulators.polling import wait_for
 from tests.conftest import LocalStack
@@ -201,15 +201,16 @@ class VaultTopic:
         return dict(self.arm.stack.admin("POST", "/eventgrid/system-events", body))
 
 
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
+# Named apart from their fixture names so other modules (tests/replay) can import them.
+@pytest.fixture(scope="module", name="receiver")
+def receiver_fixture() -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.close()
 
 
-@pytest.fixture(scope="module")
-def arm(stack: LocalStack) -> ArmClient:
+@pytest.fixture(scope="module", name="arm")
+def arm_fixture(stack: LocalStack) -> ArmClient:
     return ArmClient(stack)
 
 
@@ -233,6 +234,42 @@ def topic(arm: ArmClient) -> VaultTopic:
     assert resp.status_code == 201, resp.text
     assert arm.wait(resp)["status"] == "Succeeded"
     return VaultTopic(arm, rg, vault_id, path)
+
+
+def vault_with_topic(arm: ArmClient, permissions: list[str]) -> tuple[VaultTopic, dict[str, Any]]:
+    """A real (emulated) vault in a fresh resource group, its access policy granting the
+    app's principal these certificate ``permissions``, and a system topic on its events;
+    returns the topic and the vault as ARM answered."""
+    stack = arm.stack
+    rg = new_rg(arm)
+    vault_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
+                  f"/providers/Microsoft.KeyVault/vaults/kv{uuid.uuid4().hex[:10]}")
+    made = arm.call("PUT", vault_path, {"location": "westeurope", "properties": {
+        "tenantId": stack.env["AZURE_TENANT_ID"], "sku": {"family": "A", "name": "standard"},
+        "enabledForDeployment": True, "enableRbacAuthorization": False,
+        "accessPolicies": [{"tenantId": stack.env["AZURE_TENANT_ID"],
+                            "objectId": stack.env["MANAGED_IDENTITY_OBJECT_ID"],
+                            "permissions": {"certificates": permissions, "secrets": ["get"]}}]}},
+        api_version="2023-07-01")
+    assert made.status_code in (200, 201), made.text
+    vault = made.json()
+    topic_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
+                  "/providers/Microsoft.EventGrid/systemTopics/vault-events")
+    resp = arm.call("PUT", topic_path, {"location": "westeurope", "properties": {
+        "source": vault["id"], "topicType": "Microsoft.KeyVault.vaults"}})
+    assert arm.wait(resp)["status"] == "Succeeded"
+    return VaultTopic(arm, rg, vault["id"], topic_path), dict(vault)
+
+
+def dead_letter_container(stack: LocalStack, rg: str) -> tuple[ContainerClient, dict[str, Any]]:
+    """A fresh Azurite container and the ``StorageBlob`` destination that names it."""
+    blobs = BlobServiceClient(stack.env["AZURITE_BLOB_URL"], credential=DefaultAzureCredential(),
+                              connection_verify=stack.ca)
+    container = blobs.create_container(f"dl-{uuid.uuid4().hex[:8]}")
+    account_id = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}/providers/"
+                  "Microsoft.Storage/storageAccounts/devstoreaccount1")
+    return container, {"endpointType": "StorageBlob", "properties": {
+        "resourceId": account_id, "blobContainerName": container.container_name}}
 
 
 def deliveries(stack: LocalStack, name: str, kind: str = "Notification") -> list[dict[str, Any]]:
@@ -454,21 +491,13 @@ def test_retries_until_the_webhook_recovers(stack: LocalStack, receiver: Receive
 
 def test_dead_letters_into_azurite(stack: LocalStack, receiver: Receiver,
                                    topic: VaultTopic) -> None:
-    blobs = BlobServiceClient(stack.env["AZURITE_BLOB_URL"], credential=DefaultAzureCredential(),
-                              connection_verify=stack.ca)
-    container = f"dl-{uuid.uuid4().hex[:8]}"
-    blobs.create_container(container)
+    client, destination = dead_letter_container(stack, topic.rg)
     path = receiver.path(Script(fail=[500] * 10))
-    account_id = (f"/subscriptions/{stack.subscription}/resourceGroups/{topic.rg}/providers/"
-                  "Microsoft.Storage/storageAccounts/devstoreaccount1")
     _, got = topic.subscribe("Dead-Sub", receiver.base + path,
                              retryPolicy={"maxDeliveryAttempts": 2},
-                             deadLetterDestination={"endpointType": "StorageBlob", "properties": {
-                                 "resourceId": account_id, "blobContainerName": container}})
-    assert got["properties"]["deadLetterDestination"]["properties"] == {
-        "resourceId": account_id, "blobContainerName": container}
+                             deadLetterDestination=destination)
+    assert got["properties"]["deadLetterDestination"] == destination
     raised = topic.raise_event(KV_NEAR, "web-tls")
-    client = blobs.get_container_client(container)
     [blob] = wait_for(lambda: list(client.list_blobs()), timeout=15)
     assert blob.name.startswith("DEAD-SUB/") and blob.name.endswith(".json")
     [lettered] = json.loads(client.download_blob(blob.name).readall())
@@ -499,26 +528,8 @@ def test_key_vault_certificate_raises_delivered_event(stack: LocalStack, receive
                                                      arm: ArmClient) -> None:
     """The whole chain: a certificate made with the real SDK in an emulated vault reaches
     the webhook as CertificateNewVersionCreated with Key Vault's data fields."""
-    rg = new_rg(arm)
-    vault_name = f"kv{uuid.uuid4().hex[:10]}"
-    vault_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
-                  f"/providers/Microsoft.KeyVault/vaults/{vault_name}")
-    made = arm.call("PUT", vault_path, {"location": "westeurope", "properties": {
-        "tenantId": stack.env["AZURE_TENANT_ID"], "sku": {"family": "A", "name": "standard"},
-        "enabledForDeployment": True,
-        # The test makes a certificate: create, and read the result.
-        "accessPolicies": [{"tenantId": stack.env["AZURE_TENANT_ID"],
-                            "objectId": stack.env["APP_PRINCIPAL_ID"],
-                            "permissions": {"certificates": ["get", "create"]}}]}},
-        api_version="2023-07-01")
-    assert made.status_code in (200, 201), made.text
-    vault = made.json()
-    topic_path = (f"/subscriptions/{stack.subscription}/resourceGroups/{rg}"
-                  "/providers/Microsoft.EventGrid/systemTopics/vault-events")
-    resp = arm.call("PUT", topic_path, {"location": "westeurope", "properties": {
-        "source": vault["id"], "topicType": "Microsoft.KeyVault.vaults"}})
-    assert arm.wait(resp)["status"] == "Succeeded"
-    topic = VaultTopic(arm, rg, vault["id"], topic_path)
+    topic, vault = vault_with_topic(arm, ["get", "list", "create"])
+    vault_name = vault["name"]
     path = receiver.path()
     topic.subscribe("certs", receiver.base + path, filter={"includedEventTypes": [KV_NEW]})
 
@@ -613,3 +624,140 @@ def test_publish_cloud_events_with_bearer_token(stack: LocalStack, arm: ArmClien
         client.send([CloudEvent(source="/r", type="T", data="x" * (1024 * 1024))],
                     connection_verify=stack.ca)
     assert too_big.value.status_code == 413
+
+
+# -- AzureFunction destinations, identity dead letters, delayed delivery --------------------
+
+
+def function_id(stack: LocalStack, function: str) -> str:
+    return f"{stack.env['FUNCTION_APP_ID']}/functions/{function}"
+
+
+def put_function_subscription(topic: VaultTopic, name: str, function: str,
+                              **props: Any) -> requests.Response:
+    """The shape infra/app/event-subscription.bicep deploys."""
+    return topic.arm.call("PUT", topic.subscription_path(name), {"properties": {
+        "destination": {"endpointType": "AzureFunction", "properties": {
+            "resourceId": function_id(topic.arm.stack, function), "maxEventsPerBatch": 1,
+            "preferredBatchSizeInKilobytes": 64}},
+        "eventDeliverySchema": "EventGridSchema", **props}})
+
+
+def test_azure_function_destination_is_delivered_through_the_event_grid_extension(
+        stack: LocalStack, topic: VaultTopic) -> None:
+    log = stack.folder / "logs" / "functions.log"
+    start = log.stat().st_size
+    resp = put_function_subscription(topic, "Fn-Sub", "keyvault_events")
+    assert resp.status_code == 201, resp.text
+    assert topic.arm.wait(resp)["status"] == "Succeeded"
+    got = topic.arm.call("GET", topic.subscription_path("Fn-Sub")).json()
+    assert got["properties"]["provisioningState"] == "Succeeded"
+    assert got["properties"]["destination"] == {"endpointType": "AzureFunction", "properties": {
+        "resourceId": function_id(stack, "keyvault_events"), "maxEventsPerBatch": 1,
+        "preferredBatchSizeInKilobytes": 64}}
+    assert deliveries(stack, "Fn-Sub", "SubscriptionValidation") == []  # no handshake
+    full = topic.arm.call("POST", topic.subscription_path("Fn-Sub") + "/getFullUrl")
+    assert full.status_code == 400  # no URL (and no key) to reveal
+
+    # Data the product rejects before it sends any request: only the delivery path matters.
+    raised = stack.admin("POST", "/eventgrid/system-events", {
+        "source": topic.vault_id, "eventType": KV_NEAR, "subject": "web-tls", "data": {}})
+    assert raised["subscriptions"] == 1
+    [sent] = wait_for(lambda: deliveries(stack, "Fn-Sub"))
+    assert (sent["status"], sent["outcome"]) == (202, "Succeeded")  # the extension's answer
+
+    def written() -> str:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            return handle.read().decode()
+
+    wait_for(lambda: "Executed 'Functions.keyvault_events' (Succeeded" in written(),
+             "the keyvault_events invocation")
+    lines = written()
+    assert "Executing 'Functions.keyvault_events' (Reason='EventGrid trigger fired'" in lines
+    assert "POST /runtime/webhooks/eventgrid -> 202" in lines
+
+
+def test_azure_function_destination_refusals(stack: LocalStack, topic: VaultTopic) -> None:
+    not_a_function = topic.arm.call("PUT", topic.subscription_path("bad"), {"properties": {
+        "destination": {"endpointType": "AzureFunction", "properties": {
+            "resourceId": stack.env["FUNCTION_APP_ID"]}}}})
+    assert not_a_function.status_code == 400
+    assert "function's resource id" in not_a_function.json()["error"]["message"]
+    other_app = function_id(stack, "keyvault_events").replace("func-certrotate-local", "func-x")
+    unknown_app = topic.arm.call("PUT", topic.subscription_path("bad"), {"properties": {
+        "destination": {"endpointType": "AzureFunction", "properties": {"resourceId": other_app}}}})
+    assert unknown_app.status_code == 400
+    assert "'func-x'" in unknown_app.json()["error"]["message"]
+
+    # A name the host has no Event Grid function for: the host answers 404.
+    resp = put_function_subscription(topic, "ghost", "status",
+                                     retryPolicy={"maxDeliveryAttempts": 1})
+    assert topic.arm.wait(resp)["status"] == "Succeeded"
+    raised = topic.raise_event(KV_NEW, "web-tls")
+    [sent] = wait_for(lambda: deliveries(stack, "ghost"))
+    assert (sent["status"], sent["outcome"]) == (404, "InvalidAzureFunctionDestination")
+    [dropped] = wait_for(lambda: deliveries(stack, "ghost", "Dropped"))
+    assert dropped["event_ids"] == [raised["id"]]
+
+
+def test_dead_letters_with_the_system_topics_identity(stack: LocalStack, receiver: Receiver,
+                                                      topic: VaultTopic) -> None:
+    client, destination = dead_letter_container(stack, topic.rg)
+    with_identity = {"identity": {"type": "SystemAssigned"}, "deadLetterDestination": destination}
+    path = receiver.path(Script(fail=[400]))
+    body = {"properties": {
+        "destination": {"endpointType": "WebHook",
+                        "properties": {"endpointUrl": receiver.base + path}},
+        "deadLetterWithResourceIdentity": with_identity}}
+    refused = topic.arm.call("PUT", topic.subscription_path("ident"), body)
+    assert refused.status_code == 400
+    assert "no system-assigned identity" in refused.json()["error"]["message"]
+
+    resp = topic.arm.call("PUT", topic.topic_path, {
+        "location": "westeurope", "identity": {"type": "SystemAssigned"},
+        "properties": {"source": topic.vault_id, "topicType": "Microsoft.KeyVault.vaults"}})
+    assert resp.status_code == 200, resp.text
+    identity = topic.arm.call("GET", topic.topic_path).json()["identity"]
+    assert identity["type"] == "SystemAssigned"
+    uuid.UUID(identity["principalId"])
+    assert identity["tenantId"] == stack.env["AZURE_TENANT_ID"]
+
+    _, got = topic.subscribe("ident", receiver.base + path,
+                             deadLetterWithResourceIdentity=with_identity)
+    assert got["properties"]["deadLetterWithResourceIdentity"] == with_identity
+    assert "deadLetterDestination" not in got["properties"]
+    raised = topic.raise_event(KV_NEAR, "web-tls")
+    [blob] = wait_for(lambda: list(client.list_blobs()), timeout=15)
+    [lettered] = json.loads(client.download_blob(blob.name).readall())
+    assert lettered["id"] == raised["id"]
+    assert lettered["deadLetterReason"] == "UndeliverableDueToHttpBadRequest"
+    assert lettered["deliveryAttempts"] == 1
+
+
+def test_a_failing_endpoint_has_later_deliveries_delayed(stack: LocalStack, receiver: Receiver,
+                                                         topic: VaultTopic) -> None:
+    """delivery-and-retry.md, "Delayed Delivery": after the first 10 failed deliveries, new
+    events wait too (404: 5 minutes of probation, times the stack's retry_scale of 0.01)."""
+    path = receiver.path(Script(fail=[404] * 10))
+    topic.subscribe("sick", receiver.base + path, retryPolicy={"maxDeliveryAttempts": 1})
+    stack.admin("POST", "/eventgrid/system-events", [
+        {"source": topic.vault_id, "eventType": KV_NEW, "subject": f"c{i}", "data": {}}
+        for i in range(10)])
+    wait_for(lambda: len(deliveries(stack, "sick", "Dropped")) == 10, "ten dropped events")
+    assert deliveries(stack, "sick", "Delayed") == []  # positive control: failures 1-10
+    failed_at = max(datetime.fromisoformat(d["time"]) for d in deliveries(stack, "sick"))
+
+    late = topic.raise_event(KV_NEW, "c10")
+    [delayed] = wait_for(lambda: deliveries(stack, "sick", "Delayed"))
+    assert delayed["event_ids"] == [late["id"]]
+    assert delayed["failures"] == 10
+    assert 250 <= delayed["nominal_seconds"] <= 300
+    [sent] = wait_for(lambda: [d for d in deliveries(stack, "sick") if d["status"] == 200],
+                      "the delayed delivery", timeout=15)
+    assert datetime.fromisoformat(sent["time"]) - failed_at >= timedelta(seconds=2.5)
+
+    # A delivered event ends the probation: the next one goes at once.
+    topic.raise_event(KV_NEW, "c11")
+    wait_for(lambda: len([d for d in deliveries(stack, "sick") if d["status"] == 200]) == 2)
+    assert len(deliveries(stack, "sick", "Delayed")) == 1

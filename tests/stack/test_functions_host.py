@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 import requests
 
+from emulators.polling import wait_for
+from tests.conftest import LocalStack
+
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "tests" / "stack" / "fixtures" / "hostapp"
 KEYS = {
@@ -143,6 +146,32 @@ def test_http_request_reaches_the_function_and_its_response_comes_back(host: Hos
     assert echo["setting"] == "from-env"  # app settings are the environment
     assert echo["keys_visible"] == []  # host keys are not app settings
     assert Path(echo["cwd"]) == APP_DIR
+
+
+def test_empty_query_values_are_dropped_before_the_app_sees_them(host: Host) -> None:
+    resp = host.get("/api/items/q?a=&b=2&c&b=&d=x", headers={"x-functions-key": FUNCTION_KEY})
+    assert resp.status_code == 200
+    assert resp.json()["params"] == {"b": "2", "d": "x"}
+
+
+def test_a_body_reaches_the_app_only_with_a_content_length(host: Host) -> None:
+    headers = {"x-functions-key": FUNCTION_KEY, "Content-Type": "application/json"}
+    sized = host.post("/api/items/b", headers=headers, data=b'{"n": 1}')
+    assert sized.request.headers["Content-Length"] == "8"
+    assert sized.json()["body"] == '{"n": 1}'  # positive control
+    chunked = host.post("/api/items/b", headers=headers, data=iter([b'{"n": ', b"1}"]))
+    assert chunked.request.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in chunked.request.headers
+    assert chunked.status_code == 200
+    assert chunked.json()["body"] == ""  # out of process, a chunked body arrives empty
+
+
+def test_the_worker_logs_each_invocation_under_azure_functions(host: Host) -> None:
+    assert host.get("/api/items/w", params={"code": FUNCTION_KEY}).status_code == 200
+    assert host.get("/api/numbers/7").status_code == 200
+    log = host.log.read_text()
+    assert "azure.functions: Function name: items, Function Type: sync" in log
+    assert "azure.functions: Function name: numbers, Function Type: async" in log
 
 
 @pytest.mark.parametrize(
@@ -382,3 +411,31 @@ def test_the_host_refuses_what_it_cannot_serve(
     assert proc.wait(timeout=20) == 2
     assert not ready.exists()
     assert message in (tmp_path / "host.log").read_text()
+
+
+# --- The product's app in the stack's host ------------------------------------------------
+
+
+def test_the_product_app_keeps_worker_lines_and_silences_sdk_http_logging(
+    stack: LocalStack,
+) -> None:
+    """``function_app.py`` quiets the SDKs' per-request logging, not ``azure.functions``."""
+    log = stack.folder / "logs" / "functions.log"
+    start = log.stat().st_size
+    mark = stack.request_mark()
+    resp = requests.get(stack.env["FUNCTIONS_URL"] + "/api/status",
+                        headers={"x-functions-key": stack.env["FUNCTIONS_KEY"]}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    # Positive control: the function did call Azure through the SDKs (ARM lists).
+    assert any(r["service"] == "arm" for r in stack.requests_since(mark))
+
+    def written() -> str:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            return handle.read().decode()
+
+    wait_for(lambda: "Executed 'Functions.status'" in written(), timeout=10)
+    lines = written()
+    assert "azure.functions: Function name: status, Function Type: sync" in lines
+    assert "http_logging_policy" not in lines
+    assert "azure.identity" not in lines

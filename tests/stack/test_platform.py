@@ -486,7 +486,7 @@ def test_clock_moves_certificate_lifetimes(side: Stack) -> None:
             rg = operator.resource_group(unique("rg-clock-"))
             vault_id, vault_url = operator.vault(
                 rg, unique("kvclock"), rbac=True, roles=OPERATOR_ROLES)
-            operator.subscribe(rg, vault_id, "clock-events", hook.url)
+            operator.subscribe(rg, vault_id, "clock-events", webhook=hook.url)
             policy = CertificatePolicy(
                 issuer_name="Self", subject="CN=clock", validity_in_months=12,
                 lifetime_actions=[LifetimeAction(action=CertificatePolicyAction.email_contacts,
