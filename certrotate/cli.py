@@ -38,7 +38,7 @@ from shared.model import PACKAGE_MD5_TAG, PACKAGE_TAG
 from shared.requests import RotationRequest
 
 EXIT_OK, EXIT_NOT_DONE, EXIT_BAD_INPUT = 0, 1, 2
-NOT_DONE = {"failed", "refused", "transient", "updating", "rolled-back"}
+NOT_DONE = {"failed", "refused", "transient", "updating", "rolled-back", "backoff"}
 # Field names of shared validation -> the option that carries them here.
 OPTIONS = {
     "vault": "--vault",
@@ -122,6 +122,8 @@ def _status(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
             notes.append(f"{service['name']}: unmanaged: {service['reason']}")
         if service["problem"]:
             notes.append(f"{service['name']}: {service['problem']}")
+        if service.get("backoff"):
+            notes.append(f"{service['name']}: {service['backoff']}")
         for use in service["certificates"] or [None]:
             if use is None:
                 rows.append([service["name"], *["-"] * 7, managed, "-"])
@@ -247,6 +249,7 @@ def _rotate(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
         Trigger("manual"),
         only=request.cloud_services,
         wait_seconds=args.wait,
+        force=args.force,
     )
     if args.json:
         _dump(run.to_json(), out)
@@ -382,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = commands.choices["rotate"]
     rotate.set_defaults(log_level=logging.INFO)
     rotate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rotate.add_argument(
+        "--force",
+        action="store_true",
+        help="write even a version whose last update failed and still backs off",
+    )
     rotate.add_argument(
         "--wait",
         type=_seconds,

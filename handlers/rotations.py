@@ -31,41 +31,42 @@ HTTP_WAIT_SECONDS = 60.0
 STATUS_WAIT_SECONDS = 5.0
 
 
-def parse_request(raw: bytes) -> tuple[str, str, tuple[str, ...], bool]:
-    """(vault id, certificate, cloud service ids, dry run) or InvalidInput."""
+def parse_request(raw: bytes) -> RotationRequest:
+    """The request, checked field by field, or InvalidInput naming the first bad one."""
     body = load_object(raw, max_bytes=MAX_BODY, max_depth=MAX_DEPTH)
-    unknown = set(body) - {"vault", "certificate", "cloudServices", "dryRun"}
+    unknown = set(body) - {"vault", "certificate", "cloudServices", "dryRun", "force"}
     if unknown:
         raise InvalidInput(sorted(unknown)[0], "unknown field")
-    request = RotationRequest.from_fields(
+    return RotationRequest.from_fields(
         body.get("vault"),
         body.get("certificate"),
         body.get("cloudServices", []),
         body.get("dryRun", False),
+        body.get("force", False),
     )
-    return request.vault_id, request.certificate, request.cloud_services, request.dry_run
 
 
 @bp.function_name("rotations")
 @bp.route(route="rotations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        vault_id, certificate, services, dry_run = parse_request(req.get_body())
-        if not engine().settings.in_scope(vault_id):
+        request = parse_request(req.get_body())
+        if not engine().settings.in_scope(request.vault_id):
             return error_response(
                 404, "the vault is in a subscription not in ROTATION_SUBSCRIPTIONS", "vault"
             )
         run = engine().rotate(
-            vault_id,
-            certificate,
+            request.vault_id,
+            request.certificate,
             Trigger("manual"),
-            only=services,
-            dry_run=dry_run,
+            only=request.cloud_services,
+            dry_run=request.dry_run,
             wait_seconds=HTTP_WAIT_SECONDS,
+            force=request.force,
         )
     except Exception as exc:  # every failure answers the JSON envelope
         return error_for(exc)
-    if dry_run:
+    if request.dry_run:
         return json_response(
             {
                 "dryRun": True,

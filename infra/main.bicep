@@ -50,6 +50,13 @@ param operationWaitSeconds int = 900
 @description('EVENT_WAIT_SECONDS: how long an Event Grid invocation follows updates (Event Grid gives up on a delivery after 30 s).')
 param eventWaitSeconds int = 20
 
+@allowed([
+  'report'
+  'update'
+])
+@description('ROTATION_UNTAGGED: services without a cert-rotation-package tag are reported as unmanaged (report) or rotated with configuration-only updates that keep the deployed package (update).')
+param rotationUntagged string = 'report'
+
 @description('ROTATION_ROLLBACK: roll a service back when its update fails verification.')
 param rollback bool = false
 
@@ -131,6 +138,7 @@ module app 'app/app.bicep' = {
       OPERATION_WAIT_SECONDS: string(operationWaitSeconds)
       EVENT_WAIT_SECONDS: string(eventWaitSeconds)
       ROTATION_ROLLBACK: string(rollback)
+      ROTATION_UNTAGGED: rotationUntagged
       RECONCILE_SCHEDULE: reconcileSchedule
       FOLLOW_SCHEDULE: followSchedule
       NOTIFY_WEBHOOK_FORMAT: notifyWebhookFormat

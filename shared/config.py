@@ -17,6 +17,7 @@ from shared.destinations import Destinations
 from shared.errors import ConfigError
 from shared.packages import ContainerRef, parse_containers
 
+UNTAGGED_MODES = ("report", "update")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
@@ -86,6 +87,10 @@ class Settings:
     notify_webhook_format: str = "teams"  # teams | slack
     runs_container: str = "cert-rotation-runs"
     locks_container: str = "cert-rotation-locks"
+    failures_container: str = "cert-rotation-failures"
+    # Services without a package tag: "report" (unmanaged, as listed) or "update"
+    # (configuration-only PUTs, no packageUrl: Azure keeps the deployed package).
+    untagged: str = "report"
     # Where packages may come from, and where tokens may go (shared.destinations).
     package_containers: tuple[ContainerRef, ...] = ()
     keyvault_dns_suffix: str = "vault.azure.net"
@@ -138,6 +143,11 @@ class Settings:
                 "blob endpoint of the app's storage account (run records and locks live there)"
             )
         polling = env.get("ARM_POLLING_INTERVAL", "").strip()
+        untagged = (env.get("ROTATION_UNTAGGED") or "report").strip().lower()
+        if untagged not in UNTAGGED_MODES:
+            raise ConfigError(
+                f"ROTATION_UNTAGGED={untagged!r} is not supported (use report or update)"
+            )
         webhook_format = (env.get("NOTIFY_WEBHOOK_FORMAT") or "teams").strip().lower()
         if webhook_format not in ("teams", "slack"):
             raise ConfigError(
@@ -176,4 +186,5 @@ class Settings:
             notify_eventgrid_key=env.get("NOTIFY_EVENTGRID_KEY") or None,
             notify_webhook_url=env.get("NOTIFY_WEBHOOK_URL") or None,
             notify_webhook_format=webhook_format,
+            untagged=untagged,
         )

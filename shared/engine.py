@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import logcontext, planner, renewal
+from shared import backoff, logcontext, planner, renewal
 from shared.adapters.clients import Clients
 from shared.adapters.compute import Compute
 from shared.adapters.keyvault import KeyVault
@@ -120,7 +120,8 @@ def _versions_of(secret_urls: Iterable[str], certificate: str) -> tuple[str, ...
 @dataclass
 class ServiceResult:
     service_id: str
-    outcome: str  # rotated|noop|dry-run|updating|refused|failed|unmanaged|opted-out|transient
+    # rotated|noop|dry-run|updating|refused|failed|rolled-back|unmanaged|opted-out|transient|backoff
+    outcome: str
     message: str = ""
     plan: Plan | None = None
     execution: Execution | None = None
@@ -163,6 +164,7 @@ class Run:
     finished: datetime | None = None
     actions: list[Action] = field(default_factory=list)
     results: list[ServiceResult] = field(default_factory=list)
+    force: bool = False  # an operator lifted the failure backoff for this run
 
     @property
     def quiet(self) -> bool:
@@ -391,6 +393,7 @@ class Engine:
         actions: Iterable[Action] = (),
         wait_seconds: float | None = None,
         pending: set[str] | None = None,
+        force: bool = False,
     ) -> Run:
         """Converge every service in scope using the certificate; never raises for one
         service's failure (it is in the run's results).
@@ -400,7 +403,8 @@ class Engine:
         the number of services: once it is spent, later updates are still sent but reported
         ``updating``, and their journal lets a later invocation finish them; the updates
         themselves go on in Azure. ``pending``: ids (lower case) of services with a journaled
-        write to finish first (listed here unless the caller already did).
+        write to finish first (listed here unless the caller already did). ``force``: an
+        operator's explicit request, which writes a version even while it backs off.
         """
         run = Run(
             id=new_run_id(self.now()),
@@ -410,6 +414,7 @@ class Engine:
             dry_run=dry_run,
             started=self.now(),
             actions=list(actions),
+            force=force,
         )
         if not self.settings.in_scope(vault_id):
             raise NotFound(f"vault {vault_id} is in a subscription not in ROTATION_SUBSCRIPTIONS")
@@ -459,11 +464,12 @@ class Engine:
         pending: set[str],
     ) -> ServiceResult:
         result = ServiceResult(service.id, "pending")
+        attempted, failure = False, None
         try:
             if service.opted_out:
                 result.outcome, result.message = "opted-out", "tag cert-rotation=off"
                 return result
-            if not service.package_url:
+            if not service.package_url and self.settings.untagged != "update":
                 result.outcome = "unmanaged"
                 result.message = (
                     f"{service.name} uses the certificate but has no "
@@ -535,6 +541,16 @@ class Engine:
             if run.dry_run:
                 result.outcome = "dry-run"
                 return result
+            # A version whose write failed is not written again before its backoff ends.
+            failure = self.storage.failure(service.id)
+            blocked = backoff.blocking(
+                failure, result.plan.desired.version, self.now(), force=run.force
+            )
+            if blocked is not None:
+                result.outcome, result.message = "backoff", blocked.describe()
+                log.warning("%s: %s", service.name, result.message)
+                return result
+            attempted = True
 
             def progress(execution: Execution) -> None:
                 result.execution, result.outcome = execution, "updating"
@@ -562,6 +578,7 @@ class Engine:
             }.get(result.outcome, "")
             if result.outcome in ("failed", "rolled-back"):
                 log.error("%s: %s: %s", service.name, result.outcome, result.message)
+            self._remember(service.id, result, failure)
         except (PlanRefused, PreconditionFailed, InvalidInput) as exc:
             result.outcome, result.message = "refused", str(exc)
             log.error("%s: refused: %s", service.name, exc)
@@ -571,11 +588,46 @@ class Engine:
         except (PlatformRejected, NotFound, RotationError) as exc:
             result.outcome, result.message = "failed", str(exc)
             log.error("%s: failed: %s", service.name, exc)
+            if attempted:  # Azure refused the write itself: remember it, as a failed update
+                self._remember(service.id, result, failure)
         except Exception as exc:  # one service's bug must not stop the others
             result.outcome = "failed"
             result.message = f"unexpected {type(exc).__name__} while converging {service.name}"
             log.exception("%s: %s", service.name, result.message)
         return result
+
+    def _remember(
+        self, service_id: str, result: ServiceResult, previous: backoff.Failure | None
+    ) -> None:
+        """Keep a failed write's version for the backoff; forget it once one succeeds."""
+        if result.plan is not None:
+            self._keep_backoff(
+                service_id, result.plan.desired.version, result.outcome, result.message, previous
+            )
+
+    def _keep_backoff(
+        self,
+        service_id: str,
+        version: str,
+        outcome: str,
+        message: str,
+        previous: backoff.Failure | None,
+    ) -> None:
+        """Record ``outcome`` of writing ``version`` in the service's failure record.
+
+        Best effort: the outcome is already decided, and losing the record only means one
+        more attempt sooner than the backoff would allow.
+        """
+        try:
+            if outcome in FAILED_WRITES:
+                self.storage.record_failure(
+                    service_id,
+                    backoff.after_failure(previous, version, outcome, message, self.now()),
+                )
+            elif outcome == "rotated" and previous is not None:
+                self.storage.clear_failure(service_id)
+        except RotationError as exc:
+            log.warning("%s: could not keep the failure record: %s", service_id, exc)
 
     # -- writes that outlived their invocation -------------------------------------------
 
@@ -621,12 +673,25 @@ class Engine:
             log.warning("run %s has no record; its write ended %s", outcome.run_id, outcome.status)
             return
         log.info("run %s: %s %s", outcome.run_id, service_id, message)
+        entry = next(
+            e for e in record["services"] if e["cloudService"].lower() == service_id.lower()
+        )
+        self._remember_resumed(service_id, entry)
         if self.notify is not None:
             # The run was announced as ``updating``; this is how that update ended.
-            entry = next(
-                e for e in record["services"] if e["cloudService"].lower() == service_id.lower()
-            )
             self.notify(self._finished_part(record, entry))
+
+    def _remember_resumed(self, service_id: str, entry: dict[str, Any]) -> None:
+        """The backoff record for a write another invocation finished (see _remember)."""
+        version = (entry.get("plan") or {}).get("desiredVersion")
+        if not version or entry["outcome"] not in (*FAILED_WRITES, "rotated"):
+            return
+        try:
+            previous = self.storage.failure(service_id)
+        except RotationError as exc:
+            log.warning("%s: could not read the failure record: %s", service_id, exc)
+            return
+        self._keep_backoff(service_id, version, entry["outcome"], entry["message"], previous)
 
     def _finished_part(self, record: dict[str, Any], entry: dict[str, Any]) -> Run:
         """The part of a recorded run that a later invocation finished, as a Run to
@@ -714,7 +779,9 @@ class Engine:
         names: dict[tuple[str, str], tuple[str, str]] = {}
         services = 0
         for service in self.compute.list_services():
-            if service.opted_out or not service.package_url:
+            if service.opted_out or not (
+                service.package_url or self.settings.untagged == "update"
+            ):
                 outcomes["unmanaged" if not service.opted_out else "opted-out"] += 1
                 continue
             services += 1
@@ -800,7 +867,9 @@ class Engine:
             run.adopt(saved["services"])
 
 
-QUIET_OUTCOMES = {"noop", "unmanaged", "opted-out"}
+QUIET_OUTCOMES = {"noop", "unmanaged", "opted-out", "backoff"}
+# Outcomes of a write that reached Azure and failed: their version backs off (shared.backoff).
+FAILED_WRITES = {"failed", "rolled-back"}
 # Execution status (or a resumed write's outcome) -> the outcome in run records.
 OUTCOMES = {
     "noop": "noop",

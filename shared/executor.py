@@ -37,7 +37,14 @@ from shared.adapters.storage import Lease, Storage
 from shared.config import Settings
 from shared.errors import PlatformRejected, PreconditionFailed, TransientError
 from shared.journal import Pending
-from shared.model import PACKAGE_MD5_TAG, CloudServiceSnapshot, PackageFacts, Plan, SecretGroup
+from shared.model import (
+    PACKAGE_MD5_TAG,
+    PACKAGE_TAG,
+    CloudServiceSnapshot,
+    PackageFacts,
+    Plan,
+    SecretGroup,
+)
 from shared.packages import PackageRef, parse_package
 
 log = logging.getLogger("certrotate.executor")
@@ -167,11 +174,11 @@ def execute(
         # Never deploy a package other than the one tagged, and only from an allow-listed
         # container: the tag is re-read under the lock and parsed strictly.
         package = package_of(fresh, settings)
-        run.package = storage.package_facts(package)
+        run.package = storage.package_facts(package) if package is not None else None
         expected_md5 = fresh.tags.get(PACKAGE_MD5_TAG)
-        if expected_md5 and run.package.md5 != expected_md5.strip():
+        if run.package is not None and expected_md5 and run.package.md5 != expected_md5.strip():
             raise PreconditionFailed(
-                f"package changed since it was tagged: the Content-MD5 of {package.url} no "
+                f"package changed since it was tagged: the Content-MD5 of {run.package.url} no "
                 f"longer matches tag {PACKAGE_MD5_TAG}; redeploy it or update the tag"
             )
         entry = Pending(
@@ -180,7 +187,7 @@ def execute(
             vault_id=plan.vault_id,
             certificate=plan.certificate,
             version=plan.desired.version,
-            package_url=package.url,
+            package_url=package.url if package is not None else "",
             expect_thumbprints=tuple(sorted({c.new for c in plan.changes})),
             expect_secrets=(plan.desired.secret_id,),
             previous_configuration=fresh.configuration,
@@ -243,19 +250,30 @@ def submit(
     later mistakes it for a write that "never reached Azure". The SAS itself is never
     journaled, logged or recorded.
     """
-    package = parse_package(entry.package_url, ctx.settings.package_containers)
-    sas_url, run.sas_expiry = ctx.storage.package_sas(
-        package, ctx.settings.package_sas_hours, ctx.now()
-    )
-    log.info(
-        "%s: package SAS minted for %s (read-only, expires %s)",
-        service.name,
-        package.url,
-        run.sas_expiry.isoformat(timespec="seconds"),
-    )
+    sas_url = None
+    if entry.package_url:  # "": a configuration-only update (ROTATION_UNTAGGED=update)
+        package = parse_package(entry.package_url, ctx.settings.package_containers)
+        sas_url, run.sas_expiry = ctx.storage.package_sas(
+            package, ctx.settings.package_sas_hours, ctx.now()
+        )
+        log.info(
+            "%s: package SAS minted for %s (read-only, expires %s)",
+            service.name,
+            package.url,
+            run.sas_expiry.isoformat(timespec="seconds"),
+        )
     ctx.lease.write(entry)  # before the PUT: a crash after it is noticed by the next holder
     try:
         poller = ctx.compute.begin_update(service, configuration, secrets, sas_url)
+    except PlatformRejected as exc:
+        ctx.lease.write(None)  # refused before any work started: nothing is in flight
+        if entry.package_url:
+            raise
+        raise PlatformRejected(
+            exc.code,
+            f"{exc.detail}; Azure refused an update without packageUrl: this service needs "
+            f"the {PACKAGE_TAG} tag (the blob URL of its deployed .cspkg)",
+        ) from exc
     except Exception:
         ctx.lease.write(None)  # refused before any work started: nothing is in flight
         raise
@@ -270,11 +288,14 @@ def submit(
     return entry, poller
 
 
-def package_of(service: CloudServiceSnapshot, settings: Settings) -> PackageRef:
-    """The package the service's tag names, parsed against ``PACKAGE_CONTAINERS``.
+def package_of(service: CloudServiceSnapshot, settings: Settings) -> PackageRef | None:
+    """The package the service's tag names, parsed against ``PACKAGE_CONTAINERS``; None
+    for an untagged service under ``ROTATION_UNTAGGED=update`` (a configuration-only PUT).
 
     Raises PackageRefused (bad input: the service is refused) naming the rule broken.
     """
+    if not service.package_url and settings.untagged == "update":
+        return None
     return parse_package(service.package_url or "", settings.package_containers)
 
 

@@ -31,11 +31,12 @@ thumbprints, versions and ids.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared import cscfg, planner
+from shared.backoff import Failure
 from shared.errors import InvalidInput, NotFound, RotationError
 from shared.history import LastRun, last_runs, recent_records
 from shared.model import (
@@ -162,6 +163,7 @@ class ServiceStatus:
     reason: str
     certificates: tuple[CertificateUse, ...]
     problem: str | None
+    backoff: str | None = None  # "backing off until T after N failures: last error"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -172,6 +174,7 @@ class ServiceStatus:
             "reason": self.reason,
             "certificates": [c.to_json() for c in self.certificates],
             "problem": self.problem,
+            "backoff": self.backoff,
         }
 
 
@@ -235,10 +238,12 @@ class Inventory:
         }
 
 
-def management(service: CloudServiceSnapshot) -> tuple[bool, str]:
+def management(service: CloudServiceSnapshot, untagged_update: bool = False) -> tuple[bool, str]:
     """Whether rotation manages the service, and why (the engine's rule, in words)."""
     if service.opted_out:
         return False, "opted out (tag cert-rotation=off)"
+    if not service.package_url and untagged_update:
+        return True, "untagged: configuration-only updates (ROTATION_UNTAGGED=update)"
     if not service.package_url:
         return False, (
             f"no '{PACKAGE_TAG}' tag: tag it with the blob URL (no SAS) of its deployed "
@@ -254,10 +259,14 @@ def build(
     runs: Mapping[tuple[str, str, str], LastRun],
     now: datetime,
     problems: Sequence[str] = (),
+    *,
+    failures: Mapping[str, Failure] | None = None,
+    untagged_update: bool = False,
 ) -> Inventory:
     """The status of ``services`` from what was read; see the module docstring.
 
-    ``problems``: what else could not be read (shown as is).
+    ``problems``: what else could not be read (shown as is). ``failures``: the services'
+    failure records (by lower-case id), shown while they hold a version back.
     """
     listing_errors = {v.vault_id.lower(): v.error for v in vaults if v.error}
     statuses: list[ServiceStatus] = []
@@ -265,8 +274,11 @@ def build(
     used: set[CertKey] = set()
     for service in services:
         status, found, matched = _service_status(
-            service, certificates, listing_errors, runs, now
+            service, certificates, listing_errors, runs, now, untagged_update
         )
+        failure = (failures or {}).get(service.id.lower())
+        if failure is not None and now < failure.until:
+            status = replace(status, backoff=failure.describe())
         statuses.append(status)
         orphans.extend(found)
         used |= matched
@@ -291,6 +303,7 @@ def _service_status(
     listing_errors: Mapping[str, str],
     runs: Mapping[tuple[str, str, str], LastRun],
     now: datetime,
+    untagged_update: bool = False,
 ) -> tuple[ServiceStatus, list[OrphanThumbprint], set[CertKey]]:
     refs = references(service)
     referenced = list(dict.fromkeys(r.key for r in refs))
@@ -332,7 +345,7 @@ def _service_status(
         matched.add(key)
         ref = next(r for r in refs if r.key == key)
         uses.append(_secret_only(service, ref, certificates.get(key), runs, now))
-    managed, reason = management(service)
+    managed, reason = management(service, untagged_update)
     status = ServiceStatus(
         id=service.id,
         name=service.name,
@@ -495,8 +508,25 @@ def gather(engine: Engine, *, scan: int = RUNS_SCAN) -> Inventory:
         except RotationError as exc:
             certificates[key] = Unreadable(str(exc))
     keys = {(s.id.lower(), r.key[0], r.key[1]) for s in services for r in references(s)}
+    untagged_update = engine.settings.untagged == "update"
+    problems: list[str] = []
+    try:
+        failures = engine.storage.failures()
+    except RotationError as exc:
+        failures = {}
+        problems.append(f"failure records: {exc}")
     try:
         runs = last_runs(recent_records(engine.storage, limit=scan, scan=scan), keys)
     except RotationError as exc:  # the page is still worth having without last runs
-        return build(services, certificates, listings, {}, engine.now(), [f"run records: {exc}"])
-    return build(services, certificates, listings, runs, engine.now())
+        runs = {}
+        problems.append(f"run records: {exc}")
+    return build(
+        services,
+        certificates,
+        listings,
+        runs,
+        engine.now(),
+        problems,
+        failures=failures,
+        untagged_update=untagged_update,
+    )

@@ -21,10 +21,11 @@ class RotationRequest:
     certificate: str
     cloud_services: tuple[str, ...]  # empty: every service in scope that uses it
     dry_run: bool
+    force: bool = False  # write even a version that backs off after failing (shared.backoff)
 
     @classmethod
     def from_fields(
-        cls, vault: Any, certificate: Any, cloud_services: Any, dry_run: Any
+        cls, vault: Any, certificate: Any, cloud_services: Any, dry_run: Any, force: Any = False
     ) -> RotationRequest:
         """Check each field as received; raise InvalidInput naming the first bad one."""
         vault_id, _ = parse_vault_id(vault, "vault")
@@ -41,4 +42,6 @@ class RotationRequest:
             split_service_id(service)
         if not isinstance(dry_run, bool):
             raise InvalidInput("dryRun", "must be true or false")
-        return cls(vault_id, certificate, tuple(cloud_services), dry_run)
+        if not isinstance(force, bool):
+            raise InvalidInput("force", "must be true or false")
+        return cls(vault_id, certificate, tuple(cloud_services), dry_run, force)

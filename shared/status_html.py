@@ -96,6 +96,10 @@ def render(inventory: Inventory) -> str:
         managed = _cell("yes" if service.managed else f"no: {service.reason}")
         if service.problem:
             rows.append(f'<tr>{name}{managed}<td colspan="10">{_e(service.problem)}</td></tr>')
+        if service.backoff:
+            rows.append(
+                f'<tr>{name}{managed}<td colspan="10" class="soon">{_e(service.backoff)}</td></tr>'
+            )
         rows.extend(_use_row(name, managed, use) for use in service.certificates)
         if not service.certificates and not service.problem:
             rows.append(f'<tr>{name}{managed}<td colspan="10" class="muted">none</td></tr>')

@@ -83,9 +83,14 @@ class Compute:
         service: CloudServiceSnapshot,
         configuration: str,
         secrets: tuple[SecretGroup, ...],
-        package_url: str,
+        package_url: str | None,
     ) -> LROPoller[CloudService]:
-        """Send the one PUT; the poller follows the long-running operation."""
+        """Send the one PUT; the poller follows the long-running operation.
+
+        ``package_url`` None: a configuration-only update (no ``packageUrl`` in the body),
+        which Azure accepts and which keeps the deployed package (Update-AzCloudService
+        recording).
+        """
         sub, rg, name = split_service_id(service.id)
         model: CloudService = service.raw
         props = model.properties

@@ -8,6 +8,8 @@
   the executor renews while it follows an update, so two invocations never interleave
   writes to one service; a crashed holder's lease simply expires.
 * Run records: one JSON blob per run in the app's storage.
+* Failure records (:mod:`shared.backoff`): one JSON blob per service whose last write of a
+  version failed, so that version is not retried in a loop; a success deletes it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from azure.storage.blob import (
 
 from shared.adapters.arm_errors import translate
 from shared.adapters.clients import Clients
+from shared.backoff import Failure
 from shared.errors import Busy, NotFound, PreconditionFailed, TransientError
 from shared.journal import Pending
 from shared.model import PackageFacts
@@ -151,6 +154,62 @@ class Storage:
             base64.b64encode(bytes(md5)).decode() if md5 else None,
             str(props.etag) if props.etag else None,
         )
+
+    # -- failure backoff (shared.backoff): one blob per service with a failed version ---------
+
+    def _failure_blob(self, service_id: str) -> BlobClient:
+        name = hashlib.sha256(service_id.lower().encode()).hexdigest() + ".json"
+        container = self._own.get_container_client(self._clients.settings.failures_container)
+        return container.get_blob_client(name)
+
+    def failure(self, service_id: str) -> Failure | None:
+        """The service's last failed write, if one is remembered."""
+        try:
+            data = json.loads(self._failure_blob(service_id).download_blob().readall())
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise translate(exc, "reading the service's failure record") from exc
+        return Failure.from_json(data["failure"])
+
+    def record_failure(self, service_id: str, failure: Failure) -> None:
+        body = json.dumps({"serviceId": service_id, "failure": failure.to_json()}).encode()
+        blob = self._failure_blob(service_id)
+        metadata = {"service": service_id}
+        try:
+            try:
+                blob.upload_blob(body, overwrite=True, metadata=metadata)
+            except ResourceNotFoundError:
+                _create(
+                    self._own.get_container_client(self._clients.settings.failures_container)
+                )
+                blob.upload_blob(body, overwrite=True, metadata=metadata)
+        except AzureError as exc:
+            raise translate(exc, "writing the service's failure record") from exc
+
+    def clear_failure(self, service_id: str) -> None:
+        try:
+            self._failure_blob(service_id).delete_blob()
+        except ResourceNotFoundError:
+            pass
+        except AzureError as exc:
+            raise translate(exc, "clearing the service's failure record") from exc
+
+    def failures(self) -> dict[str, Failure]:
+        """Every remembered failure by service id (lower case): one listing, then one read
+        per failing service (few: a success clears its record)."""
+        container = self._own.get_container_client(self._clients.settings.failures_container)
+        try:
+            names = [b.name for b in container.list_blobs()]
+            found = {}
+            for name in names:
+                data = json.loads(container.download_blob(name).readall())
+                found[str(data["serviceId"]).lower()] = Failure.from_json(data["failure"])
+        except ResourceNotFoundError:
+            return {}
+        except AzureError as exc:
+            raise translate(exc, "listing failure records") from exc
+        return found
 
     def _lock_blob(self, service_id: str) -> BlobClient:
         name = hashlib.sha256(service_id.lower().encode()).hexdigest() + ".lock"
