@@ -87,6 +87,7 @@ ROTATION_MINIMUM: dict[str, tuple[int, str]] = {
     "arm GET instanceview": (1, "verify the role instances run the new model"),
     "kv GET certificate": (1, "the current version (ties within 1 s) and the policy"),
     "kv GET versions": (1, f"the newest valid version: every page ({KV_PAGE} versions each)"),
+    "kv GET secrets": (1, "the new version's own secret: a PFX holding its key, as CSES needs"),
 }
 
 

@@ -46,6 +46,10 @@ CALLS: dict[str, tuple[dict[str, Any], str]] = {
         {"service": "keyvault", "method": "GET", "path": "/certificates/web-tls/0a1b"},
         "kv GET certificate version",
     ),
+    "a version's secret": (
+        {"service": "keyvault", "method": "GET", "path": "/secrets/web-tls/0a1b"},
+        "kv GET secrets",
+    ),
     "challenge": (
         {"service": "keyvault", "method": "GET", "path": "/certificates/x/", "status": 401},
         "kv 401 challenge",
