@@ -554,7 +554,7 @@ def test_http_api_dry_run_run_status_and_refusals(world: World) -> None:
         (json.dumps({**body, "certificate": "web_tls!"}).encode(), "certificate"),
         (json.dumps({**body, "cloudServices": svc.id}).encode(), "cloudServices"),
         (json.dumps({**body, "cloudServices": [world.vault_id]}).encode(), "cloudServices"),
-        (json.dumps({**body, "force": True}).encode(), "force"),
+        (json.dumps({**body, "force": "yes"}).encode(), "force"),  # must be a boolean
     ]
     for raw, field in bad:
         answer = api(stack, "POST", "/api/rotations", raw=raw)
