@@ -44,8 +44,10 @@ bench: install
 	$(PY) -m emulators.bench $(BENCH_ARGS)
 
 # Bounded chaos on a fresh stack (a few minutes at most); prints figures, exits 1 on a violation.
+# SOAK_ARGS="--azure" uses Azure's timings and faults (scaled); "--small" the quick version.
+SOAK_ARGS ?=
 soak: install
-	$(PY) -m emulators.soak
+	$(PY) -m emulators.soak $(SOAK_ARGS)
 
 stack-up: install
 	$(PY) -m emulators.stack up --dir $(STACK_DIR)

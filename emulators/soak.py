@@ -20,6 +20,17 @@ the product sent equal the ``rotated`` results in the run records; no two of tho
 the same version (no doubled update); and every version that was newest while the service
 was behind is either deployed or superseded (no lost update: the final state shows it).
 Figures are printed as JSON; any violation makes the exit status 1.
+
+``--azure`` runs the same stream with Azure's timings, scaled (``Config.azure``): no
+``Retry-After`` on operations, so the app polls at its client's own pace
+(``ARM_POLLING_INTERVAL``, a tenth of an update as 30 s polls are to updates of minutes),
+updates that last many polls, event invocations that follow for a fraction of one, and the
+faults real Azure has: updates the platform fails (``ROTATION_ROLLBACK`` puts the previous
+model back), a vault answering 403 to the app for a while. Its figures: converged %, PUTs
+per version written, **loops** (a version PUT more than once without a new reason) and
+**untracked operations** (an update Azure accepted that no record or journal knows), both
+of which must be 0. A service behind because its newest version failed and now backs off
+(``shared.backoff``) is converged by that rule: it says why, and waits.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from shared import cscfg as parser
 
 RUNS_CONTAINER = "cert-rotation-runs"
 LOCKS_CONTAINER = "cert-rotation-locks"
+FAILURES_CONTAINER = "cert-rotation-failures"
 NEW_VERSION = "Microsoft.KeyVault.CertificateNewVersionCreated"
 SETTLE_TIMEOUT_S = 180.0
 
@@ -60,10 +72,27 @@ class Config:
     seed: int = 7
     update_seconds: float = 0.4
     event_wait_seconds: float = 0.2
+    azure: bool = False  # Azure's timings and faults (see the module docstring)
+    polling_seconds: float = 0.1  # ARM_POLLING_INTERVAL: the client's pace, no Retry-After
 
     @classmethod
     def small(cls) -> Config:
         return cls(services=4, vaults=2, certificates_per_vault=1, steps=14, seed=3)
+
+    @classmethod
+    def azure_timings(cls, small: bool = False) -> Config:
+        """30 s polls against updates of minutes, scaled: an update lasts 10 polls."""
+        base = cls.small() if small else cls(services=8, steps=40)
+        return cls(
+            **{
+                **asdict(base),
+                "azure": True,
+                "update_seconds": 2.0,
+                "polling_seconds": 0.2,
+                "event_wait_seconds": 0.5,
+                "fault_rate": 0.35,
+            }
+        )
 
 
 @dataclass
@@ -136,11 +165,45 @@ FAULTS: list[dict[str, Any]] = [
 ]
 
 
+# Key Vault's own 403 for a caller without the right (access-policy wording), to the app only.
+VAULT_FORBIDDEN = {
+    "service": "keyvault",
+    "method": "GET",
+    "status": 403,
+    "code": "Forbidden",
+    "message": "The user, group or application does not have certificates get permission on "
+    "key vault; see https://go.microsoft.com/fwlink/?linkid=2125287",
+    "count": 3,
+}
+
+
+def azure_fault(stack: Stack, world: World, rng: random.Random, tally: Counter[str]) -> None:
+    """A fault real Azure has: the platform fails a service's next update, or a vault
+    refuses the app for a few requests."""
+    if rng.random() < 0.5:
+        name = rng.choice(sorted(world.services))
+        admin(
+            stack,
+            "POST",
+            "/cloudservices/fail-next",
+            {"resourceGroup": world.rg.rsplit("/", 1)[-1], "name": name,
+             "code": "RoleInstanceStartupFailed",
+             "message": "Role instance WebRole1_IN_0 failed to start."},
+        )
+        tally["platform_failures"] += 1
+    else:
+        admin(stack, "POST", "/faults", {**VAULT_FORBIDDEN, "path": "(?i).", "agent": "certrotate"})
+        tally["vault_403"] += 1
+
+
 def step(
     stack: Stack, world: World, config: Config, rng: random.Random, tally: Counter[str]
 ) -> None:
     roll = rng.random()
     if roll < config.fault_rate:
+        if config.azure and rng.random() < 0.5:
+            azure_fault(stack, world, rng, tally)
+            return
         fault = dict(rng.choice(FAULTS))
         admin(stack, "POST", "/faults", {**fault, "path": "(?i).", "agent": "certrotate"})
         tally["faults"] += 1
@@ -214,10 +277,30 @@ def pending_journals(world: World) -> int:
     )
 
 
+def backing_off(world: World) -> dict[str, set[str]]:
+    """Services whose last update of a version failed, by name -> those versions."""
+    container = world.op.blobs.get_container_client(FAILURES_CONTAINER)
+    if not container.exists():
+        return {}
+    found: dict[str, set[str]] = {}
+    for blob in container.list_blobs():
+        data = json.loads(container.download_blob(blob.name).readall())
+        found[str(data["serviceId"]).rsplit("/", 1)[-1]] = {
+            str(f["version"]) for f in (data.get("failures") or {}).values()
+        }
+    return found
+
+
 def violations(world: World) -> list[str]:
-    """Every service on the newest versions, settled, and not written once too often."""
+    """Every service on the newest version of each certificate it uses (or backing off on
+    it, which says why: shared.backoff), settled, and not written once too often."""
     found: list[str] = []
+    waiting = backing_off(world)
     for name, used in world.services.items():
+        failed = waiting.get(name, set())
+        current = [
+            c for c in used if c.newest.properties and c.newest.properties.version not in failed
+        ]
         cs = world.op.compute.cloud_services.get("soak-rg", name)
         props = cs.properties
         assert props is not None
@@ -225,21 +308,23 @@ def violations(world: World) -> list[str]:
             c.name: c.thumbprint.upper()
             for c in parser.parse(props.configuration or "").certificates
         }
-        for cert in used:
+        for cert in current:
             if deployed.get(cert.name) != thumbprint(cert.newest):
                 found.append(
                     f"{name}: {cert.name} is {deployed.get(cert.name)}, "
                     f"want {thumbprint(cert.newest)}"
                 )
+        names = {c.name for c in current}
         urls = {
             str(c.certificate_url)
             for g in (props.os_profile.secrets if props.os_profile else None) or []
             for c in g.vault_certificates or []
+            if str(c.certificate_url).split("/secrets/", 1)[-1].split("/", 1)[0] in names
         }
-        want = {str(c.newest.secret_id) for c in used}
+        want = {str(c.newest.secret_id) for c in current}
         if urls != want:
             found.append(f"{name}: osProfile {sorted(urls)}, want {sorted(want)}")
-        if props.provisioning_state != "Succeeded":
+        if props.provisioning_state != "Succeeded" and len(current) == len(used):
             found.append(f"{name}: left {props.provisioning_state}")
     return found
 
@@ -263,25 +348,36 @@ def write_checks(stack: Stack, world: World) -> tuple[list[str], Counter[str]]:
         and c["status"] < 300
     )
     rotated: dict[str, list[str]] = {}
+    expected: Counter[str] = Counter()  # accepted PUTs the records account for
+    attempts: Counter[tuple[str, str]] = Counter()  # (service, cert/version) update PUTs
     outcomes: Counter[str] = Counter()
     for record in records(world):
         for result in record["services"]:
             outcomes[result["outcome"]] += 1
+            service = result["cloudService"].rsplit("/", 1)[-1]
+            version = f"{record['certificate']}/{(result.get('plan') or {}).get('desiredVersion')}"
             if result["outcome"] == "rotated":
-                service = result["cloudService"].rsplit("/", 1)[-1]
-                version = (result.get("plan") or {}).get("desiredVersion")
-                rotated.setdefault(service, []).append(f"{record['certificate']}/{version}")
+                rotated.setdefault(service, []).append(version)
+            puts_made = _puts_of(result)
+            expected[service] += puts_made
+            if puts_made:
+                attempts[(service, version)] += 1
     found = []
     for name in world.services:
         writes, recorded = puts.get(name, 0), rotated.get(name, [])
-        if writes != len(recorded):
+        if writes != expected.get(name, 0):
             found.append(
-                f"{name}: {writes} successful PUT(s) but {len(recorded)} rotated result(s)"
+                f"{name}: {writes} successful PUT(s) but the records account for "
+                f"{expected.get(name, 0)} ({len(recorded)} rotated)"
             )
         doubled = [v for v, n in Counter(recorded).items() if n > 1]
         if doubled:
             found.append(f"{name}: the same version written more than once: {doubled}")
+    loops = {key: n for key, n in attempts.items() if n > 1}
+    found += [f"{s}: {v} was PUT {n} times without a new reason" for (s, v), n in loops.items()]
     figures: Counter[str] = Counter(
+        loops=len(loops),
+        versions_written=len(attempts),
         writes=sum(puts.values()),
         product_calls=len(product),
         answered_errors=sum(1 for c in product if c["status"] in (409, 429, 500, 503)),
@@ -291,14 +387,28 @@ def write_checks(stack: Stack, world: World) -> tuple[list[str], Counter[str]]:
     return found, figures
 
 
+def _puts_of(result: dict[str, Any]) -> int:
+    """How many accepted PUTs a recorded result stands for: the update, and a rollback."""
+    outcome, message = result["outcome"], str(result.get("message", ""))
+    if outcome == "rotated":
+        return 1
+    if outcome == "rolled-back":
+        return 2
+    if outcome == "failed" and result.get("operationId"):
+        return 2 if "rollback" in message else 1
+    return 0
+
+
 def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
     rng = random.Random(config.seed)
     started = time.monotonic()
-    stack = Stack.up(
-        folder,
-        update_seconds=config.update_seconds,
-        settings={"EVENT_WAIT_SECONDS": str(config.event_wait_seconds)},
-    )
+    settings = {
+        "EVENT_WAIT_SECONDS": str(config.event_wait_seconds),
+        "ARM_POLLING_INTERVAL": str(config.polling_seconds),
+    }
+    if config.azure:
+        settings["ROTATION_ROLLBACK"] = "true"
+    stack = Stack.up(folder, update_seconds=config.update_seconds, settings=settings)
     saved = dict(os.environ)
     os.environ.update(stack.env)
     try:
@@ -331,8 +441,13 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
         settle_seconds = time.monotonic() - settle_started
         write_problems, figures = write_checks(stack, world)
         problems += write_problems
-        if pending_journals(world):
-            problems.append(f"{pending_journals(world)} journaled write(s) left pending")
+        untracked = pending_journals(world)
+        if untracked:
+            problems.append(f"{untracked} journaled write(s) left pending (untracked)")
+        figures["untracked_operations"] = untracked
+        behind = {p.split(":", 1)[0] for p in violations(world)} | set(backing_off(world))
+        on_newest = len(world.services) - len(behind & set(world.services))
+        figures["backing_off"] = len(backing_off(world))
         deliveries = [
             d
             for d in admin(stack, "GET", "/eventgrid/deliveries")
@@ -346,6 +461,10 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
             "deliveries": len(deliveries),
             "deliveries_failed": sum(1 for d in deliveries if d.get("outcome") != "Succeeded"),
             **dict(figures),
+            "converged_percent": round(100 * on_newest / max(1, len(world.services)), 1),
+            "puts_per_version_written": round(
+                figures["writes"] / max(1, figures["versions_written"]), 2
+            ),
             "stream_seconds": round(stream_seconds, 1),
             "converge_seconds_after_stream": round(settle_seconds, 1),
             "total_seconds": round(time.monotonic() - started, 1),
@@ -369,11 +488,20 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m emulators.soak", description=__doc__.split("\n")[0]
     )
     parser_.add_argument("--small", action="store_true", help="the quick version run by make test")
+    parser_.add_argument(
+        "--azure", action="store_true", help="Azure's timings and faults, scaled (see above)"
+    )
     parser_.add_argument("--services", type=int)
     parser_.add_argument("--steps", type=int)
     parser_.add_argument("--seed", type=int)
     args = parser_.parse_args(argv)
-    config = Config.small() if args.small else Config()
+    config = (
+        Config.azure_timings(args.small)
+        if args.azure
+        else Config.small()
+        if args.small
+        else Config()
+    )
     overrides = {
         k: v
         for k, v in (("services", args.services), ("steps", args.steps), ("seed", args.seed))

@@ -5,7 +5,9 @@ Theory of operation
 Rotation is level-triggered, so without memory a version that fails (a platform
 ``Failed``, a rollback, a PUT Azure refuses) is planned again by every redelivery, every
 other event and every hourly reconcile: two production updates and an alert an hour. So
-the last failure of each service is kept (per version, in the app's storage), and a new
+the last failure of each (service, certificate) is kept with its version, in the app's
+storage (a service using two certificates keeps one record each: a rotation of the other
+certificate is no reason to retry this one), and a new
 write of *that* version waits until ``last + delay(attempts)``: 1 h after the first
 failure, doubling to at most 32 h, as cert-manager's issuing backoff does. A newer
 version is a new reason and is tried at once (its first failure starts at 1 h again); an
@@ -32,8 +34,10 @@ def delay(attempts: int) -> timedelta:
 
 @dataclass(frozen=True)
 class Failure:
-    """The last failed write of one service: which version, why, when, how many times."""
+    """The last failed write of one certificate on one service: which version, why, when,
+    how many times."""
 
+    certificate: str
     version: str
     outcome: str  # failed | rolled-back
     message: str
@@ -48,11 +52,13 @@ class Failure:
     def describe(self) -> str:
         return (
             f"backing off until {self.until.isoformat(timespec='seconds')} after "
-            f"{self.attempts} failure(s) of version {self.version}: {self.message}"
+            f"{self.attempts} failure(s) of version {self.version} of {self.certificate}: "
+            f"{self.message}"
         )
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "certificate": self.certificate,
             "version": self.version,
             "outcome": self.outcome,
             "message": self.message,
@@ -64,6 +70,7 @@ class Failure:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Failure:
         return cls(
+            certificate=str(data["certificate"]),
             version=str(data["version"]),
             outcome=str(data["outcome"]),
             message=str(data["message"]),
@@ -74,12 +81,19 @@ class Failure:
 
 
 def after_failure(
-    previous: Failure | None, version: str, outcome: str, message: str, now: datetime
+    previous: Failure | None,
+    certificate: str,
+    version: str,
+    outcome: str,
+    message: str,
+    now: datetime,
 ) -> Failure:
-    """The record once ``version`` failed (again) at ``now``."""
+    """The record once ``version`` of ``certificate`` failed (again) at ``now``."""
     if previous is not None and previous.version == version:
-        return Failure(version, outcome, message, previous.first, now, previous.attempts + 1)
-    return Failure(version, outcome, message, now, now, 1)
+        return Failure(
+            certificate, version, outcome, message, previous.first, now, previous.attempts + 1
+        )
+    return Failure(certificate, version, outcome, message, now, now, 1)
 
 
 def blocking(

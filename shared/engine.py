@@ -542,7 +542,7 @@ class Engine:
                 result.outcome = "dry-run"
                 return result
             # A version whose write failed is not written again before its backoff ends.
-            failure = self.storage.failure(service.id)
+            failure = self.storage.failure(service.id, cert.name)
             blocked = backoff.blocking(
                 failure, result.plan.desired.version, self.now(), force=run.force
             )
@@ -602,18 +602,24 @@ class Engine:
         """Keep a failed write's version for the backoff; forget it once one succeeds."""
         if result.plan is not None:
             self._keep_backoff(
-                service_id, result.plan.desired.version, result.outcome, result.message, previous
+                service_id,
+                result.plan.certificate,
+                result.plan.desired.version,
+                result.outcome,
+                result.message,
+                previous,
             )
 
     def _keep_backoff(
         self,
         service_id: str,
+        certificate: str,
         version: str,
         outcome: str,
         message: str,
         previous: backoff.Failure | None,
     ) -> None:
-        """Record ``outcome`` of writing ``version`` in the service's failure record.
+        """Record ``outcome`` of writing ``version`` of ``certificate`` for the backoff.
 
         Best effort: the outcome is already decided, and losing the record only means one
         more attempt sooner than the backoff would allow.
@@ -622,10 +628,12 @@ class Engine:
             if outcome in FAILED_WRITES:
                 self.storage.record_failure(
                     service_id,
-                    backoff.after_failure(previous, version, outcome, message, self.now()),
+                    backoff.after_failure(
+                        previous, certificate, version, outcome, message, self.now()
+                    ),
                 )
             elif outcome == "rotated" and previous is not None:
-                self.storage.clear_failure(service_id)
+                self.storage.clear_failure(service_id, certificate)
         except RotationError as exc:
             log.warning("%s: could not keep the failure record: %s", service_id, exc)
 
@@ -676,22 +684,26 @@ class Engine:
         entry = next(
             e for e in record["services"] if e["cloudService"].lower() == service_id.lower()
         )
-        self._remember_resumed(service_id, entry)
+        self._remember_resumed(service_id, record["certificate"], entry)
         if self.notify is not None:
             # The run was announced as ``updating``; this is how that update ended.
             self.notify(self._finished_part(record, entry))
 
-    def _remember_resumed(self, service_id: str, entry: dict[str, Any]) -> None:
+    def _remember_resumed(
+        self, service_id: str, certificate: str, entry: dict[str, Any]
+    ) -> None:
         """The backoff record for a write another invocation finished (see _remember)."""
         version = (entry.get("plan") or {}).get("desiredVersion")
         if not version or entry["outcome"] not in (*FAILED_WRITES, "rotated"):
             return
         try:
-            previous = self.storage.failure(service_id)
+            previous = self.storage.failure(service_id, certificate)
         except RotationError as exc:
             log.warning("%s: could not read the failure record: %s", service_id, exc)
             return
-        self._keep_backoff(service_id, version, entry["outcome"], entry["message"], previous)
+        self._keep_backoff(
+            service_id, certificate, version, entry["outcome"], entry["message"], previous
+        )
 
     def _finished_part(self, record: dict[str, Any], entry: dict[str, Any]) -> Run:
         """The part of a recorded run that a later invocation finished, as a Run to

@@ -260,7 +260,7 @@ def build(
     now: datetime,
     problems: Sequence[str] = (),
     *,
-    failures: Mapping[str, Failure] | None = None,
+    failures: Mapping[str, Sequence[Failure]] | None = None,
     untagged_update: bool = False,
 ) -> Inventory:
     """The status of ``services`` from what was read; see the module docstring.
@@ -276,9 +276,9 @@ def build(
         status, found, matched = _service_status(
             service, certificates, listing_errors, runs, now, untagged_update
         )
-        failure = (failures or {}).get(service.id.lower())
-        if failure is not None and now < failure.until:
-            status = replace(status, backoff=failure.describe())
+        waiting = [f for f in (failures or {}).get(service.id.lower(), ()) if now < f.until]
+        if waiting:
+            status = replace(status, backoff="; ".join(f.describe() for f in waiting))
         statuses.append(status)
         orphans.extend(found)
         used |= matched

@@ -8,8 +8,8 @@
   the executor renews while it follows an update, so two invocations never interleave
   writes to one service; a crashed holder's lease simply expires.
 * Run records: one JSON blob per run in the app's storage.
-* Failure records (:mod:`shared.backoff`): one JSON blob per service whose last write of a
-  version failed, so that version is not retried in a loop; a success deletes it.
+* Failure records (:mod:`shared.backoff`): one JSON blob per service with, per certificate,
+  the last version whose write failed, so it is not retried in a loop; success removes it.
 """
 
 from __future__ import annotations
@@ -162,49 +162,65 @@ class Storage:
         container = self._own.get_container_client(self._clients.settings.failures_container)
         return container.get_blob_client(name)
 
-    def failure(self, service_id: str) -> Failure | None:
-        """The service's last failed write, if one is remembered."""
+    def _failure_map(self, service_id: str) -> dict[str, Failure]:
         try:
             data = json.loads(self._failure_blob(service_id).download_blob().readall())
         except ResourceNotFoundError:
-            return None
+            return {}
         except AzureError as exc:
             raise translate(exc, "reading the service's failure record") from exc
-        return Failure.from_json(data["failure"])
+        return {k: Failure.from_json(v) for k, v in (data.get("failures") or {}).items()}
+
+    def failure(self, service_id: str, certificate: str) -> Failure | None:
+        """The last failed write of ``certificate`` on the service, if one is remembered."""
+        return self._failure_map(service_id).get(certificate.lower())
 
     def record_failure(self, service_id: str, failure: Failure) -> None:
-        body = json.dumps({"serviceId": service_id, "failure": failure.to_json()}).encode()
+        """Remember ``failure`` (replacing that certificate's earlier one).
+
+        Read-modify-write without a condition: two writers of one service's failures at the
+        same moment are rare, and a lost record only means one attempt sooner.
+        """
+        failures = self._failure_map(service_id)
+        failures[failure.certificate.lower()] = failure
+        self._write_failures(service_id, failures)
+
+    def clear_failure(self, service_id: str, certificate: str) -> None:
+        failures = self._failure_map(service_id)
+        if failures.pop(certificate.lower(), None) is not None:
+            self._write_failures(service_id, failures)
+
+    def _write_failures(self, service_id: str, failures: dict[str, Failure]) -> None:
         blob = self._failure_blob(service_id)
-        metadata = {"service": service_id}
         try:
+            if not failures:
+                with suppress(ResourceNotFoundError):
+                    blob.delete_blob()
+                return
+            body = json.dumps(
+                {"serviceId": service_id, "failures": {k: f.to_json() for k, f in failures.items()}}
+            ).encode()
             try:
-                blob.upload_blob(body, overwrite=True, metadata=metadata)
+                blob.upload_blob(body, overwrite=True)
             except ResourceNotFoundError:
                 _create(
                     self._own.get_container_client(self._clients.settings.failures_container)
                 )
-                blob.upload_blob(body, overwrite=True, metadata=metadata)
+                blob.upload_blob(body, overwrite=True)
         except AzureError as exc:
             raise translate(exc, "writing the service's failure record") from exc
 
-    def clear_failure(self, service_id: str) -> None:
-        try:
-            self._failure_blob(service_id).delete_blob()
-        except ResourceNotFoundError:
-            pass
-        except AzureError as exc:
-            raise translate(exc, "clearing the service's failure record") from exc
-
-    def failures(self) -> dict[str, Failure]:
+    def failures(self) -> dict[str, list[Failure]]:
         """Every remembered failure by service id (lower case): one listing, then one read
         per failing service (few: a success clears its record)."""
         container = self._own.get_container_client(self._clients.settings.failures_container)
+        found: dict[str, list[Failure]] = {}
         try:
-            names = [b.name for b in container.list_blobs()]
-            found = {}
-            for name in names:
-                data = json.loads(container.download_blob(name).readall())
-                found[str(data["serviceId"]).lower()] = Failure.from_json(data["failure"])
+            for blob in container.list_blobs():
+                data = json.loads(container.download_blob(blob.name).readall())
+                found[str(data["serviceId"]).lower()] = [
+                    Failure.from_json(v) for v in (data.get("failures") or {}).values()
+                ]
         except ResourceNotFoundError:
             return {}
         except AzureError as exc:

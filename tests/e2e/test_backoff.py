@@ -36,7 +36,7 @@ def test_a_rolled_back_version_is_not_retried_until_its_backoff_ends(world: Worl
     record = api(world.stack, "GET", f"/api/rotations/{again.id}").json()
     assert record["services"][0]["message"] == result.message
     (status,) = [s for s in inventory.gather(engine).services if s.id == svc.id]
-    assert status.backoff == engine.storage.failure(svc.id).describe()  # type: ignore[union-attr]
+    assert status.backoff == engine.storage.failure(svc.id, CERT).describe()  # type: ignore[union-attr]
 
     # An operator's explicit request lifts it; success forgets the failure.
     forced = api(
@@ -48,7 +48,7 @@ def test_a_rolled_back_version_is_not_retried_until_its_backoff_ends(world: Worl
     assert forced.status_code == 202, forced.text
     assert [s["outcome"] for s in forced.json()["services"]] == ["rotated"]
     world.assert_on(svc, v2)
-    assert engine.storage.failure(svc.id) is None
+    assert engine.storage.failure(svc.id, CERT) is None
 
 
 def test_each_failure_of_the_same_version_doubles_the_wait_and_a_newer_one_goes_at_once(
@@ -62,7 +62,7 @@ def test_each_failure_of_the_same_version_doubles_the_wait_and_a_newer_one_goes_
         fail_next(world, svc)
         run = engine.rotate(world.vault_id, CERT, Trigger("manual"), force=True)
         assert [r.outcome for r in run.results] == ["rolled-back"]
-    failure = engine.storage.failure(svc.id)
+    failure = engine.storage.failure(svc.id, CERT)
     assert failure is not None and failure.attempts == 2
     assert failure.until - failure.last == timedelta(hours=2)
 
@@ -70,7 +70,7 @@ def test_each_failure_of_the_same_version_doubles_the_wait_and_a_newer_one_goes_
     run = engine.rotate(world.vault_id, CERT, Trigger("manual"))
     assert [r.outcome for r in run.results] == ["rotated"]
     world.assert_on(svc, v3)
-    assert engine.storage.failure(svc.id) is None
+    assert engine.storage.failure(svc.id, CERT) is None
 
 
 def test_untagged_services_get_configuration_only_updates_when_asked(world: World) -> None:

@@ -21,15 +21,15 @@ def test_the_wait_doubles_from_one_hour_to_thirty_two(attempts: int, wait: timed
 
 
 def test_failures_of_one_version_count_up_and_a_new_version_starts_again() -> None:
-    first = after_failure(None, "v2", "rolled-back", "RoleInstanceStartupFailed", NOW)
+    first = after_failure(None, "web-tls", "v2", "rolled-back", "RoleInstanceStartupFailed", NOW)
     assert (first.attempts, first.first, first.until) == (1, NOW, NOW + H)
-    second = after_failure(first, "v2", "failed", "again", NOW + 2 * H)
+    second = after_failure(first, "web-tls", "v2", "failed", "again", NOW + 2 * H)
     assert (second.attempts, second.first, second.until) == (2, NOW, NOW + 4 * H)
-    newer = after_failure(second, "v3", "failed", "other", NOW + 3 * H)
+    newer = after_failure(second, "web-tls", "v3", "failed", "other", NOW + 3 * H)
     assert (newer.attempts, newer.first) == (1, NOW + 3 * H)
 
 
-FAILED = after_failure(None, "v2", "failed", "x", NOW)
+FAILED = after_failure(None, "web-tls", "v2", "failed", "x", NOW)
 CASES = [
     # (failure, version to write, now, force, blocked)
     (None, "v2", NOW, False, False),
@@ -48,9 +48,9 @@ def test_only_the_failed_version_waits_and_only_until_its_time(
 
 
 def test_the_record_round_trips_and_says_why() -> None:
-    failure = after_failure(None, "v2", "rolled-back", "RoleInstanceStartupFailed: boom", NOW)
+    failure = after_failure(None, "web-tls", "v2", "rolled-back", "RoleInstanceStartupFailed: boom", NOW)
     assert Failure.from_json(failure.to_json()) == failure
     assert failure.describe() == (
-        "backing off until 2026-12-01T13:00:00+00:00 after 1 failure(s) of version v2: "
-        "RoleInstanceStartupFailed: boom"
+        "backing off until 2026-12-01T13:00:00+00:00 after 1 failure(s) of version v2 of "
+        "web-tls: RoleInstanceStartupFailed: boom"
     )
