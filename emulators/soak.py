@@ -266,6 +266,21 @@ def run_timer(stack: Stack, name: str) -> int:
     return resp.status_code
 
 
+def undelivered(stack: Stack) -> set[str]:
+    """Events Event Grid still owes a delivery (retries and probation delays outlive the
+    stream): ids with attempts logged but no success, dead letter or drop yet."""
+    seen: set[str] = set()
+    done: set[str] = set()
+    for entry in admin(stack, "GET", "/eventgrid/deliveries"):
+        ids = set(entry.get("event_ids") or ())
+        seen |= ids
+        if entry.get("kind") in ("DeadLettered", "Dropped") or (
+            entry.get("kind") == "Notification" and entry.get("outcome") == "Succeeded"
+        ):
+            done |= ids
+    return seen - done
+
+
 def pending_journals(world: World) -> int:
     container = world.op.blobs.get_container_client(LOCKS_CONTAINER)
     if not container.exists():
@@ -350,6 +365,8 @@ def write_checks(stack: Stack, world: World) -> tuple[list[str], Counter[str]]:
     rotated: dict[str, list[str]] = {}
     expected: Counter[str] = Counter()  # accepted PUTs the records account for
     attempts: Counter[tuple[str, str]] = Counter()  # (service, cert/version) update PUTs
+    how: dict[tuple[str, str], list[str]] = {}  # what each attempt was, for a violation
+    seen: dict[str, list[str]] = {}  # every recorded result per service, for a violation
     outcomes: Counter[str] = Counter()
     for record in records(world):
         for result in record["services"]:
@@ -359,22 +376,33 @@ def write_checks(stack: Stack, world: World) -> tuple[list[str], Counter[str]]:
             if result["outcome"] == "rotated":
                 rotated.setdefault(service, []).append(version)
             puts_made = _puts_of(result)
+            seen.setdefault(service, []).append(
+                f"{record['trigger']['kind']}:{result['outcome']}"
+                f"{'+op' if result.get('operationId') else ''}"
+            )
             expected[service] += puts_made
             if puts_made:
                 attempts[(service, version)] += 1
+                how.setdefault((service, version), []).append(
+                    f"run {record['id']} ({record['trigger']['kind']}): {result['outcome']}: "
+                    f"{str(result.get('message', ''))[:160]}"
+                )
     found = []
     for name in world.services:
         writes, recorded = puts.get(name, 0), rotated.get(name, [])
         if writes != expected.get(name, 0):
             found.append(
                 f"{name}: {writes} successful PUT(s) but the records account for "
-                f"{expected.get(name, 0)} ({len(recorded)} rotated)"
+                f"{expected.get(name, 0)} ({len(recorded)} rotated): {seen.get(name)}"
             )
         doubled = [v for v, n in Counter(recorded).items() if n > 1]
         if doubled:
             found.append(f"{name}: the same version written more than once: {doubled}")
     loops = {key: n for key, n in attempts.items() if n > 1}
-    found += [f"{s}: {v} was PUT {n} times without a new reason" for (s, v), n in loops.items()]
+    found += [
+        f"{s}: {v} was PUT {n} times without a new reason: {how[(s, v)]}"
+        for (s, v), n in loops.items()
+    ]
     figures: Counter[str] = Counter(
         # accepted update PUTs that no record accounts for
         untracked=sum(max(0, puts.get(n, 0) - expected.get(n, 0)) for n in world.services),
@@ -433,7 +461,7 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
         settle_started = time.monotonic()
         problems = violations(world)
         while (
-            problems or pending_journals(world)
+            problems or pending_journals(world) or undelivered(stack)
         ) and time.monotonic() - settle_started < SETTLE_TIMEOUT_S:
             run_timer(stack, "follow_updates")
             run_timer(stack, "reconcile")
@@ -443,6 +471,10 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
         settle_seconds = time.monotonic() - settle_started
         write_problems, figures = write_checks(stack, world)
         problems += write_problems
+        if problems:  # everything needed to explain them, next to the stack's logs
+            (folder / "records.json").write_text(json.dumps(records(world), indent=1))
+            (folder / "requests.json").write_text(json.dumps(admin(stack, "GET", "/requests")))
+            print(f"soak: records and request log kept in {folder}", file=out, flush=True)
         left = pending_journals(world)
         if left:
             problems.append(f"{left} journaled write(s) left pending")

@@ -28,6 +28,7 @@ from shared.adapters.storage import Storage
 from shared.compute_ids import split_service_id
 from shared.config import Settings
 from shared.errors import (
+    BackingOff,
     Busy,
     InvalidInput,
     NotFound,
@@ -39,6 +40,7 @@ from shared.errors import (
 )
 from shared.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
 from shared.executor import Execution, Outcome, execute, package_of, resume
+from shared.journal import Pending
 from shared.model import (
     PACKAGE_TAG,
     Certificate,
@@ -128,6 +130,12 @@ class ServiceResult:
     resumed: Rollout | None = None  # a write finished after its run: the plan is gone
 
     @property
+    def open(self) -> bool:
+        """See :func:`is_open`."""
+        operation = self.execution.operation_id if self.execution is not None else None
+        return is_open(self.outcome, operation)
+
+    @property
     def rollout(self) -> Rollout | None:
         return Rollout.of(self.plan) if self.plan is not None else self.resumed
 
@@ -187,7 +195,7 @@ class Run:
         ended = _ended(entries)
         for result in self.results:
             entry = ended.get(result.service_id.lower())
-            if result.outcome == "updating" and entry is not None:
+            if result.open and entry is not None:
                 result.outcome, result.message = entry["outcome"], entry["message"]
                 if result.execution is not None:
                     result.execution.final_thumbprints = dict(entry.get("finalThumbprints") or {})
@@ -464,7 +472,6 @@ class Engine:
         pending: set[str],
     ) -> ServiceResult:
         result = ServiceResult(service.id, "pending")
-        attempted, failure = False, None
         try:
             if service.opted_out:
                 result.outcome, result.message = "opted-out", "tag cert-rotation=off"
@@ -513,9 +520,21 @@ class Engine:
                 # Under the lock the certificate is read again as well as the service: this
                 # run may be minutes old (earlier services, long updates), and planning with
                 # its snapshot would write back a version a newer one has since replaced.
-                return replan(
+                plan = replan(
                     snapshot, self.keyvault.certificate(cert.vault_id, cert.vault_url, cert.name)
                 )
+                if not plan.is_noop:
+                    # Again under the lock: a failure may have been recorded since the check
+                    # above (the write that failed held this lease until it was recorded).
+                    blocked = backoff.blocking(
+                        self.storage.failure(service.id, cert.name),
+                        plan.desired.version,
+                        self.now(),
+                        force=run.force,
+                    )
+                    if blocked is not None:
+                        raise BackingOff(blocked.describe())
+                return plan
 
             result.plan = replan(service)
             for warning in result.plan.warnings:
@@ -550,7 +569,6 @@ class Engine:
                 result.outcome, result.message = "backoff", blocked.describe()
                 log.warning("%s: %s", service.name, result.message)
                 return result
-            attempted = True
 
             def progress(execution: Execution) -> None:
                 result.execution, result.outcome = execution, "updating"
@@ -567,10 +585,18 @@ class Engine:
                 progress,
                 remaining(),
                 run.id,
+                ended=self._backoff_keeper(service.id),
             )
             execution = result.execution
             if execution.resumed is not None:
                 self._record_resumed(service.id, execution.resumed, run.id)
+            if execution.status == "earlier-failed" and execution.resumed is not None:
+                # The write this run found in flight was the same version and failed.
+                failed = self.storage.failure(service.id, cert.name)
+                result.outcome = "backoff"
+                result.message = failed.describe() if failed else execution.resumed.message
+                log.warning("%s: %s", service.name, result.message)
+                return result
             result.outcome = OUTCOMES[execution.status]
             result.message = execution.message or {
                 "noop": "already converged",
@@ -578,7 +604,9 @@ class Engine:
             }.get(result.outcome, "")
             if result.outcome in ("failed", "rolled-back"):
                 log.error("%s: %s: %s", service.name, result.outcome, result.message)
-            self._remember(service.id, result, failure)
+        except BackingOff as exc:  # found under the lock: a failure recorded meanwhile
+            result.outcome, result.message = "backoff", str(exc)
+            log.warning("%s: %s", service.name, exc)
         except (PlanRefused, PreconditionFailed, InvalidInput) as exc:
             result.outcome, result.message = "refused", str(exc)
             log.error("%s: refused: %s", service.name, exc)
@@ -588,27 +616,32 @@ class Engine:
         except (PlatformRejected, NotFound, RotationError) as exc:
             result.outcome, result.message = "failed", str(exc)
             log.error("%s: failed: %s", service.name, exc)
-            if attempted:  # Azure refused the write itself: remember it, as a failed update
-                self._remember(service.id, result, failure)
         except Exception as exc:  # one service's bug must not stop the others
             result.outcome = "failed"
             result.message = f"unexpected {type(exc).__name__} while converging {service.name}"
             log.exception("%s: %s", service.name, result.message)
         return result
 
-    def _remember(
-        self, service_id: str, result: ServiceResult, previous: backoff.Failure | None
-    ) -> None:
-        """Keep a failed write's version for the backoff; forget it once one succeeds."""
-        if result.plan is not None:
+    def _backoff_keeper(self, service_id: str) -> Callable[[Pending, Outcome], None]:
+        """What the executor calls, under the service's lease, when a write has ended: the
+        failure backoff is kept (or cleared) before anyone else may act on the service."""
+
+        def ended(entry: Pending, outcome: Outcome) -> None:
+            try:
+                previous = self.storage.failure(service_id, entry.certificate)
+            except RotationError as exc:
+                log.warning("%s: could not read the failure record: %s", service_id, exc)
+                return
             self._keep_backoff(
                 service_id,
-                result.plan.certificate,
-                result.plan.desired.version,
-                result.outcome,
-                result.message,
+                entry.certificate,
+                entry.version,
+                OUTCOMES[outcome.status],
+                outcome.message,
                 previous,
             )
+
+        return ended
 
     def _keep_backoff(
         self,
@@ -641,7 +674,15 @@ class Engine:
 
     def _finish_pending(self, service_id: str, wait: float, by_run: str | None) -> Outcome | None:
         """Follow the service's journaled write to its end and record it in its own run."""
-        outcome = resume(service_id, self.compute, self.storage, self.settings, self.now, wait)
+        outcome = resume(
+            service_id,
+            self.compute,
+            self.storage,
+            self.settings,
+            self.now,
+            wait,
+            ended=self._backoff_keeper(service_id),
+        )
         if outcome is not None:
             self._record_resumed(service_id, outcome, by_run)
         return outcome
@@ -684,26 +725,9 @@ class Engine:
         entry = next(
             e for e in record["services"] if e["cloudService"].lower() == service_id.lower()
         )
-        self._remember_resumed(service_id, record["certificate"], entry)
         if self.notify is not None:
             # The run was announced as ``updating``; this is how that update ended.
             self.notify(self._finished_part(record, entry))
-
-    def _remember_resumed(
-        self, service_id: str, certificate: str, entry: dict[str, Any]
-    ) -> None:
-        """The backoff record for a write another invocation finished (see _remember)."""
-        version = (entry.get("plan") or {}).get("desiredVersion")
-        if not version or entry["outcome"] not in (*FAILED_WRITES, "rotated"):
-            return
-        try:
-            previous = self.storage.failure(service_id, certificate)
-        except RotationError as exc:
-            log.warning("%s: could not read the failure record: %s", service_id, exc)
-            return
-        self._keep_backoff(
-            service_id, certificate, version, entry["outcome"], entry["message"], previous
-        )
 
     def _finished_part(self, record: dict[str, Any], entry: dict[str, Any]) -> Run:
         """The part of a recorded run that a later invocation finished, as a Run to
@@ -869,7 +893,7 @@ class Engine:
         record = run.to_json()
         if extra is not None and extra not in run.results:
             record["services"].append(extra.to_json())
-        if not any(r.outcome == "updating" for r in run.results):
+        if not any(r.open for r in run.results):
             # Nobody else writes this record until the run lets go of a service whose update
             # is still running (``extra`` is a service the run still holds the lease of).
             self.storage.save_record(run.id, record)
@@ -893,9 +917,20 @@ OUTCOMES = {
 }
 
 
+def is_open(outcome: str, operation_id: str | None) -> bool:
+    """Whether another invocation may record how a result's write ends: it is still
+    ``updating``, or it was left ``transient`` after Azure accepted its PUT (the journal
+    holds it and ``follow_updates`` or the next run finishes it into the run's record)."""
+    return outcome == "updating" or (outcome == "transient" and bool(operation_id))
+
+
+def _open(entry: dict[str, Any]) -> bool:
+    return is_open(entry["outcome"], entry.get("operationId"))
+
+
 def _ended(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A record's service entries that are not (or no longer) ``updating``, by service."""
-    return {e["cloudService"].lower(): e for e in entries if e["outcome"] != "updating"}
+    """A record's service entries whose write has ended (not open), by service."""
+    return {e["cloudService"].lower(): e for e in entries if not _open(e)}
 
 
 def _keep_finished(
@@ -906,10 +941,10 @@ def _keep_finished(
     if stored is None:
         return record
     ended = _ended(stored["services"])
+    mine = {e["cloudService"].lower() for e in record["services"]}
     record["services"] = [
-        ended.get(e["cloudService"].lower(), e) if e["outcome"] == "updating" else e
-        for e in record["services"]
-    ]
+        ended.get(e["cloudService"].lower(), e) if _open(e) else e for e in record["services"]
+    ] + [e for e in stored["services"] if e["cloudService"].lower() not in mine]
     return record
 
 

@@ -56,3 +56,7 @@ class TransientError(RotationError):
 
 class Busy(TransientError):
     """Another invocation holds the service's lease: it is already converging or following it."""
+
+
+class BackingOff(RotationError):
+    """The version to write failed before and waits out its backoff (shared.backoff)."""

@@ -49,6 +49,7 @@ from shared.packages import PackageRef, parse_package
 
 log = logging.getLogger("certrotate.executor")
 IN_PROGRESS = {"creating", "updating", "deleting"}
+EARLIER_FAILED = {"failed", "rolled-back"}  # how a journaled write may have ended badly
 RUNNING_CODES = {"provisioningstate/succeeded", "rolestate/rolestatestarted", "rolestate/started"}
 PROGRESS_EVERY = 10.0  # seconds between "still updating" lines while following an operation
 
@@ -67,7 +68,8 @@ class Outcome:
 class Execution:
     """What happened while executing (mutable while it runs, then read by the caller)."""
 
-    status: str = "pending"  # noop | succeeded | updating | failed | rolled-back
+    # noop | succeeded | updating | failed | rolled-back | earlier-failed (see execute)
+    status: str = "pending"
     message: str = ""
     operation_id: str | None = None
     package: PackageFacts | None = None  # the blob deployed, as read before the PUT
@@ -76,6 +78,12 @@ class Execution:
     final_thumbprints: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     resumed: Outcome | None = None  # an earlier invocation's write, finished first
+
+
+# Told, under the service's lease, that a journaled write has ended (never while it still
+# runs): what the caller keeps about it (the failure backoff) is then written before any
+# other invocation can take the service and act on a stale view.
+Ended = Callable[[Pending, Outcome], None]
 
 
 @dataclass
@@ -91,6 +99,7 @@ class Context:
     now: Callable[[], datetime]
     lease: Lease
     deadline: float
+    ended: Ended = field(default=lambda entry, outcome: None)
 
     @classmethod
     def locked(
@@ -102,6 +111,7 @@ class Context:
         now: Callable[[], datetime],
         lease: Lease,
         wait_seconds: float,
+        ended: Ended | None = None,
     ) -> Context:
         """The context of work on ``service`` under ``lease``, for ``wait_seconds`` from now."""
         return cls(
@@ -114,6 +124,7 @@ class Context:
             now,
             lease,
             time.monotonic() + wait_seconds,
+            ended or (lambda entry, outcome: None),
         )
 
     def remaining(self) -> float:
@@ -144,6 +155,8 @@ def execute(
     progress: Callable[[Execution], None],
     wait_seconds: float,
     run_id: str,
+    *,
+    ended: Ended | None = None,
 ) -> tuple[Plan, Execution]:
     """Execute ``plan``; returns the plan actually applied and what happened."""
     run = Execution()
@@ -154,12 +167,19 @@ def execute(
 
     with storage.lock(service.id) as lease:
         mark("locked")
-        ctx = Context.locked(service, compute, storage, settings, now, lease, wait_seconds)
+        ctx = Context.locked(service, compute, storage, settings, now, lease, wait_seconds, ended)
         if lease.pending is not None:
-            earlier = lease.pending.run_id
-            run.resumed = follow(ctx, lease.pending)
+            found = lease.pending
+            earlier, version = found.run_id, found.version
+            run.resumed = follow(ctx, found)
             if run.resumed.status == "updating":
                 raise TransientError(f"the update sent by run {earlier} is still running")
+            ctx.ended(found, run.resumed)
+            if run.resumed.status in EARLIER_FAILED and version == plan.desired.version:
+                # The write found in flight was this very version, and it failed: it now
+                # backs off (shared.backoff); writing it again here would be the loop.
+                run.status = "earlier-failed"
+                return plan, run
         # Re-read under the lock: the truth may have moved since planning.
         fresh = compute.get(service.id)
         if (fresh.provisioning_state or "").lower() in IN_PROGRESS:
@@ -199,6 +219,8 @@ def execute(
         mark("submitted")
         progress(run)
         outcome = follow(ctx, entry, poller)
+        if outcome.status != "updating":
+            ctx.ended(entry, outcome)
         run.status, run.message = outcome.status, outcome.message
         run.final_thumbprints = outcome.final_thumbprints
         if outcome.status == "succeeded":
@@ -224,15 +246,21 @@ def resume(
     settings: Settings,
     now: Callable[[], datetime],
     wait_seconds: float,
+    *,
+    ended: Ended | None = None,
 ) -> Outcome | None:
     """Finish the journaled write of ``service_id``, if any (no new write is planned)."""
     with storage.lock(service_id) as lease:
         if lease.pending is None:
             return None
+        found = lease.pending
         service = compute.get(service_id)
-        ctx = Context.locked(service, compute, storage, settings, now, lease, wait_seconds)
-        log.info("%s: following the update sent by run %s", service.name, lease.pending.run_id)
-        return follow(ctx, lease.pending)
+        ctx = Context.locked(service, compute, storage, settings, now, lease, wait_seconds, ended)
+        log.info("%s: following the update sent by run %s", service.name, found.run_id)
+        outcome = follow(ctx, found)
+        if outcome.status != "updating":
+            ctx.ended(found, outcome)
+        return outcome
 
 
 def submit(
@@ -267,6 +295,7 @@ def submit(
         poller = ctx.compute.begin_update(service, configuration, secrets, sas_url)
     except PlatformRejected as exc:
         ctx.lease.write(None)  # refused before any work started: nothing is in flight
+        ctx.ended(entry, Outcome(entry.run_id, "failed", str(exc)))  # Azure refused this write
         if entry.package_url:
             raise
         raise PlatformRejected(
