@@ -181,13 +181,13 @@ class Authorization:
         """Make a role definition (e.g. a custom role another emulator created) assignable."""
         self.roles[role.guid.lower()] = role
 
+    def _held(self, principal_id: str, scope: str) -> list[Assignment]:
+        """The principal's assignments that apply to ``scope`` (at it or a parent)."""
+        return [a for a in self.assignments.values()
+                if a.principal_id.lower() == principal_id.lower() and _within(a.scope, scope)]
+
     def allows(self, principal_id: str, resource_id: str, data_action: str) -> bool:
-        return any(
-            a.principal_id.lower() == principal_id.lower()
-            and _within(a.scope, resource_id)
-            and a.role.grants(data_action)
-            for a in self.assignments.values()
-        )
+        return any(a.role.grants(data_action) for a in self._held(principal_id, resource_id))
 
     def enforced(self, principal_id: str, scope: str) -> bool:
         """Whether ARM checks ``principal_id``'s control-plane calls on ``scope``: once the
@@ -202,12 +202,7 @@ class Authorization:
         )
 
     def allows_action(self, principal_id: str, scope: str, action: str) -> bool:
-        return any(
-            a.principal_id.lower() == principal_id.lower()
-            and _within(a.scope, scope)
-            and a.role.permits(action)
-            for a in self.assignments.values()
-        )
+        return any(a.role.permits(action) for a in self._held(principal_id, scope))
 
     # -- ARM -----------------------------------------------------------------------------
 
