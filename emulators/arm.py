@@ -20,6 +20,15 @@ walk) also gets a ``Location`` on the same URL with ``monitor=true``, which answ
 while the operation runs and an empty 200 once it has ended. Other providers keep the
 ``operations`` collection and ``Retry-After: 0``. List responses are paged with an
 absolute ``nextLink`` that carries ``api-version`` (the SDK follows it verbatim).
+
+Control-plane authorization (Azure RBAC) is asked of an :class:`AccessCheck` (set by
+:mod:`emulators.authorization`): a provider calls :meth:`Arm.authorize` with the action and
+scope of a write, plus the linked actions ARM checks on resources the body references; a
+refusal is ARM's 403 ``AuthorizationFailed`` or ``LinkedAuthorizationFailed`` in its
+recorded wording. A write that was checked marks its operation, and a poll of that
+operation is then checked too, as ``{namespace}/locations/{collection}/read`` at the poll's
+own (subscription-level) path. Whether a write is checked at all is the access check's
+choice (the stack opts in per resource group, see its docstring).
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from aiohttp import web
@@ -40,6 +49,24 @@ from emulators.tokens import InvalidToken
 
 ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
 RouteHandler = Callable[["ArmRequest"], Awaitable[web.StreamResponse]]
+
+
+class AccessCheck(Protocol):
+    """Azure RBAC for control-plane actions, as :mod:`emulators.authorization` answers it."""
+
+    def enforced(self, principal_id: str, scope: str) -> bool:
+        """Whether calls by ``principal_id`` on ``scope`` are checked at all."""
+        ...
+
+    def allows_action(self, principal_id: str, scope: str, action: str) -> bool:
+        ...
+
+
+def _forbidden(code: str, message: str) -> web.HTTPForbidden:
+    return web.HTTPForbidden(
+        text=json.dumps({"error": {"code": code, "message": message}}),
+        content_type="application/json",
+    )
 
 
 @dataclass
@@ -127,6 +154,7 @@ class Operation:
     status: str = "InProgress"
     end_time: str | None = None
     error: dict[str, Any] | None = None
+    checked: bool = False  # started by a write that RBAC checked: its polls are checked too
 
     def finish(self, end_time: str, error: dict[str, Any] | None = None) -> None:
         self.status = "Failed" if error else "Succeeded"
@@ -155,6 +183,7 @@ class Arm:
     page_size: int = 100
     resource_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, Operation] = field(default_factory=dict)
+    access: AccessCheck | None = None
     _routes: list[tuple[str, re.Pattern[str], RouteHandler]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -219,6 +248,36 @@ class Arm:
                 ),
                 content_type="application/json",
             )
+
+    def authorize(
+        self, req: ArmRequest, action: str, scope: str,
+        linked: tuple[tuple[str, str], ...] = (), *, always: bool = False,
+    ) -> bool:
+        """RBAC for one control-plane call: ``action`` on ``scope``, then each (linked
+        action, linked scope) the request body references. Raises ARM's 403; returns whether
+        the call was checked (False when the access check does not enforce this scope and
+        ``always`` is not set)."""
+        principal = str(req.claims.get("oid") or "")
+        access = self.access
+        if access is None or not (always or access.enforced(principal, scope)):
+            return False
+        client = f"The client '{principal}' with object id '{principal}'"
+        if not access.allows_action(principal, scope, action):
+            raise _forbidden(
+                "AuthorizationFailed",
+                f"{client} does not have authorization to perform action '{action}' over "
+                f"scope '{scope}' or the scope is invalid. If access was recently granted, "
+                "please refresh your credentials.")
+        missing = [(a, s) for a, s in linked if not access.allows_action(principal, s, a)]
+        if missing:
+            raise _forbidden(
+                "LinkedAuthorizationFailed",
+                f"{client} has permission to perform action '{action}' on scope '{scope}'; "
+                "however, it does not have permission to perform action(s) "
+                f"'{', '.join(dict.fromkeys(a for a, _ in missing))}' on the linked "
+                f"scope(s) '{', '.join(dict.fromkeys(s for _, s in missing))}' or the linked "
+                "scope(s) are invalid.")
+        return True
 
     def start_operation(
         self, namespace: str, location: str, style: OperationStyle = GENERIC
@@ -340,6 +399,10 @@ class Arm:
             return error_response(
                 404, "OperationNotFound", f"The operation '{req.params['op']}' was not found."
             )
+        if op.checked:
+            path = op.path(self.platform.subscription_id)
+            self.authorize(req, f"{op.namespace}/locations/{op.style.collection}/read", path,
+                           always=True)
         hints = {"Retry-After": "0"} if op.style.retry_hint else None
         if req.http.query.get("monitor", "").lower() == "true":
             if op.status != "InProgress":

@@ -1,5 +1,6 @@
-"""Azure RBAC for the local stack: ``Microsoft.Authorization/roleAssignments`` through ARM,
-and the question "does this principal hold that data action on that resource?".
+"""Azure RBAC for the local stack: ``Microsoft.Authorization/roleAssignments`` and custom
+``roleDefinitions`` through ARM, and the questions "does this principal hold that data
+action on that resource?" (the data planes) and "that action on that scope?" (ARM).
 
 Theory of operation: a role assignment is created with ``PUT {scope}/providers/
 Microsoft.Authorization/roleAssignments/{guid}`` at a subscription, a resource group, a
@@ -7,12 +8,22 @@ resource (a vault) or an object below it, naming a role definition by its id
 (``/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}``) and a
 principal. It applies to its scope and everything below it, as in Azure. Role definitions
 are the built-in ones this stack knows, with their real GUIDs and data actions (copied as
-data from ``articles/role-based-access-control/built-in-roles/security.md``); another
-emulator may ``register`` more. ``allows(principal, resource, data_action)`` matches the
-data action against each applicable role's ``dataActions`` (``*`` wildcards,
-case-insensitive) minus its ``notDataActions``. Assignments apply at once (Azure may take
-minutes to propagate one; nothing here waits). Deny assignments, conditions and ARM
-(control-plane) actions are not evaluated here.
+data from ``articles/role-based-access-control/built-in-roles/security.md``), plus custom
+roles created with ``PUT /subscriptions/{sub}/providers/Microsoft.Authorization/
+roleDefinitions/{guid}`` (``permissions[].actions``/``notActions``/``dataActions``, as
+``infra/app/roles.bicep`` writes them) or ``register``-ed by another emulator.
+``allows(principal, resource, data_action)`` matches the data action against each
+applicable role's ``dataActions`` (``*`` wildcards, case-insensitive) minus its
+``notDataActions``; ``allows_action`` does the same for control-plane ``actions``.
+
+Control-plane checks are opt-in per resource group, so that stack tests unconcerned with
+RBAC keep an all-powerful token: ARM (``Arm.authorize``, for cloud-service writes and their
+operation polls) checks a principal's calls on a resource group only once that principal
+holds a role with control-plane ``actions`` assigned at the group or on a resource in it.
+From then on, every such call there needs its action, exactly as in Azure (the e2e worlds
+assign the Bicep's custom roles, so the product runs with nothing more). Assignments apply
+at once (Azure may take minutes to propagate one; nothing here waits). Deny assignments and
+conditions are not evaluated.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from emulators.core import Platform, error_response, json_response
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 ASSIGNMENT_TYPE = "Microsoft.Authorization/roleAssignments"
+DEFINITION_TYPE = "Microsoft.Authorization/roleDefinitions"
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal", "ForeignGroup", "Device")
 
 
@@ -38,10 +50,18 @@ class RoleDefinition:
     name: str
     data_actions: tuple[str, ...]
     not_data_actions: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()  # control plane
+    not_actions: tuple[str, ...] = ()
+    custom: bool = False
 
     def grants(self, data_action: str) -> bool:
         return any(_matches(p, data_action) for p in self.data_actions) and not any(
             _matches(p, data_action) for p in self.not_data_actions
+        )
+
+    def permits(self, action: str) -> bool:
+        return any(_matches(p, action) for p in self.actions) and not any(
+            _matches(p, action) for p in self.not_actions
         )
 
 
@@ -74,6 +94,18 @@ ROLE_IDS = {role.name: role.guid for role in BUILT_IN}
 def _matches(pattern: str, action: str) -> bool:
     regex = ".*".join(re.escape(part) for part in pattern.split("*"))
     return re.fullmatch(regex, action, re.IGNORECASE) is not None
+
+
+def _resource_group(scope: str) -> str | None:
+    """``/subscriptions/{s}/resourcegroups/{g}`` of a scope at or below a group, else None."""
+    parts = scope.rstrip("/").lower().split("/")
+    return "/".join(parts[:5]) if len(parts) >= 5 and parts[3] == "resourcegroups" else None
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return None
+    return tuple(value)
 
 
 def _within(scope: str, resource: str) -> bool:
@@ -123,8 +155,10 @@ class Authorization:
         self.platform = platform
         self.arm = arm
         self.roles: dict[str, RoleDefinition] = {r.guid: r for r in BUILT_IN}
+        self.definitions: dict[str, dict[str, Any]] = {}  # custom roles as ARM returns them
         self.assignments: dict[str, Assignment] = {}
-        platform.reset_hooks.append(self.assignments.clear)
+        platform.reset_hooks.append(self._reset)
+        arm.access = self
         sub = "/subscriptions/{subscription}"
         rg = sub + "/resourceGroups/{resourceGroup}"
         resource = rg + "/providers/{namespace}/{type}/{name}"
@@ -133,20 +167,110 @@ class Authorization:
             arm.route("PUT", scope + suffix, self._put)
             arm.route("GET", scope + suffix, self._get)
             arm.route("DELETE", scope + suffix, self._delete)
+        definition = sub + "/providers/Microsoft.Authorization/roleDefinitions/{definition}"
+        arm.route("PUT", definition, self._put_definition)
+        arm.route("GET", definition, self._get_definition)
+        arm.route("DELETE", definition, self._delete_definition)
+
+    def _reset(self) -> None:
+        self.assignments.clear()
+        self.definitions.clear()
+        self.roles = {r.guid: r for r in BUILT_IN}
 
     def register(self, role: RoleDefinition) -> None:
         """Make a role definition (e.g. a custom role another emulator created) assignable."""
         self.roles[role.guid.lower()] = role
 
+    def _held(self, principal_id: str, scope: str) -> list[Assignment]:
+        """The principal's assignments that apply to ``scope`` (at it or a parent)."""
+        return [a for a in self.assignments.values()
+                if a.principal_id.lower() == principal_id.lower() and _within(a.scope, scope)]
+
     def allows(self, principal_id: str, resource_id: str, data_action: str) -> bool:
-        return any(
+        return any(a.role.grants(data_action) for a in self._held(principal_id, resource_id))
+
+    def enforced(self, principal_id: str, scope: str) -> bool:
+        """Whether ARM checks ``principal_id``'s control-plane calls on ``scope``: once the
+        principal holds a role with ``actions`` at the scope's resource group or below it
+        (the stack's opt-in; see the module docstring)."""
+        group = _resource_group(scope)
+        return group is not None and any(
             a.principal_id.lower() == principal_id.lower()
-            and _within(a.scope, resource_id)
-            and a.role.grants(data_action)
+            and a.role.actions
+            and _resource_group(a.scope) == group
             for a in self.assignments.values()
         )
 
+    def allows_action(self, principal_id: str, scope: str, action: str) -> bool:
+        return any(a.role.permits(action) for a in self._held(principal_id, scope))
+
     # -- ARM -----------------------------------------------------------------------------
+
+    async def _put_definition(self, req: ArmRequest) -> web.Response:
+        """A custom role: ``properties.roleName``, ``type``, ``permissions`` and
+        ``assignableScopes`` as the Bicep (``infra/app/roles.bicep``) sends them."""
+        self.arm.check_subscription(req)
+        name = req.params["definition"].lower()
+        if not GUID.match(name):
+            return error_response(400, "InvalidRoleDefinitionId",
+                                  f"The role definition ID '{name}' is not valid.")
+        body = await req.json_body()
+        props = body.get("properties") if isinstance(body, dict) else None
+        if not isinstance(props, dict) or not props.get("roleName"):
+            return error_response(400, "RoleDefinitionNameNullOrEmpty",
+                                  "The role definition name cannot be null or empty.")
+        scopes = _strings(props.get("assignableScopes"))
+        if not scopes:
+            return error_response(400, "InvalidAssignableScopes",
+                                  "The role definition must have at least one assignable scope.")
+        permissions = props.get("permissions")
+        if not isinstance(permissions, list) or not permissions:
+            return error_response(400, "InvalidRoleDefinitionPermissions",
+                                  "The role definition must have permissions.")
+        lists: dict[str, list[str]] = {k: [] for k in (
+            "actions", "notActions", "dataActions", "notDataActions")}
+        for permission in permissions:
+            for key, found in lists.items():
+                value = _strings((permission or {}).get(key, []))
+                if value is None:
+                    return error_response(400, "InvalidRoleDefinitionPermissions",
+                                          f"The permissions '{key}' must be a list of strings.")
+                found += value
+        role = RoleDefinition(
+            name, str(props["roleName"]), tuple(lists["dataActions"]),
+            tuple(lists["notDataActions"]), tuple(lists["actions"]), tuple(lists["notActions"]),
+            custom=True)
+        self.register(role)
+        created = name not in self.definitions
+        self.definitions[name] = {
+            "properties": {
+                "roleName": role.name, "type": "CustomRole",
+                "description": props.get("description") or "",
+                "assignableScopes": list(scopes), "permissions": permissions,
+            },
+            "id": f"/subscriptions/{req.params['subscription']}/providers/{DEFINITION_TYPE}/{name}",
+            "type": DEFINITION_TYPE,
+            "name": name,
+        }
+        return json_response(self.definitions[name], 201 if created else 200)
+
+    async def _get_definition(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        found = self.definitions.get(req.params["definition"].lower())
+        if found is None:
+            return error_response(404, "RoleDefinitionDoesNotExist",
+                                  f"The specified role definition with ID "
+                                  f"'{req.params['definition']}' does not exist.")
+        return json_response(found)
+
+    async def _delete_definition(self, req: ArmRequest) -> web.Response:
+        self.arm.check_subscription(req)
+        name = req.params["definition"].lower()
+        found = self.definitions.pop(name, None)
+        if found is None:
+            return web.Response(status=204)
+        self.roles.pop(name, None)
+        return json_response(found)
 
     def _scope(self, req: ArmRequest) -> str:
         """The scope part of the request path, with the subscription checked."""

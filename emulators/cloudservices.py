@@ -44,6 +44,16 @@ PATCH does: 409 while an operation runs, otherwise an operation of the same leng
 leaves the model, its version, the role instances and the provisioning state it ends in
 (a ``Failed`` service stays ``Failed``) alone; Azure's behaviour there is not documented.
 
+Azure RBAC (through ``Arm.authorize``, on resource groups where the caller holds a custom
+role; see :mod:`emulators.authorization`): a PUT or PATCH needs
+``Microsoft.Compute/cloudServices/write`` on the service and, as ARM's linked access check,
+``Microsoft.Network/publicIPAddresses/join/action`` on each public IP and
+``Microsoft.Network/virtualNetworks/subnets/join/action`` on each subnet its
+``networkProfile`` references, and ``Microsoft.KeyVault/vaults/deploy/action`` on each
+``osProfile.secrets`` source vault; a walk ``…/updateDomains/write``, a restart
+``…/restart/action``, a DELETE ``…/delete``. Their operations' polls are then checked as
+``Microsoft.Compute/locations/CsOperations/read``. Reads are not checked.
+
 A resource is rendered as the recordings show it: ``packageUrl``, ``configurationUrl``
 and extensions' ``protectedSettings`` are never returned; the platform's defaults are
 filled in when the model is accepted (``osProfile.secrets: []``, ``networkProfile.slotType:
@@ -279,6 +289,29 @@ def _sas_url(url: Any) -> bool:
     return parts.scheme.lower() == "https" and bool(parts.netloc) and bool(parts.query)
 
 
+def _ids(value: Any, *path: str) -> list[str]:
+    """The strings at ``path`` below ``value``, walking every list on the way."""
+    if not path:
+        return [value] if isinstance(value, str) and value else []
+    if isinstance(value, list):
+        return [found for item in value for found in _ids(item, *path)]
+    return _ids(value.get(path[0]), *path[1:]) if isinstance(value, dict) else []
+
+
+def linked_access(properties: Any) -> tuple[tuple[str, str], ...]:
+    """(action, resource id) of every resource a cloud service model references that ARM's
+    linked access check covers: its public IPs and subnets, and its secrets' vaults."""
+    frontends = ("networkProfile", "loadBalancerConfigurations", "properties",
+                 "frontendIpConfigurations", "properties")
+    found = [("Microsoft.Network/publicIPAddresses/join/action", i)
+             for i in _ids(properties, *frontends, "publicIPAddress", "id")]
+    found += [("Microsoft.Network/virtualNetworks/subnets/join/action", i)
+              for i in _ids(properties, *frontends, "subnet", "id")]
+    found += [("Microsoft.KeyVault/vaults/deploy/action", i)
+              for i in _ids(properties, "osProfile", "secrets", "sourceVault", "id")]
+    return tuple(dict.fromkeys(found))
+
+
 def _with_defaults(properties: dict[str, Any]) -> dict[str, Any]:
     """An accepted model with the platform's defaults, as the recordings return them:
     ``upgradeMode: Auto``, ``osProfile.secrets: []``, ``networkProfile.slotType:
@@ -488,6 +521,19 @@ class CloudServices:
         if service is not None and service.pending is not None:
             raise ArmError(409, "Conflict", CONFLICT_MESSAGE)
 
+    def _authorize(self, req: ArmRequest, action: str, scope: str,
+                   linked: tuple[tuple[str, str], ...] = ()) -> bool:
+        """RBAC for a write on a service (see the module docstring); whether it was checked."""
+        return self.arm.authorize(req, f"{RESOURCE_TYPE}/{action}", scope, linked)
+
+    @staticmethod
+    def _service_path(req: ArmRequest) -> str:
+        path = req.http.path.rstrip("/")
+        marker = "/cloudservices/"
+        start = path.lower().index(marker) + len(marker)
+        end = path.find("/", start)
+        return path if end < 0 else path[:end]
+
     def _resource_id(self, service: Service) -> str:
         return (f"/subscriptions/{self.platform.subscription_id}/resourceGroups/"
                 f"{service.resource_group}/providers/{RESOURCE_TYPE}/{service.name}")
@@ -646,10 +692,13 @@ class CloudServices:
 
     async def _put(self, req: ArmRequest) -> web.StreamResponse:
         self.arm.check_subscription(req)
+        body = await req.resource_body()
+        checked = self._authorize(req, "write", self._service_path(req),
+                                  linked_access(body.get("properties")))
         self.arm.require_rg(req)
         key = self._key(req)
         self._refuse_if_busy(key)
-        draft = await self._check(await req.resource_body(), self.services.get(key))
+        draft = await self._check(body, self.services.get(key))
         self._refuse_if_busy(key)  # another PUT may have committed while we downloaded
         now = self.platform.now()
         existing = self.services.get(key)
@@ -672,6 +721,7 @@ class CloudServices:
             service.modified_at = now
         op = self._begin(service, "create" if existing is None else "update",
                          "Creating" if existing is None else "Updating", roles=draft.roles)
+        op.checked = checked
         return json_response(self._body(service), 201 if existing is None else 200,
                              self.arm.async_headers(op, req.api_version, write=True))
 
@@ -679,6 +729,7 @@ class CloudServices:
         """CloudServices_Update: the body is a ``CloudServiceUpdate``, which holds only
         ``tags``; they replace the whole tag set (other members are ignored). Like a PUT it
         answers 200 in ``Updating`` with an operation, and 409 while another one runs."""
+        checked = self._authorize(req, "write", self._service_path(req))
         service = self._service(req)
         self._refuse_if_busy(self._key(req))
         body = await req.json_body()
@@ -694,6 +745,7 @@ class CloudServices:
             service.tags = dict(tags)
         service.modified_at = self.platform.now()
         op = self._begin(service, "tags", "Updating", state_after=service.state)
+        op.checked = checked
         return json_response(self._body(service), 200,
                              self.arm.async_headers(op, req.api_version, write=True))
 
@@ -813,6 +865,7 @@ class CloudServices:
 
     async def _delete(self, req: ArmRequest) -> web.StreamResponse:
         self.arm.check_subscription(req)
+        checked = self._authorize(req, "delete", self._service_path(req))
         self.arm.require_rg(req)
         key = self._key(req)
         service = self.services.get(key)
@@ -820,12 +873,14 @@ class CloudServices:
             return web.Response(status=204)
         self._refuse_if_busy(key)
         op = self._begin(service, "delete", "Deleting")
+        op.checked = checked
         return web.Response(status=202,
                             headers=self.arm.async_headers(op, req.api_version, monitor=True))
 
     async def _restart(self, req: ArmRequest) -> web.StreamResponse:
         """CloudServices_Restart: ``{"roleInstances": [names or "*"]}``; the model, the
         instances' configuration and the provisioning state are left alone."""
+        checked = self._authorize(req, "restart/action", self._service_path(req))
         service = self._service(req)
         body = await req.json_body()
         names = body.get("roleInstances") if isinstance(body, dict) else None
@@ -838,6 +893,7 @@ class CloudServices:
                 raise self._child_not_found(req, "roleInstances", name)
         self._refuse_if_busy(self._key(req))
         op = self._begin(service, "restart", service.state, state_after=service.state)
+        op.checked = checked
         return web.Response(status=202,
                             headers=self.arm.async_headers(op, req.api_version, monitor=True))
 
@@ -942,6 +998,7 @@ class CloudServices:
 
     async def _walk_update_domain(self, req: ArmRequest) -> web.StreamResponse:
         """Apply the latest configuration to one update domain; domains go in order."""
+        checked = self._authorize(req, "updateDomains/write", req.http.path.rstrip("/"))
         service = self._service(req)
         number = self._update_domain_number(req, service)
         self._refuse_if_busy(self._key(req))
@@ -950,6 +1007,7 @@ class CloudServices:
             raise _invalid(f"Update domain {number} cannot be walked now: update domain "
                            f"{upcoming} is the next one to update.", "updateDomain")
         op = self._begin(service, "walk", "Updating", update_domain=number)
+        op.checked = checked
         return web.Response(status=202,
                             headers=self.arm.async_headers(op, req.api_version, monitor=True))
 

@@ -216,14 +216,38 @@ class Operator:
     def grant_role(self, scope: str, role: str) -> str:
         """Assign the built-in ``role`` (by name) to the app's principal at ``scope``
         (a subscription, resource group or resource id); returns the assignment's id."""
-        path = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}"
         definition = (
             f"/subscriptions/{self.sub}/providers/Microsoft.Authorization/roleDefinitions/"
             f"{ROLE_IDS[role]}"
         )
+        return self.assign(scope, definition, str(uuid.uuid4()))
+
+    def define_role(self, name: str, actions: Sequence[str]) -> str:
+        """A custom role with these control-plane ``actions``, assignable in the subscription,
+        as ``infra/app/roles.bicep`` defines one (the same name gives the same role); its id."""
+        guid = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.sub}/{name}".lower())
+        path = f"/subscriptions/{self.sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
         body = {
             "properties": {
-                "roleDefinitionId": definition,
+                "roleName": name,
+                "type": "CustomRole",
+                "permissions": [{"actions": list(actions), "notActions": [], "dataActions": [],
+                                 "notDataActions": []}],
+                "assignableScopes": [f"/subscriptions/{self.sub}"],
+            }
+        }
+        return str(self.arm("PUT", path, body, api=AUTH_API)["id"])
+
+    def assign(self, scope: str, definition_id: str, name: str | None = None) -> str:
+        """Assign a role definition (by id) to the app's principal at ``scope``; without a
+        ``name`` the assignment is named from (scope, role, principal), as infra names its
+        own, so assigning twice changes nothing. Returns the assignment's id."""
+        name = name or str(uuid.uuid5(
+            uuid.NAMESPACE_URL, f"{scope}|{definition_id}|{self.principal}".lower()))
+        path = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"
+        body = {
+            "properties": {
+                "roleDefinitionId": definition_id,
                 "principalId": self.principal,
                 "principalType": "ServicePrincipal",
             }

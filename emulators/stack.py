@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from emulators.appsettings import settings_read_by_the_app
 from emulators.storagegate import ENV as STORAGE_GATE_ENV
 from emulators.tls import ensure_tls
 
@@ -127,6 +128,24 @@ def app_settings(env: dict[str, str]) -> dict[str, str]:
     }
 
 
+# App settings the stack itself wires to its own endpoints, identity and ports (or that the
+# platform sets): one taken from a developer's shell (say an AZURE_SUBSCRIPTION_ID meant for
+# real Azure) would point the app away from the stack, so ``make stack-up`` never passes them.
+STACK_WIRED = frozenset({
+    "ROTATION_SUBSCRIPTIONS", "ROTATION_STORAGE_URL", "AzureWebJobsStorage__blobServiceUri",
+    "ARM_ENDPOINT", "ROTATION_CA_BUNDLE", "LOCAL_VAULT_PORTS", "PACKAGE_CONTAINERS",
+    "AZURE_SUBSCRIPTION_ID", "AZURE_CLIENT_ID", "WEBSITE_OWNER_NAME", "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT",
+})
+
+
+def settings_from(environ: dict[str, str]) -> dict[str, str]:
+    """The app settings given in ``environ`` (names the app reads, minus :data:`STACK_WIRED`),
+    for ``make stack-up``: e.g. ``ROTATION_ROLLBACK=true make stack-up``."""
+    names = settings_read_by_the_app() - STACK_WIRED
+    return {name: value for name, value in environ.items() if name in names}
+
+
 @dataclass(frozen=True)
 class Stack:
     folder: Path
@@ -144,9 +163,11 @@ class Stack:
     ) -> Stack:
         """Start a stack in ``folder``; on any failure, stop what was started and raise.
 
-        ``settings``: app settings to set beyond :func:`app_settings` (e.g. a short
-        ``EVENT_WAIT_SECONDS`` for the soak); they are kept in the stack's ``env``.
+        ``settings``: app settings to set over :func:`app_settings` (e.g. a short
+        ``EVENT_WAIT_SECONDS`` for the soak, or ``OPERATION_WAIT_SECONDS``, which replaces
+        the stack's default); they are kept in the stack's ``env`` and ``stack.env``.
         """
+        settings = dict(settings or {})
         folder = folder.resolve()
         if (folder / "pids").exists():
             raise RuntimeError(f"a stack is already running in {folder} (run 'down' first)")
@@ -252,14 +273,14 @@ class Stack:
                 "EVENTGRID_TOPIC_URL": f"https://127.0.0.1:{ports['eventgrid']}",
                 "EMULATOR_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
                 "LOCAL_VAULT_PORTS": f"{vault_low}-{vault_high}",
-                **(settings or {}),
+                **settings,
             }
             host_ready = folder / "functions.json"
             host_ready.unlink(missing_ok=True)
             host = _spawn(
                 functions_host_command(host_ready),
                 logs / "functions.log",
-                env={**os.environ, **env, **keys, **app_settings(env)},
+                env={**os.environ, **env, **keys, **app_settings(env), **settings},
             )
             pids.append(host.pid)
             _write_pids(folder, pids)
@@ -283,7 +304,8 @@ class Stack:
         env_file = folder / "stack.env"  # holds keys: readable by its owner only
         env_file.touch(mode=0o600)
         # With the app's settings too, so the CLI (certrotate --env-file) runs as the app does.
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in {**env, **app_settings(env)}.items()))
+        env_file.write_text("".join(
+            f"{k}={v}\n" for k, v in {**env, **app_settings(env), **settings}.items()))
         return cls(folder, env)
 
     def down(self) -> None:
@@ -348,7 +370,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "up":
         started = time.monotonic()
-        stack = Stack.up(args.dir)
+        given = settings_from(dict(os.environ))
+        stack = Stack.up(args.dir, settings=given)
         print(
             f"local stack up in {time.monotonic() - started:.1f}s; settings in "
             f"{stack.folder / 'stack.env'}:"
@@ -356,6 +379,9 @@ def main() -> None:
         for key, value in stack.env.items():
             hidden = key == "IDENTITY_HEADER" or key.endswith("_KEY")
             print(f"  {key}={'<hidden>' if hidden else value}")
+        if given:
+            print("app settings from the environment, over the stack's defaults: "
+                  + ", ".join(f"{k}={v}" for k, v in sorted(given.items())))
     else:
         print("stack stopped" if stop(args.dir) else f"no stack running in {args.dir}")
 

@@ -4,10 +4,16 @@
 // group that deployment touches (see main.bicep); infra/hooks/predown.sh removes these.
 //
 // Permissions (docs: README "Permissions"):
-//   target subscriptions/resource groups  certrotate cloud service operator (custom, roles.bicep)
-//   each vault          Key Vault Certificate User, Key Vault Secrets User,
-//                       Key Vault Certificates Officer (only with renewOnNearExpiry),
-//                       certrotate vault deployer (custom: vaults/deploy/action)
+//   target subscriptions/resource groups  certrotate cloud service operator and network joiner
+//                       (custom, roles.bicep)
+//   target subscriptions                  certrotate operation reader (custom: the
+//                       subscription-level CsOperations polls)
+//   network resource groups               certrotate network joiner
+//   each RBAC vault     Key Vault Certificate User, Key Vault Secrets User,
+//                       Key Vault Certificates Officer (only with renewOnNearExpiry)
+//   each access-policy vault              an access policy added for the app (certificates
+//                       get/list, + create/update with renewOnNearExpiry; secrets get)
+//   each vault          certrotate vault deployer (custom: vaults/deploy/action)
 //   each package storage account          Storage Blob Delegator
 //   each package container                Storage Blob Data Reader
 //   the app's dead-letter container       Storage Blob Data Contributor, for each system topic
@@ -24,6 +30,12 @@ param principalId string
 @minLength(1)
 @description('Comma-separated ARM ids of the Key Vaults whose certificate events drive rotation.')
 param keyVaultIds string
+
+@description('Comma-separated permission models, parallel to keyVaultIds: rbac (enableRbacAuthorization true) or policy (access policies); read from each vault by the preprovision hook.')
+param vaultAccessModes string
+
+@description('Comma-separated resource group ids (/subscriptions/{id}/resourceGroups/{name}) holding public IPs or virtual networks the cloud services reference outside the target scopes.')
+param networkResourceGroupIds string = ''
 
 @description('Comma-separated existing system topic names, parallel to keyVaultIds; an empty entry creates evgt-{vault}-certrotate. Azure allows one system topic per vault, so the preprovision hook adopts an existing one.')
 param systemTopicNames string = ''
@@ -51,19 +63,26 @@ var tags = {
 }
 var vaultIdList = [for id in split(keyVaultIds, ','): trim(id)]
 var topicNameList = [for name in split(systemTopicNames, ','): trim(name)]
+var modeList = [for mode in split(vaultAccessModes, ','): toLower(trim(mode))]
 var vaults = [for (id, i) in vaultIdList: {
   id: id
   subscriptionId: toLower(split(id, '/')[2])
   resourceGroup: split(id, '/')[4]
   name: split(id, '/')[8]
   systemTopicName: length(topicNameList) > i && !empty(topicNameList[i]) ? topicNameList[i] : 'evgt-${split(id, '/')[8]}-certrotate'
+  rbac: modeList[i] == 'rbac'
 }]
 var targetSubscriptions = [for s in split(rotationSubscriptions, ','): toLower(trim(s))]
 var targetResourceGroups = [for rg in (empty(rotationResourceGroups) ? [] : split(rotationResourceGroups, ',')): trim(rg)]
 var vaultSubscriptions = [for v in vaults: v.subscriptionId]
-// One pair of custom roles per subscription that holds a target scope or a vault; union()
-// also drops duplicates.
-var roleSubscriptions = union(targetSubscriptions, vaultSubscriptions)
+var networkGroups = [for id in (empty(networkResourceGroupIds) ? [] : split(networkResourceGroupIds, ',')): {
+  subscriptionId: toLower(split(trim(id), '/')[2])
+  name: split(trim(id), '/')[4]
+}]
+var networkSubscriptions = [for g in networkGroups: g.subscriptionId]
+// One set of custom roles per subscription that holds a target scope, a vault or a network
+// resource group; union() also drops duplicates.
+var roleSubscriptions = union(targetSubscriptions, vaultSubscriptions, networkSubscriptions)
 var packageContainers = [for id in (empty(packageContainerIds) ? [] : split(packageContainerIds, ',')): {
   subscriptionId: split(trim(id), '/')[2]
   resourceGroup: split(trim(id), '/')[4]
@@ -94,6 +113,17 @@ module targets 'app/target-subscription.bicep' = [for s in targetSubscriptions: 
     principalId: principalId
     resourceGroups: targetResourceGroups
     roleDefinitionId: roles[indexOf(roleSubscriptions, s)].outputs.cloudServiceOperatorId
+    operationReaderId: roles[indexOf(roleSubscriptions, s)].outputs.operationReaderId
+    networkJoinerId: roles[indexOf(roleSubscriptions, s)].outputs.networkJoinerId
+  }
+}]
+
+module networkAccess 'app/network-group.bicep' = [for g in networkGroups: {
+  name: 'certrotate-network-${uniqueString(environmentName, g.subscriptionId, g.name)}'
+  scope: resourceGroup(g.subscriptionId, g.name)
+  params: {
+    principalId: principalId
+    networkJoinerId: roles[indexOf(roleSubscriptions, g.subscriptionId)].outputs.networkJoinerId
   }
 }]
 
@@ -104,6 +134,7 @@ module vaultAccess 'app/vault.bicep' = [for v in vaults: {
     vaultName: v.name
     principalId: principalId
     renewOnNearExpiry: renewOnNearExpiry
+    rbacAuthorization: v.rbac
     vaultDeployerId: roles[indexOf(roleSubscriptions, v.subscriptionId)].outputs.vaultDeployerId
     systemTopicName: v.systemTopicName
     tags: tags
@@ -160,3 +191,8 @@ module webhookSecret 'app/webhook-secret.bicep' = if (!empty(notifyWebhookSecret
 
 // Read by infra/hooks/postdeploy.sh (events.bicep subscribes each topic).
 output systemTopicIds array = [for (v, i) in vaults: vaultAccess[i].outputs.systemTopicId]
+// Read by infra/hooks/predown.sh, which removes exactly these entries (accessPolicies/remove).
+output accessPolicies array = [for (v, i) in vaults: {
+  vaultId: v.id
+  entry: vaultAccess[i].outputs.accessPolicy
+}]

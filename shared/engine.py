@@ -37,6 +37,7 @@ from shared.errors import (
     PreconditionFailed,
     RotationError,
     TransientError,
+    VaultAccessDenied,
 )
 from shared.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
 from shared.executor import Execution, Outcome, execute, package_of, resume
@@ -322,10 +323,17 @@ class Engine:
                 event.certificate,
             )
             return None
-        cert = self.read_certificate(event.vault_id, event.certificate, services)
+        try:
+            cert = self.read_certificate(event.vault_id, event.certificate, services)
+        except VaultAccessDenied as exc:
+            return self._vault_refused(event, services, exc)
         actions: list[Action] = []
         if event.kind == NEAR_EXPIRY:
-            actions.append(self._near_expiry(event, cert, services))
+            try:
+                actions.append(self._near_expiry(event, cert, services))
+            except VaultAccessDenied as exc:  # the services still converge on what exists
+                log.error("event %s: %s", event.event_id, exc)
+                actions.append(Action("renew-refused", str(exc)))
         elif event.kind == EXPIRED:
             actions.append(
                 Action(
@@ -346,6 +354,30 @@ class Engine:
             actions=actions,
             wait_seconds=self.settings.event_wait_seconds,
         )
+
+    def _vault_refused(
+        self, event: CertificateEvent, services: list[CloudServiceSnapshot],
+        exc: VaultAccessDenied,
+    ) -> Run:
+        """The vault refused to let the app read the certificate: a stored run in which every
+        service is ``refused`` with Key Vault's reason, so the event is acknowledged (a
+        redelivery would be refused the same way) and the status page shows why."""
+        log.error("event %s: %s", event.event_id, exc)
+        run = Run(
+            id=new_run_id(self.now()),
+            trigger=Trigger("event", event.kind, event.event_id),
+            vault_id=event.vault_id,
+            certificate=event.certificate,
+            dry_run=False,
+            started=self.now(),
+            status="done",
+            results=[ServiceResult(s.id, "refused", str(exc)) for s in services],
+        )
+        run.finished = self.now()
+        self._save(run)
+        if self.notify is not None:
+            self.notify(run)
+        return run
 
     def _near_expiry(
         self, event: CertificateEvent, cert: Certificate, services: list[CloudServiceSnapshot]

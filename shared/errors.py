@@ -50,6 +50,11 @@ class PlatformRejected(RotationError):
         self.detail = message
 
 
+class VaultAccessDenied(PlatformRejected):
+    """Key Vault refused the app in its permission model (the message names the vault, the
+    missing permission and the model). Retrying cannot help until someone grants it."""
+
+
 class TransientError(RotationError):
     """Worth retrying later: throttling, 5xx, a concurrent operation, a held lease."""
 

@@ -1,6 +1,7 @@
-// The cloud-service role on one target resource group.
+// The cloud-service and network-join roles on one target resource group.
 param principalId string
 param roleDefinitionId string
+param networkJoinerId string
 
 // certrotate cloud service operator (custom role from roles.bicep)
 resource groupAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -9,5 +10,15 @@ resource groupAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: roleDefinitionId
+  }
+}
+
+// certrotate network joiner (custom role from roles.bicep)
+resource groupJoin 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(resourceGroup().id, principalId, networkJoinerId)
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: networkJoinerId
   }
 }

@@ -1,10 +1,15 @@
 // One target Key Vault: the app's rights on it and the Event Grid system topic that carries
 // its certificate events. Deployed in the vault's own resource group and subscription.
 // The vault itself is only read: its enabledForDeployment flag is checked (or set) by the
-// preprovision hook, because a template can only replace a vault, never patch one flag.
+// preprovision hook, because a template can only replace a vault, never patch one flag; the
+// same hook reads its permission model (rbacAuthorization). An RBAC vault gets role
+// assignments (an access policy would be ignored there); an access-policy vault gets one entry
+// for the app through accessPolicies/add, which merges it in and leaves the vault and every
+// other entry alone (role assignments would be ignored there).
 param vaultName string
 param principalId string
 param renewOnNearExpiry bool
+param rbacAuthorization bool
 param vaultDeployerId string
 param systemTopicName string
 param tags object
@@ -20,7 +25,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
 }
 
 // Key Vault Certificate User: read certificate versions, policy and pending operations.
-resource certificateUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+resource certificateUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (rbacAuthorization) {
   name: guid(vault.id, principalId, keyVaultCertificateUser)
   scope: vault
   properties: {
@@ -31,7 +36,7 @@ resource certificateUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 }
 
 // Key Vault Secrets User: read the secret (PFX) identifiers that osProfile.secrets reference.
-resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (rbacAuthorization) {
   name: guid(vault.id, principalId, keyVaultSecretsUser)
   scope: vault
   properties: {
@@ -42,13 +47,45 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 // Key Vault Certificates Officer: request a new version on NearExpiry (RENEW_ON_NEAR_EXPIRY).
-resource certificatesOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (renewOnNearExpiry) {
+resource certificatesOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (rbacAuthorization && renewOnNearExpiry) {
   name: guid(vault.id, principalId, keyVaultCertificatesOfficer)
   scope: vault
   properties: {
     principalId: principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultCertificatesOfficer)
+  }
+}
+
+// What the app reads in an access-policy vault (as the two roles above grant in an RBAC
+// vault), plus what requesting a new version needs with RENEW_ON_NEAR_EXPIRY (create, and
+// update for the pending operation).
+var policyEntry = {
+  tenantId: subscription().tenantId
+  objectId: principalId
+  permissions: {
+    certificates: renewOnNearExpiry ? [
+      'get'
+      'list'
+      'create'
+      'update'
+    ] : [
+      'get'
+      'list'
+    ]
+    secrets: [
+      'get'
+    ]
+  }
+}
+
+resource appPolicy 'Microsoft.KeyVault/vaults/accessPolicies@2023-07-01' = if (!rbacAuthorization) {
+  parent: vault
+  name: 'add'
+  properties: {
+    accessPolicies: [
+      policyEntry
+    ]
   }
 }
 
@@ -79,4 +116,5 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
 }
 
 output systemTopicId string = systemTopic.id
+output accessPolicy object = rbacAuthorization ? {} : policyEntry
 output systemTopicPrincipalId string = systemTopic.identity.principalId

@@ -52,6 +52,8 @@ deployment_name() { printf '%.64s' "certrotate-$1-${AZURE_ENV_NAME}"; }
 # shellcheck disable=SC2034
 readonly VAULT_ID_RE='^/subscriptions/[0-9a-f-]{36}/resourceGroups/[^/]+/providers/Microsoft\.KeyVault/vaults/[a-z0-9-]{3,24}$'
 # shellcheck disable=SC2034
+readonly GROUP_ID_RE='^/subscriptions/[0-9a-f-]{36}/resourceGroups/[-_.()a-z0-9]{1,90}$'
+# shellcheck disable=SC2034
 readonly CONTAINER_ID_RE='^/subscriptions/[0-9a-f-]{36}/resourceGroups/[^/]+/providers/Microsoft\.Storage/storageAccounts/[a-z0-9]{3,24}/blobServices/default/containers/[a-z0-9-]{3,63}$'
 # shellcheck disable=SC2034
 readonly TOPIC_ID_RE='^/subscriptions/[0-9a-f-]{36}/resourceGroups/[^/]+/providers/Microsoft\.EventGrid/topics/[a-z0-9-]{3,50}$'

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 
 for name in AZURE_ENV_NAME AZURE_SUBSCRIPTION_ID AZURE_LOCATION AZURE_RESOURCE_GROUP \
   IDENTITY_PRINCIPAL_ID TARGET_SUBSCRIPTIONS APP_STORAGE_ACCOUNT_NAME DEAD_LETTER_CONTAINER \
-  GRANT_CERTIFICATES_OFFICER CERTROTATE_KEYVAULT_IDS; do
+  GRANT_CERTIFICATES_OFFICER CERTROTATE_KEYVAULT_IDS CERTROTATE_VAULT_MODES; do
   require_env "$name" "set by azd provision or the preprovision hook (run azd provision again)"
 done
 
@@ -22,6 +22,8 @@ az deployment sub create --only-show-errors -o none \
   environmentName="$AZURE_ENV_NAME" \
   principalId="$IDENTITY_PRINCIPAL_ID" \
   keyVaultIds="$CERTROTATE_KEYVAULT_IDS" \
+  vaultAccessModes="$CERTROTATE_VAULT_MODES" \
+  networkResourceGroupIds="${CERTROTATE_NETWORK_RESOURCE_GROUP_IDS:-}" \
   systemTopicNames="${CERTROTATE_SYSTEM_TOPIC_NAMES:-}" \
   rotationSubscriptions="$TARGET_SUBSCRIPTIONS" \
   rotationResourceGroups="${TARGET_RESOURCE_GROUPS:-}" \

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from azure.core.exceptions import HttpResponseError
 
 from shared.adapters.arm_errors import error_code, translate
-from shared.errors import PlatformRejected, RotationError
+from shared.errors import RotationError, VaultAccessDenied
 
 _POLICY = re.compile(
     r"does not have (?P<permission>\w+ \w+) permission on key vault '(?P<vault>[^';]+)")
@@ -55,7 +55,7 @@ def vault_error(exc: Exception, vault_url: str, what: str) -> RotationError:
         reason = f"RBAC vault: no role assignment grants the app {needs}"
     else:  # another refusal (e.g. a disabled secret): not about access rights
         return translate(exc, what)
-    return PlatformRejected(code, f"{what}: no access to vault {vault} ({reason})")
+    return VaultAccessDenied(code, f"{what}: no access to vault {vault} ({reason})")
 
 
 def _vault_name(vault_url: str) -> str:

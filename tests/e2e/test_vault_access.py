@@ -3,8 +3,11 @@ rights it is given and saying precisely what is missing when a right is taken aw
 
 On the stack the operator and the app share one identity (``APP_PRINCIPAL_ID``), so each
 test grants the operator's rights (create the versions) and the app's (read them)
-explicitly, takes away only what it means to test, and shows the app's error, which is
-raised by the real engine reading through the real SDK against the vault's real 403.
+explicitly, takes away only what it means to test, and shows the app's error, which the
+real engine gets reading through the real SDK against the vault's real 403. A refusal
+while handling an event ends in a stored run record whose services are ``refused`` with
+that message (the event is acknowledged: a redelivery would be refused the same way), and
+the status page says the same.
 """
 
 from __future__ import annotations
@@ -19,11 +22,20 @@ from azure.keyvault.certificates import (
     LifetimeAction,
 )
 
+from emulators.polling import wait_for
 from emulators.provision import APP_POLICY, OPERATOR_POLICY, Operator, combined
-from shared.errors import PlatformRejected
 from shared.events import parse_event
 from tests.conftest import LocalStack
-from tests.e2e.world import CERT, NEAR_EXPIRY, World, engine_for, event_item, version_of
+from tests.e2e.test_status import status
+from tests.e2e.world import (
+    CERT,
+    NEAR_EXPIRY,
+    NEW_VERSION,
+    World,
+    engine_for,
+    event_item,
+    version_of,
+)
 
 CERTIFICATE_USER = "Key Vault Certificate User"
 CERTIFICATES_OFFICER = "Key Vault Certificates Officer"
@@ -37,10 +49,13 @@ def rotate(world: World, version: str) -> list[str]:
 
 
 def refusal(world: World, version: str) -> str:
-    """What the app says when the vault refuses its reading for ``version``."""
-    with pytest.raises(PlatformRejected) as refused:
-        rotate(world, version)
-    return str(refused.value)
+    """What the app says when the vault refuses its reading for ``version``: every service
+    of the stored run is ``refused`` with the same message."""
+    run = engine_for(world).handle_event(parse_event(event_item(world, version)))
+    assert run is not None and run.status == "done"
+    assert {r.outcome for r in run.results} == {"refused"}
+    (message,) = {r.message for r in run.results}
+    return message
 
 
 def reading(world: World) -> str:
@@ -123,11 +138,61 @@ def test_renewal_needs_the_create_right(stack: LocalStack, op: Operator) -> None
     engine = engine_for(world, RENEW_ON_NEAR_EXPIRY="true")
     # 340 days on, the 12-month version is inside its 30-day window (shared.renewal).
     engine.now = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=340)
-    with pytest.raises(PlatformRejected) as refused:
-        engine.handle_event(parse_event(item))
-    assert str(refused.value) == (
+    run = engine.handle_event(parse_event(item))
+    assert run is not None
+    assert [(a.kind, a.message) for a in run.actions] == [(
+        "renew-refused",
         f"Forbidden: requesting a new version of '{CERT}': no access to vault "
         f"{world.vault_name} (RBAC vault: no role assignment grants the app "
-        "'Microsoft.KeyVault/vaults/certificates/create/action')"
-    )
+        "'Microsoft.KeyVault/vaults/certificates/create/action')",
+    )]
+    assert [r.outcome for r in run.results] == ["noop"]  # the services stay on what exists
     assert len(list(world.kv.list_properties_of_certificate_versions(CERT))) == 1
+
+
+def _status_problem(world: World) -> str:
+    """The status page's problem for the world's certificate row of its one service."""
+    (service,) = status(world)["services"]
+    (row,) = [c for c in service["certificates"] if c["certificate"] == CERT]
+    return str(row["problem"])
+
+
+@pytest.mark.parametrize("rbac", [True, False], ids=["rbac-vault", "access-policy-vault"])
+def test_each_vault_model_rotates_through_event_grid_and_refuses_clearly(
+    stack: LocalStack, op: Operator, rbac: bool
+) -> None:
+    """Through the whole path (Key Vault event, Event Grid, the Functions host, the engine):
+    the app rotates with exactly its grant; without it, the same event ends in a stored run
+    record saying which vault refused which right, is acknowledged rather than redelivered,
+    and the status page says the same."""
+    if rbac:
+        world = World(stack, op, rbac=True, roles=())
+        officer = op.grant_role(world.vault_id, CERTIFICATES_OFFICER)  # the operator's steps
+        reader = op.grant_role(world.vault_id, CERTIFICATE_USER)  # the app's
+    else:
+        world = World(stack, op, rbac=False, policy=combined(OPERATOR_POLICY, APP_POLICY))
+    svc = world.deploy(world.new_version())
+    world.subscribe()
+    v2 = world.new_version()  # Key Vault raises NewVersionCreated: the positive control
+    wait_for(lambda: [r for r in world.records() if r["status"] == "done"
+                      and r["services"][0]["outcome"] == "rotated"], "the rotation's record")
+    world.assert_on(svc, v2)
+
+    if rbac:
+        op.revoke_role(officer)
+        op.revoke_role(reader)
+        expected = (f"no access to vault {world.vault_name} (RBAC vault: no role assignment "
+                    "grants the app 'Microsoft.KeyVault/vaults/certificates/read')")
+    else:
+        op.access_policy(world.vault_id, "remove", {"certificates": ["get", "list"]})
+        expected = (f"no access to vault {world.vault_name} (access policy missing for the "
+                    "app: it needs certificates get permission)")
+    event = world.raise_event(NEW_VERSION, version_of(v2))  # e.g. Event Grid redelivering
+    record = world.record_for(event)
+    assert record["status"] == "done"
+    assert [(s["outcome"], s["message"]) for s in record["services"]] == [(
+        "refused", f"Forbidden: reading certificate '{CERT}' from {world.vault_url}: {expected}",
+    )]
+    assert len(world.delivered(event)) == 1  # acknowledged: no redelivery loop
+    assert [d["outcome"] for d in world.deliveries() if event in d["event_ids"]] == ["Succeeded"]
+    assert expected in _status_problem(world)

@@ -36,6 +36,7 @@ from emulators.stack import app_settings
 from shared.config import Settings
 from shared.engine import Engine
 from tests.conftest import LocalStack
+from tests.infra.bicep import variable
 
 CERT = "web-tls"
 ROLES = ("WebRole1", "WorkerRole1")
@@ -43,6 +44,28 @@ NEW_VERSION = "Microsoft.KeyVault.CertificateNewVersionCreated"
 NEAR_EXPIRY = "Microsoft.KeyVault.CertificateNearExpiry"
 RUNS_CONTAINER = "cert-rotation-runs"
 AGENT = "certrotate"  # in the User-Agent of every call the product makes
+# The app's custom roles as infra/app/roles.bicep defines them (the actions are read from the
+# Bicep), and where infra assigns them when ROTATION_RESOURCE_GROUPS names the group: role ->
+# (its actions variable, assigned on the subscription rather than the group). The vault
+# deployer goes on the group, covering every vault a test makes in it (infra: each vault).
+BICEP_ROLES = {
+    "certrotate cloud service operator": ("cloudServiceActions", False),
+    "certrotate network joiner": ("networkJoinActions", False),
+    "certrotate vault deployer": ("vaultDeployActions", False),
+    "certrotate operation reader": ("operationReadActions", True),
+}
+
+
+def grant_bicep_roles(op: Operator, rg: str) -> dict[str, str]:
+    """Give the app exactly the Bicep's custom roles for resource group ``rg`` (which makes
+    the stack's ARM check every cloud-service write there, and its polls); role -> the
+    assignment's id."""
+    granted = {}
+    for role, (actions, on_subscription) in BICEP_ROLES.items():
+        definition = op.define_role(role, variable("app/roles.bicep", actions))
+        granted[role] = op.assign(f"/subscriptions/{op.sub}" if on_subscription else rg,
+                                  definition)
+    return granted
 
 
 def unique(prefix: str) -> str:
@@ -126,6 +149,8 @@ class World:
         self.stack, self.op = stack, op
         self.rg_name = unique("rg")
         self.rg = op.resource_group(self.rg_name)
+        # ARM rights: the Bicep's least-privilege roles, never an all-powerful token.
+        self.arm_roles = grant_bicep_roles(op, self.rg)
         self.vault_name = unique("kv")
         # By default an RBAC vault in which the operator's steps and the app (one identity
         # on the stack) get their roles explicitly; access-policy tests pass ``rbac=False``

@@ -106,6 +106,9 @@ def render(expr: Any) -> str:
             return f"{render(a)}[{render(b)}]"
         if op["type"] == "not_op":
             return f"!{render(a)}"
+        binary = {"and": "&&", "or": "||", "equals": "==", "not_equals": "!="}
+        if op["type"] in binary:
+            return f"{render(a)} {binary[op['type']]} {render(b)}"
         raise ValueError(f"render: operator {op['type']} not supported")
     if "function" in expr:
         fn = expr["function"]

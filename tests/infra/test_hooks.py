@@ -23,8 +23,13 @@ VAULT = (
 FAKE_AZ = """#!/usr/bin/env bash
 echo "az $*" >> "$CALLS"
 case "$1 $2" in
-  "keyvault show") echo "${FAKE_ENABLED:-True}" ;;
+  "keyvault show") printf '%s\\n%s\\n' "${FAKE_ENABLED:-True}" "${FAKE_RBAC-True}" ;;
   "eventgrid system-topic") [[ -z ${FAKE_TOPIC:-} ]] || printf '%s\\n' "$FAKE_TOPIC" ;;
+  "deployment sub")
+    case "$*" in
+      *accessPolicies.value*) [[ -z ${FAKE_POLICIES:-} ]] || printf '%s\\n' "$FAKE_POLICIES" ;;
+      *outputResources*) [[ -z ${FAKE_CREATED:-} ]] || printf '%s\\n' "$FAKE_CREATED" ;;
+    esac ;;
 esac
 """
 FAKE_AZD = '#!/usr/bin/env bash\necho "azd $*" >> "$CALLS"\n'
@@ -44,7 +49,7 @@ def test_hooks_pass_shellcheck() -> None:
                    check=True, cwd=INFRA / "hooks")
 
 
-def preprovision(tmp_path: Path, **env: str) -> tuple[int, str, str]:
+def run_hook(hook: str, tmp_path: Path, **env: str) -> tuple[int, str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name, body in (("az", FAKE_AZ), ("azd", FAKE_AZD)):
@@ -53,11 +58,15 @@ def preprovision(tmp_path: Path, **env: str) -> tuple[int, str, str]:
     calls = tmp_path / "calls"
     calls.touch()
     run = subprocess.run(
-        ["bash", str(INFRA / "hooks" / "preprovision.sh")],
+        ["bash", str(INFRA / "hooks" / hook)],
         env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), **env},
         capture_output=True, text=True, cwd=ROOT, timeout=30,
     )
     return run.returncode, run.stderr, calls.read_text()
+
+
+def preprovision(tmp_path: Path, **env: str) -> tuple[int, str, str]:
+    return run_hook("preprovision.sh", tmp_path, **env)
 
 
 @pytest.mark.parametrize(("env", "says"), [
@@ -68,6 +77,8 @@ def preprovision(tmp_path: Path, **env: str) -> tuple[int, str, str]:
      "CERTROTATE_PACKAGE_CONTAINER_IDS holds"),
     ({"CERTROTATE_KEYVAULT_IDS": VAULT, "CERTROTATE_VAULT_DEPLOYMENT_ACCESS": "maybe"},
      "CERTROTATE_VAULT_DEPLOYMENT_ACCESS is 'maybe': use check"),
+    ({"CERTROTATE_KEYVAULT_IDS": VAULT, "CERTROTATE_NETWORK_RESOURCE_GROUP_IDS": VAULT},
+     "CERTROTATE_NETWORK_RESOURCE_GROUP_IDS holds"),
     ({"CERTROTATE_KEYVAULT_IDS": VAULT, "FAKE_ENABLED": "False"},
      "vault kv-one has enabledForDeployment off"),
     ({"CERTROTATE_KEYVAULT_IDS": VAULT, "FAKE_TOPIC": f"{VAULT}\told-topic\trg-other"},
@@ -93,3 +104,39 @@ def test_preprovision_turns_on_deployment_access_and_adopts_the_vault_topic(
     assert code == 0, stderr
     assert "--enabled-for-deployment true" in calls
     assert calls.splitlines()[-1] == "azd env set CERTROTATE_SYSTEM_TOPIC_NAMES evgt-kv-one-old"
+
+
+@pytest.mark.parametrize(("rbac", "mode"), [("True", "rbac"), ("False", "policy"), ("", "policy")])
+def test_preprovision_reads_each_vault_permission_model(
+    tmp_path: Path, rbac: str, mode: str
+) -> None:
+    """enableRbacAuthorization true: RBAC; false or absent (Azure's default): access policies."""
+    other = VAULT.replace("kv-one", "kv-two")
+    code, stderr, calls = preprovision(
+        tmp_path, CERTROTATE_KEYVAULT_IDS=f"{VAULT},{other}", FAKE_RBAC=rbac,
+        CERTROTATE_NETWORK_RESOURCE_GROUP_IDS=VAULT.split("/providers/")[0],
+    )
+    assert code == 0, stderr
+    assert f"azd env set CERTROTATE_VAULT_MODES {mode},{mode}" in calls.splitlines()
+    assert ("uses access policies" in stderr) == (mode == "policy")
+
+
+def test_predown_removes_exactly_the_added_access_policy(tmp_path: Path) -> None:
+    entry = ('{"objectId":"11111111-1111-1111-1111-111111111111","permissions":'
+             '{"certificates":["get","list"],"secrets":["get"]},"tenantId":"t"}')
+    assignment = f"{VAULT}/providers/Microsoft.Authorization/roleAssignments/a1"
+    code, stderr, calls = run_hook(
+        "predown.sh", tmp_path, AZURE_ENV_NAME="env", AZURE_SUBSCRIPTION_ID="s",
+        FAKE_POLICIES=f"{VAULT}\t{entry}", FAKE_CREATED=assignment,
+    )
+    assert code == 0, stderr
+    rest = [c for c in calls.splitlines() if c.startswith("az rest")]
+    assert rest == [
+        "az rest --only-show-errors --method put -o none --url "
+        f"https://management.azure.com{VAULT}/accessPolicies/remove?api-version=2023-07-01 "
+        f'--body {{"properties": {{"accessPolicies": [{entry}]}}}}'
+    ]
+    lines = calls.splitlines()
+    # role assignments go first, then the policy; the vault itself is never touched
+    assert lines.index(rest[0]) > max(i for i, c in enumerate(lines) if "resource delete" in c)
+    assert not any("keyvault" in c for c in lines)

@@ -25,6 +25,8 @@ BUILT_IN = {
     "EventGrid Data Sender": "d5a91429-5739-47e2-a06b-3470a27159e7",
 }
 CLOUD_SERVICE_OPERATOR = "certrotate cloud service operator"
+OPERATION_READER = "certrotate operation reader"
+NETWORK_JOINER = "certrotate network joiner"
 VAULT_DEPLOYER = "certrotate vault deployer"
 
 # (file, symbol): (role name, variable or parameter holding the role GUID, scope,
@@ -40,14 +42,15 @@ GRANTS = {
     ),
     ("app/vault.bicep", "certificateUser"): (
         "Key Vault Certificate User", "keyVaultCertificateUser", "vault",
-        "Microsoft.KeyVault/vaults", None,
+        "Microsoft.KeyVault/vaults", "rbacAuthorization",
     ),
     ("app/vault.bicep", "secretsUser"): (
-        "Key Vault Secrets User", "keyVaultSecretsUser", "vault", "Microsoft.KeyVault/vaults", None,
+        "Key Vault Secrets User", "keyVaultSecretsUser", "vault", "Microsoft.KeyVault/vaults",
+        "rbacAuthorization",
     ),
     ("app/vault.bicep", "certificatesOfficer"): (
         "Key Vault Certificates Officer", "keyVaultCertificatesOfficer", "vault",
-        "Microsoft.KeyVault/vaults", "renewOnNearExpiry",
+        "Microsoft.KeyVault/vaults", "rbacAuthorization && renewOnNearExpiry",
     ),
     ("app/vault.bicep", "vaultDeployer"): (
         VAULT_DEPLOYER, "vaultDeployerId", "vault", "Microsoft.KeyVault/vaults", None,
@@ -74,19 +77,39 @@ GRANTS = {
     ("app/target-subscription.bicep", "subscriptionAccess"): (
         CLOUD_SERVICE_OPERATOR, "roleDefinitionId", "subscription()", None, "empty(resourceGroups)",
     ),
+    ("app/target-subscription.bicep", "subscriptionJoin"): (
+        NETWORK_JOINER, "networkJoinerId", "subscription()", None, "empty(resourceGroups)",
+    ),
+    ("app/target-subscription.bicep", "operationStatus"): (
+        OPERATION_READER, "operationReaderId", "subscription()", None, None,
+    ),
     ("app/target-resource-group.bicep", "groupAccess"): (
         CLOUD_SERVICE_OPERATOR, "roleDefinitionId", "resourceGroup()", None, None,
     ),
+    ("app/target-resource-group.bicep", "groupJoin"): (
+        NETWORK_JOINER, "networkJoinerId", "resourceGroup()", None, None,
+    ),
+    ("app/network-group.bicep", "networkJoin"): (
+        NETWORK_JOINER, "networkJoinerId", "resourceGroup()", None, None,
+    ),
 }
 
-# What shared/adapters/compute.py calls, and nothing else (see the comment in roles.bicep).
-CLOUD_SERVICE_ACTIONS = [
-    "Microsoft.Compute/cloudServices/read",
-    "Microsoft.Compute/cloudServices/write",
-    "Microsoft.Compute/cloudServices/instanceView/read",
-    "Microsoft.Compute/cloudServices/updateDomains/*",
-    "Microsoft.Compute/locations/operations/read",
-]
+# What shared/adapters/compute.py calls, and nothing else (see the comments in roles.bicep):
+# custom role symbol -> (its actions variable, the actions).
+CUSTOM_ROLES = {
+    "cloudServiceOperator": ("cloudServiceActions", [
+        "Microsoft.Compute/cloudServices/read",
+        "Microsoft.Compute/cloudServices/write",
+        "Microsoft.Compute/cloudServices/instanceView/read",
+        "Microsoft.Compute/cloudServices/updateDomains/*",
+    ]),
+    "operationReader": ("operationReadActions", ["Microsoft.Compute/locations/*/read"]),
+    "networkJoiner": ("networkJoinActions", [
+        "Microsoft.Network/publicIPAddresses/join/action",
+        "Microsoft.Network/virtualNetworks/subnets/join/action",
+    ]),
+    "vaultDeployer": ("vaultDeployActions", ["Microsoft.KeyVault/vaults/deploy/action"]),
+}
 
 
 def test_every_role_assignment_is_in_the_table() -> None:
@@ -123,31 +146,40 @@ def test_role_scope_and_name(file: str, symbol: str) -> None:
 
 def test_custom_roles_hold_only_what_the_app_calls() -> None:
     roles = "app/roles.bicep"
-    assert variable(roles, "cloudServiceActions") == CLOUD_SERVICE_ACTIONS
-    assert variable(roles, "vaultDeployActions") == ["Microsoft.KeyVault/vaults/deploy/action"]
-    for symbol, actions in (("cloudServiceOperator", "cloudServiceActions"),
-                            ("vaultDeployer", "vaultDeployActions")):
+    defined = {r.symbol for r in resources("Microsoft.Authorization/roleDefinitions")}
+    assert defined == set(CUSTOM_ROLES)
+    for symbol, (name, actions) in CUSTOM_ROLES.items():
+        assert variable(roles, name) == actions
         props = resource(roles, symbol).body["properties"]
         assert props["type"] == "CustomRole"
         assert props["permissions"] == [
-            {"actions": actions, "notActions": [], "dataActions": [], "notDataActions": []}
+            {"actions": name, "notActions": [], "dataActions": [], "notDataActions": []}
         ]
         assert render(props["assignableScopes"]) == "[subscription().id]"
         assert render(resource(roles, symbol).body["name"]).startswith("guid(subscription().id, ")
-    wildcards = [a for a in CLOUD_SERVICE_ACTIONS if "*" in a]
-    assert wildcards == ["Microsoft.Compute/cloudServices/updateDomains/*"]
+    wildcards = sorted(a for _, actions in CUSTOM_ROLES.values() for a in actions if "*" in a)
+    assert wildcards == ["Microsoft.Compute/cloudServices/updateDomains/*",
+                         "Microsoft.Compute/locations/*/read"]
 
 
 def test_custom_roles_reach_their_assignments() -> None:
     params = {
-        m: render(template("access.bicep")["modules"][m]["config"]["config"]["params"][p])
-        for m, p in (("targets", "roleDefinitionId"), ("vaultAccess", "vaultDeployerId"))
+        (m, p): render(template("access.bicep")["modules"][m]["config"]["config"]["params"][p])
+        for m, p in (("targets", "roleDefinitionId"), ("targets", "operationReaderId"),
+                     ("targets", "networkJoinerId"), ("networkAccess", "networkJoinerId"),
+                     ("vaultAccess", "vaultDeployerId"))
     }
     assert params == {
-        "targets": "roles[indexOf(roleSubscriptions, s)].outputs.cloudServiceOperatorId",
-        "vaultAccess": (
-            "roles[indexOf(roleSubscriptions, v.subscriptionId)].outputs.vaultDeployerId"
-        ),
+        ("targets", "roleDefinitionId"):
+            "roles[indexOf(roleSubscriptions, s)].outputs.cloudServiceOperatorId",
+        ("targets", "operationReaderId"):
+            "roles[indexOf(roleSubscriptions, s)].outputs.operationReaderId",
+        ("targets", "networkJoinerId"):
+            "roles[indexOf(roleSubscriptions, s)].outputs.networkJoinerId",
+        ("networkAccess", "networkJoinerId"):
+            "roles[indexOf(roleSubscriptions, g.subscriptionId)].outputs.networkJoinerId",
+        ("vaultAccess", "vaultDeployerId"):
+            "roles[indexOf(roleSubscriptions, v.subscriptionId)].outputs.vaultDeployerId",
     }
 
 
@@ -161,3 +193,26 @@ def test_azd_deployment_stays_in_the_app_resource_group() -> None:
     for r in resources():
         if r.file in ("app/app.bicep", "app/identity.bicep") and not r.existing:
             assert r.body.get("scope") in (None, *template(r.file)["resources"]), r.symbol
+
+
+def test_access_policy_vaults_get_one_added_entry_for_the_app() -> None:
+    """accessPolicies/add merges one entry (never the vault PUT, which would replace every
+    policy); it carries what the two reader roles grant in an RBAC vault, plus create/update
+    with RENEW_ON_NEAR_EXPIRY, and predown removes the same entry (the output)."""
+    policy = resource("app/vault.bicep", "appPolicy")
+    assert policy.type == "Microsoft.KeyVault/vaults/accessPolicies"
+    assert policy.condition == {"operator": {"type": "not",
+                                             "operands": {"bool_value": "rbacAuthorization"}}}
+    assert policy.body["name"] == "add"
+    assert policy.body["parent"] == "vault"
+    assert policy.body["properties"]["accessPolicies"] == ["policyEntry"]
+    entry = variable("app/vault.bicep", "policyEntry")
+    assert render(entry["objectId"]) == "principalId"
+    assert entry["permissions"]["secrets"] == ["get"]
+    certificates = entry["permissions"]["certificates"]["operator"]["operands"]
+    assert certificates == {"condition": "renewOnNearExpiry",
+                            "true_value": ["get", "list", "create", "update"],
+                            "false_value": ["get", "list"]}
+    assert not [r for r in resources("Microsoft.KeyVault/vaults") if not r.existing]
+    outputs = template("access.bicep")["outputs"]
+    assert "accessPolicies" in outputs

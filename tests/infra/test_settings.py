@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
-from tests.infra.bicep import ROOT, template, variable
+from emulators.appsettings import settings_read_by_the_app
+from tests.infra.bicep import template, variable
 
 # Read by the app but never set in Azure, with the reason.
 NOT_DEPLOYED = {
@@ -25,23 +24,6 @@ FOR_THE_PLATFORM = {
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
-READ = re.compile(
-    r"""(?:env|environ)(?:\.get\(|\[)\s*"([A-Za-z][A-Za-z0-9_]+)"|"""
-    r"""_(?:flag|number|list|port_range)\(env,\s*"([A-Z][A-Z0-9_]+)"|"""
-    r"""^[A-Z_]+ = "([A-Z][A-Z0-9]+(?:_[A-Z0-9]+)+)"$""",
-    re.M,
-)
-
-
-def settings_read_by_the_app() -> set[str]:
-    sources = [*ROOT.glob("shared/**/*.py"), *ROOT.glob("handlers/*.py"), ROOT / "function_app.py"]
-    return {
-        next(g for g in match.groups() if g)
-        for path in sources
-        for match in READ.finditer(path.read_text())
-    }
-
-
 def settings_deployed() -> set[str]:
     chosen = template("main.bicep")["modules"]["app"]["config"]["params"]["settings"]
     union = variable("app/app.bicep", "appSettings")["function"]["parameters"]

@@ -12,7 +12,7 @@ from azure.core.exceptions import HttpResponseError, ODataV4Format
 from azure.core.pipeline.transport import RequestsTransportResponse
 
 from shared.adapters.kv_errors import vault_error
-from shared.errors import PlatformRejected, TransientError
+from shared.errors import PlatformRejected, TransientError, VaultAccessDenied
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "azure" / "keyvault"
 URL = "https://kv-one.vault.azure.net/"
@@ -36,6 +36,7 @@ def recorded(name: str) -> HttpResponseError:
 def test_access_policy_refusal_names_vault_permission_and_mode() -> None:
     error = vault_error(recorded("forbidden-access-policy.json"), URL, "listing")
     assert isinstance(error, PlatformRejected) and error.code == "Forbidden"
+    assert isinstance(error, VaultAccessDenied)  # the engine records it, never retries it
     assert str(error) == ("Forbidden: listing: no access to vault kv-westus2-aks (access "
                           "policy missing for the app: it needs secrets list permission)")
 
