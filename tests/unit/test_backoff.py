@@ -48,7 +48,9 @@ def test_only_the_failed_version_waits_and_only_until_its_time(
 
 
 def test_the_record_round_trips_and_says_why() -> None:
-    failure = after_failure(None, "web-tls", "v2", "rolled-back", "RoleInstanceStartupFailed: boom", NOW)
+    failure = after_failure(
+        None, "web-tls", "v2", "rolled-back", "RoleInstanceStartupFailed: boom", NOW
+    )
     assert Failure.from_json(failure.to_json()) == failure
     assert failure.describe() == (
         "backing off until 2026-12-01T13:00:00+00:00 after 1 failure(s) of version v2 of "
