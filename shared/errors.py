@@ -56,3 +56,11 @@ class TransientError(RotationError):
 
 class Busy(TransientError):
     """Another invocation holds the service's lease: it is already converging or following it."""
+
+
+class Unconfirmed(TransientError):
+    """A write whose answer was lost, timed out or was a server error: it may have been
+    applied (Azure answers a cloud-service PUT 500 after ~44 s while the update runs).
+
+    Never repeated blindly: whoever holds the journal reads the service to tell.
+    """
