@@ -551,7 +551,8 @@ def test_an_armed_instance_state_lands_on_the_instances_of_the_next_update(
     armed = stack.admin("POST", "/cloudservices/instances-next",
                         {"resourceGroup": rg, "name": name, "code": "ProvisioningState/failed"})
     assert armed["armed"] >= 1
-    updated: Any = ops.begin_create_or_update(rg, name, model(package.good, cscfg(setting="v2"))).result()
+    updated: Any = ops.begin_create_or_update(
+        rg, name, model(package.good, cscfg(setting="v2"))).result()
     assert updated.properties.provisioning_state == "Succeeded"  # the platform says so
     assert _summary(compute, rg, name) == {"ProvisioningState/failed": 3,
                                            "PowerState/started": 3,
