@@ -588,7 +588,7 @@ class Engine:
 
     def _record_resumed(self, service_id: str, outcome: Outcome, by_run: str | None) -> None:
         """Write how an earlier run's write ended into that run's record."""
-        if outcome.status == "updating":
+        if outcome.status == "updating" or not outcome.record:
             return
         message = outcome.message + (f" (finished by run {by_run})" if by_run else "")
 

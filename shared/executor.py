@@ -67,6 +67,9 @@ class Outcome:
     status: str  # succeeded | updating | failed | rolled-back | not-applied
     message: str = ""
     final_thumbprints: dict[str, str] = field(default_factory=dict)
+    # False: the run that sent the write already recorded the truth (an unconfirmed PUT
+    # that did not land was recorded ``transient`` with Azure's answer): nothing to add.
+    record: bool = True
 
 
 @dataclass
@@ -379,7 +382,7 @@ def _not_applied(ctx: Context, entry: Pending, what: str, final_look: bool) -> O
     else:
         message += "; the next run looks again before planning it again"
     log.warning("%s: %s", ctx.name, message)
-    return Outcome(entry.run_id, "not-applied", message)
+    return Outcome(entry.run_id, "not-applied", message, record=entry.unconfirmed is None)
 
 
 def _model_applied(
