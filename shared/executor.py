@@ -469,7 +469,7 @@ def _walk(ctx: Context, entry: Pending) -> Pending | None:
 
 def _failed(ctx: Context, entry: Pending, exc: PlatformRejected) -> Outcome:
     """Record the failure; roll back first when asked to (and not already rolling back)."""
-    reason = f"{exc.code}: {exc}"
+    reason = f"{exc.code}: {exc.detail}"
     log.error("%s: %s failed: %s", ctx.name, entry.kind, reason)
     if entry.kind == "rollback" or not ctx.settings.rollback or exc.code in NO_ROLLBACK:
         ctx.lease.write(None)
