@@ -40,6 +40,15 @@ def instance_views(world: World, svc: Any, mark: int) -> int:
     )
 
 
+def instances_next(world: World, svc: Any, code: str) -> None:
+    """The instances the next update touches report ``code`` (the stack's admin API)."""
+    world.stack.admin(
+        "POST",
+        "/cloudservices/instances-next",
+        {"resourceGroup": svc.rg, "name": svc.name, "code": code},
+    )
+
+
 def rotate(world: World, **settings: str) -> Any:
     engine = engine_for(world, ROTATION_ROLLBACK="true", **settings)
     (result,) = engine.rotate(world.vault_id, CERT, Trigger("manual")).results
@@ -102,11 +111,7 @@ def test_an_instance_failure_state_after_the_update_is_rolled_back(world: World)
     v1 = world.new_version()
     svc = world.deploy(v1)
     world.new_version()
-    world.stack.admin(
-        "POST",
-        "/cloudservices/instances-next",
-        {"resourceGroup": svc.rg, "name": svc.name, "code": "ProvisioningState/failed"},
-    )
+    instances_next(world, svc, "ProvisioningState/failed")
 
     result = rotate(world)
 
@@ -122,11 +127,7 @@ def test_an_instance_failure_without_rollback_is_reported_and_left_alone(world: 
     v1 = world.new_version()
     svc = world.deploy(v1)
     v2 = world.new_version()
-    world.stack.admin(
-        "POST",
-        "/cloudservices/instances-next",
-        {"resourceGroup": svc.rg, "name": svc.name, "code": "RoleState/RoleStateDestroyed"},
-    )
+    instances_next(world, svc, "RoleState/RoleStateDestroyed")
 
     (result,) = engine_for(world).rotate(world.vault_id, CERT, Trigger("manual")).results
 
