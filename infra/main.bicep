@@ -50,6 +50,11 @@ param operationWaitSeconds int = 900
 @description('EVENT_WAIT_SECONDS: how long an Event Grid invocation follows updates (Event Grid gives up on a delivery after 30 s).')
 param eventWaitSeconds int = 20
 
+@minValue(0)
+@maxValue(1500)
+@description('INSTANCE_SETTLE_SECONDS: after an update succeeded, how long role instances may stay Busy/Starting before the run says they had not settled (never rolled back for it).')
+param instanceSettleSeconds int = 600
+
 @description('ROTATION_ROLLBACK: roll a service back when its update fails verification.')
 param rollback bool = false
 
@@ -130,6 +135,7 @@ module app 'app/app.bicep' = {
       RENEW_ON_NEAR_EXPIRY: string(renewOnNearExpiry)
       OPERATION_WAIT_SECONDS: string(operationWaitSeconds)
       EVENT_WAIT_SECONDS: string(eventWaitSeconds)
+      INSTANCE_SETTLE_SECONDS: string(instanceSettleSeconds)
       ROTATION_ROLLBACK: string(rollback)
       RECONCILE_SCHEDULE: reconcileSchedule
       FOLLOW_SCHEDULE: followSchedule
