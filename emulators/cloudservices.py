@@ -39,6 +39,20 @@ instance when its operation succeeds; a ``Manual`` one moves none: each update d
 then be walked, in order, with ``PUT updateDomains/{n}``, and until then the instance
 view shows the instance as ``ProvisioningState/updating`` with the version it runs.
 
+Role states: a running instance is ``RoleState/RoleStateStarted`` (the recordings). An
+instance that has just taken a new configuration (an update, a walk, ``start``) settles
+for ``settle_seconds`` of emulated time (admin setting, 0 by default): ``RoleStateBusy``
+for the first half, then ``RoleStateStarting`` (states of the CSES states page, in the
+recorded ``RoleState/RoleState<State>`` form). ``POST poweroff`` (CloudServices_PowerOff:
+"resources are still attached and you are getting charged", i.e. stopped-allocated) and
+``POST start`` are actions like ``restart``; a powered-off service, or one created with
+``startCloudService: false``, shows ``PowerState/stopped`` and ``RoleStateStopped``, and an
+update leaves it stopped. A test may arm a status code for the instances that the next
+model-changing operation touches (``POST /cloudservices/instances-next``): the code
+replaces that instance's ``ProvisioningState/…`` or ``RoleState/…`` status until a later
+operation gives the instance a new configuration. No recording shows a failed instance,
+so the test names the code; the emulator does not make one up.
+
 ``PATCH`` (CloudServices_Update) changes only ``tags``, replacing the whole set as ARM's
 PATCH does: 409 while an operation runs, otherwise an operation of the same length that
 leaves the model, its version, the role instances and the provisioning state it ends in
@@ -190,6 +204,8 @@ class Instance:
     role: str
     index: int
     applied: int  # model version whose configuration this instance runs
+    settling_until: dt.datetime | None = None  # Busy, then Starting, until then
+    forced: str | None = None  # a status code armed by a test (instances-next)
 
     @property
     def name(self) -> str:
@@ -227,6 +243,7 @@ class Service:
     target: int = 0  # the version instances should run (set when a PUT succeeds)
     instances: list[Instance] = field(default_factory=list)
     pending: Pending | None = None
+    powered_off: bool = False  # PowerOff (stopped-allocated) or startCloudService: false
 
     def update_domains(self) -> int:
         counts = [i.index + 1 for i in self.instances] or [r.count for r in self.roles]
@@ -434,8 +451,10 @@ class CloudServices:
         self.blobs = blobs
         self.default_update_seconds = update_seconds
         self.update_seconds = update_seconds
+        self.settle_seconds = 0.0
         self.services: dict[tuple[str, str], Service] = {}
         self.armed_failures: dict[tuple[str, str], Failure] = {}
+        self.armed_states: dict[tuple[str, str], str] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._buckets: dict[str, _Bucket] = {}
         platform.reset_hooks.append(self._reset)
@@ -452,6 +471,8 @@ class CloudServices:
             ("GET", cs, self._get),
             ("DELETE", cs, self._delete),
             ("POST", cs + "/restart", self._restart),
+            ("POST", cs + "/poweroff", self._power_off),
+            ("POST", cs + "/start", self._start),
             ("GET", cs + "/instanceView", self._instance_view),
             ("GET", cs + "/roles", self._list_roles),
             ("GET", cs + "/roles/{role}", self._get_role),
@@ -473,8 +494,10 @@ class CloudServices:
         self._timers.clear()
         self.services.clear()
         self.armed_failures.clear()
+        self.armed_states.clear()
         self._buckets.clear()
         self.update_seconds = self.default_update_seconds
+        self.settle_seconds = 0.0
 
     async def _on_clock(self) -> None:
         self._settle()
@@ -585,14 +608,19 @@ class CloudServices:
             pending.op.finish(end, {"code": failure.code, "message": failure.message})
             return
         service.state = pending.state_after
+        moved: list[Instance] = []  # instances that took a new configuration
         if pending.kind == "walk":
             for instance in service.instances:
                 if service.update_domain_of(instance) == pending.update_domain:
                     instance.applied = service.target
+                    moved.append(instance)
+        elif pending.kind in ("poweroff", "start"):
+            service.powered_off = pending.kind == "poweroff"
+            moved = [] if service.powered_off else list(service.instances)
         elif pending.kind not in ("tags", "restart"):
             manual = (pending.kind == "update"
                       and str(service.properties.get("upgradeMode", "")).lower() == "manual")
-            before = {i.name.lower(): i.applied for i in service.instances}
+            before = {i.name.lower(): i for i in service.instances}
             service.target = service.version
             service.instances = [
                 Instance(role.name, index, service.version)
@@ -600,9 +628,26 @@ class CloudServices:
             ]
             for instance in service.instances:
                 previous = before.get(instance.name.lower())
-                if manual and previous is not None:
-                    instance.applied = previous
+                if manual and previous is not None:  # keeps running what it ran
+                    instance.applied = previous.applied
+                    instance.settling_until, instance.forced = (previous.settling_until,
+                                                                previous.forced)
+                else:
+                    moved.append(instance)
+        self._settle_instances(key, service, moved)
         pending.op.finish(end)
+
+    def _settle_instances(self, key: tuple[str, str], service: Service,
+                          moved: list[Instance]) -> None:
+        """Instances that took a new configuration settle (a stopped service's stay
+        stopped); an armed status code lands on them."""
+        if not moved:
+            return
+        until = self.platform.now() + dt.timedelta(seconds=self.settle_seconds)
+        forced = self.armed_states.pop(key, None)
+        for instance in moved:
+            instance.settling_until = None if service.powered_off else until
+            instance.forced = forced
 
     # -- bodies ------------------------------------------------------------------------
 
@@ -630,14 +675,26 @@ class CloudServices:
         """The instance's ``ProvisioningState/…`` and ``RoleState/…`` codes, as the cloud
         service's ``statusesSummary`` counts them."""
         current = instance.applied >= service.target
-        started = service.properties.get("startCloudService") is not False
-        return (f"ProvisioningState/{'succeeded' if current else 'updating'}",
-                f"RoleState/RoleState{'Started' if started else 'Stopped'}")
+        provisioning = f"ProvisioningState/{'succeeded' if current else 'updating'}"
+        if service.powered_off:
+            role = "RoleState/RoleStateStopped"
+        elif instance.settling_until is not None and self.platform.now() < instance.settling_until:
+            left = (instance.settling_until - self.platform.now()).total_seconds()
+            role = f"RoleState/RoleState{'Busy' if left > self.settle_seconds / 2 else 'Starting'}"
+        else:
+            role = "RoleState/RoleStateStarted"
+        if instance.forced is not None:
+            if instance.forced.lower().startswith("provisioningstate/"):
+                provisioning = instance.forced
+            else:
+                role = instance.forced
+        return provisioning, role
 
     def _instance_statuses(self, service: Service, instance: Instance) -> list[dict[str, Any]]:
         """A running instance shows only its ``RoleState`` (the role instance view
         recording); one still on an older configuration (a Manual update whose update
-        domain is not walked yet) also shows ``ProvisioningState/updating``, first."""
+        domain is not walked yet) also shows ``ProvisioningState/updating``, first, and
+        one whose provisioning state a test armed shows that."""
         provisioning, role = self._instance_codes(service, instance)
         statuses: list[dict[str, Any]] = []
         if instance.applied < service.target:
@@ -646,6 +703,9 @@ class CloudServices:
                 "message": (f"The role instance runs configuration version {instance.applied};"
                             f" the cloud service is at version {service.target}."),
             })
+        elif not provisioning.lower().endswith("/succeeded"):
+            statuses.append({"code": provisioning, "level": "Error",
+                             "displayStatus": provisioning.split("/", 1)[1], "message": ""})
         statuses.append({"code": role, "level": "Info", "displayStatus": role.split("/", 1)[1],
                          "message": ""})
         return statuses
@@ -710,6 +770,7 @@ class CloudServices:
                 location=draft.location, tags=draft.tags, zones=draft.zones,
                 properties=draft.properties, roles=draft.roles, package=draft.package,
                 created_at=now, modified_at=now, state="Creating",
+                powered_off=draft.properties.get("startCloudService") is False,
             )
             self.services[key] = service
         else:
@@ -897,6 +958,23 @@ class CloudServices:
         return web.Response(status=202,
                             headers=self.arm.async_headers(op, req.api_version, monitor=True))
 
+    async def _power_off(self, req: ArmRequest) -> web.StreamResponse:
+        """CloudServices_PowerOff: the instances stop, their resources stay allocated."""
+        return await self._power(req, "poweroff")
+
+    async def _start(self, req: ArmRequest) -> web.StreamResponse:
+        """CloudServices_Start: a powered-off service's instances start (and settle)."""
+        return await self._power(req, "start")
+
+    async def _power(self, req: ArmRequest, kind: str) -> web.StreamResponse:
+        """202 with ``Location`` (``monitor=true``) and ``Azure-AsyncOperation``, as the
+        Stop-AzCloudService recording answers; the model and the state are left alone."""
+        service = self._service(req)
+        self._refuse_if_busy(self._key(req))
+        op = self._begin(service, kind, service.state, state_after=service.state)
+        return web.Response(status=202,
+                            headers=self.arm.async_headers(op, req.api_version, monitor=True))
+
     async def _list(self, req: ArmRequest) -> web.StreamResponse:
         self.arm.check_subscription(req)
         self.arm.require_rg(req)
@@ -910,7 +988,7 @@ class CloudServices:
 
     async def _instance_view(self, req: ArmRequest) -> web.StreamResponse:
         service = self._service(req)
-        started = service.properties.get("startCloudService") is not False
+        started = not service.powered_off
         power = f"PowerState/{'started' if started else 'stopped'}"
         # Azure's order: every ProvisioningState code, then PowerState, then RoleState.
         codes = [self._instance_codes(service, i) for i in service.instances]
@@ -1019,30 +1097,44 @@ class CloudServices:
         async def show(request: web.Request) -> web.Response:
             return json_response({
                 "update_seconds": self.update_seconds,
+                "settle_seconds": self.settle_seconds,
                 "services": [
                     {"resourceGroup": s.resource_group, "name": s.name,
                      "provisioningState": s.state, "modelVersion": s.version,
                      "targetVersion": s.target, "nextUpdateDomain": s.next_update_domain(),
                      "package": {"url": s.package.url, "size": s.package.size,
                                  "sha256": s.package.sha256},
+                     "poweredOff": s.powered_off,
                      "instances": {i.name: {"updateDomain": s.update_domain_of(i),
-                                            "appliedVersion": i.applied}
+                                            "appliedVersion": i.applied,
+                                            "statuses": list(self._instance_codes(s, i))}
                                    for i in s.instances}}
                     for s in self.services.values()
                 ],
             })
 
         async def settings(request: web.Request) -> web.Response:
+            """``update_seconds`` (absent or null: the stack's default) and
+            ``settle_seconds`` (if given; null: 0)."""
             body = await _admin_json(request)
-            seconds = body.get("update_seconds")
-            if seconds is None:
-                self.update_seconds = self.default_update_seconds
-            elif isinstance(seconds, (int, float)) and seconds >= 0:
-                self.update_seconds = float(seconds)
-            else:
-                return json_response({"error": "update_seconds must be a number >= 0 or null"},
-                                     400)
-            return json_response({"update_seconds": self.update_seconds})
+            chosen: dict[str, float] = {}
+            for name, default in (("update_seconds", self.default_update_seconds),
+                                  ("settle_seconds", 0.0)):
+                if name == "settle_seconds" and name not in body:
+                    continue
+                seconds = body.get(name)
+                if seconds is None:
+                    chosen[name] = default
+                elif isinstance(seconds, (int, float)) and not isinstance(seconds, bool) \
+                        and seconds >= 0:
+                    chosen[name] = float(seconds)
+                else:
+                    return json_response({"error": f"{name} must be a number >= 0 or null"},
+                                         400)
+            self.update_seconds = chosen["update_seconds"]
+            self.settle_seconds = chosen.get("settle_seconds", self.settle_seconds)
+            return json_response({"update_seconds": self.update_seconds,
+                                  "settle_seconds": self.settle_seconds})
 
         async def fail_next(request: web.Request) -> web.Response:
             body = await _admin_json(request)
@@ -1054,10 +1146,24 @@ class CloudServices:
             self.armed_failures[(group.lower(), name.lower())] = Failure(code, message)
             return json_response({"armed": len(self.armed_failures)}, 201)
 
+        async def instances_next(request: web.Request) -> web.Response:
+            body = await _admin_json(request)
+            fields = [body.get(k) for k in ("resourceGroup", "name", "code")]
+            if not all(isinstance(v, str) and v for v in fields):
+                return json_response(
+                    {"error": "resourceGroup, name and code are required strings"}, 400)
+            group, name, code = (str(v) for v in fields)
+            if not code.lower().startswith(("provisioningstate/", "rolestate/")):
+                return json_response(
+                    {"error": "code must be a ProvisioningState/... or RoleState/... code"}, 400)
+            self.armed_states[(group.lower(), name.lower())] = code
+            return json_response({"armed": len(self.armed_states)}, 201)
+
         return [
             ("GET", "/cloudservices", show),
             ("POST", "/cloudservices/settings", settings),
             ("POST", "/cloudservices/fail-next", fail_next),
+            ("POST", "/cloudservices/instances-next", instances_next),
         ]
 
 

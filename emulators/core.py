@@ -5,9 +5,13 @@ Theory of operation: one asyncio process hosts all emulators (Azurite runs besid
 behind the storage gate of :mod:`emulators.storagegate`, which is how storage fails).
 Each emulator is an aiohttp application bound to its own loopback port and wrapped by
 ``Platform.middleware(service)``, which (1) applies a matching injected fault (delay
-and/or an error status with ``Retry-After``) before the handler runs, and (2) appends
-``{service, method, path, status, time}`` to the request log after it ran, so tests and
-benchmarks count calls exactly as the wire saw them. Emulators keep their state in
+and/or an error status with ``Retry-After``) before the handler runs, or, for an
+``apply`` fault, lets the handler act first and then throws its answer away: after the
+delay the client gets the error status instead, or (``drop``) its connection is closed
+with no answer at all, as when Azure answers a PUT 500 after ~44 s although the update
+runs, or an answer is lost on the way; and (2) appends ``{service, method, path, status,
+time}`` to the request log after it ran, so tests and benchmarks count calls exactly as
+the wire saw them. Emulators keep their state in
 memory, register a reset hook with the platform, and read time only from
 ``Platform.now()`` so ``POST /clock`` can move certificate lifetimes forward.
 """
@@ -61,6 +65,8 @@ class Fault:
     code: str | None = None
     message: str | None = None
     agent: str | None = None  # only requests whose User-Agent contains this
+    apply: bool = False  # the handler acts first; its answer is replaced by the fault's
+    drop: bool = False  # no answer: the connection is closed (after the handler if ``apply``)
 
     @classmethod
     def from_json(cls, body: Any) -> Fault:
@@ -77,8 +83,15 @@ class Fault:
         delay = body.get("delay_ms", 0)
         if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
             raise ValueError("delay_ms must be an integer >= 0")
-        if status is None and not delay:
-            raise ValueError("a fault needs a status, a delay_ms, or both")
+        apply, drop = body.get("apply", False), body.get("drop", False)
+        if not isinstance(apply, bool) or not isinstance(drop, bool):
+            raise ValueError("apply and drop must be true or false")
+        if drop and status is not None:
+            raise ValueError("a fault either answers a status or drops the connection")
+        if apply and status is None and not drop:
+            raise ValueError("an apply fault needs a status or drop: what replaces the answer")
+        if status is None and not delay and not drop:
+            raise ValueError("a fault needs a status, a delay_ms, drop, or a combination")
         retry_after = body.get("retry_after")
         if retry_after is not None and (
             isinstance(retry_after, bool)
@@ -107,6 +120,8 @@ class Fault:
             code=body.get("code"),
             message=body.get("message"),
             agent=str(body["agent"]) if body.get("agent") else None,
+            apply=apply,
+            drop=drop,
         )
 
     def matches(self, service: str, request: web.Request) -> bool:
@@ -134,6 +149,13 @@ _DEFAULT_FAULT_BODY = {
     500: ("InternalServerError", "An internal server error occurred."),
     503: ("ServiceUnavailable", "The service is temporarily unavailable."),
 }
+
+
+async def _handle(handler: Handler, request: web.Request) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        return exc
 
 
 @dataclass
@@ -182,10 +204,13 @@ class Platform:
         async def log_and_inject(request: web.Request, handler: Handler) -> web.StreamResponse:
             fault = next((f for f in self.faults if f.matches(service, request)), None)
             response: web.StreamResponse
+            applied: int | None = None  # the status the handler answered, if it ran
             if fault is not None:
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self.faults.remove(fault)
+                if fault.apply:
+                    applied = (await _handle(handler, request)).status
                 if fault.delay_ms:
                     # The body is taken first, as a front door does: a client that hangs up
                     # while the request is held does not take back a request it sent.
@@ -199,11 +224,10 @@ class Platform:
                 response = error_response(
                     fault.status, fault.code or code, fault.message or message, headers
                 )
+            elif fault is not None and fault.drop:
+                response = web.Response(status=499)  # logged only: nothing is sent
             else:
-                try:
-                    response = await handler(request)
-                except web.HTTPException as exc:
-                    response = exc
+                response = await _handle(handler, request)
             self.requests.append(
                 {
                     "service": service,
@@ -212,10 +236,15 @@ class Platform:
                     "query": request.query_string,
                     "status": response.status,
                     "time": dt.datetime.now(dt.UTC).isoformat(),
-                    "injected": fault is not None and fault.status is not None,
+                    "injected": fault is not None and (fault.status is not None or fault.drop),
                     "agent": request.headers.get("User-Agent", ""),
+                    **({"applied": applied} if applied is not None else {}),
+                    **({"dropped": True} if fault is not None and fault.drop else {}),
                 }
             )
+            if fault is not None and fault.drop and request.transport is not None:
+                request.transport.abort()  # the client sees the connection end, no answer
+                raise asyncio.CancelledError
             return response
 
         return log_and_inject

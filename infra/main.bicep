@@ -57,6 +57,11 @@ param eventWaitSeconds int = 20
 @description('ROTATION_UNTAGGED: services without a cert-rotation-package tag are reported as unmanaged (report) or rotated with configuration-only updates that keep the deployed package (update).')
 param rotationUntagged string = 'report'
 
+@minValue(0)
+@maxValue(1500)
+@description('INSTANCE_SETTLE_SECONDS: after an update succeeded, how long role instances may stay Busy/Starting before the run says they had not settled (never rolled back for it).')
+param instanceSettleSeconds int = 600
+
 @description('ROTATION_ROLLBACK: roll a service back when its update fails verification.')
 param rollback bool = false
 
@@ -137,6 +142,7 @@ module app 'app/app.bicep' = {
       RENEW_ON_NEAR_EXPIRY: string(renewOnNearExpiry)
       OPERATION_WAIT_SECONDS: string(operationWaitSeconds)
       EVENT_WAIT_SECONDS: string(eventWaitSeconds)
+      INSTANCE_SETTLE_SECONDS: string(instanceSettleSeconds)
       ROTATION_ROLLBACK: string(rollback)
       ROTATION_UNTAGGED: rotationUntagged
       RECONCILE_SCHEDULE: reconcileSchedule

@@ -80,6 +80,9 @@ class Settings:
     # follows its updates for less than that and leaves the rest to the journal.
     event_wait_seconds: float = 20.0
     arm_polling_interval: float | None = None
+    # After an update succeeded, how long role instances may stay Busy/Starting before the
+    # rotation is reported as not settled (never rolled back for it).
+    settle_seconds: float = 600.0
     rollback: bool = False
     notify_eventgrid_endpoint: str | None = None
     notify_eventgrid_key: str | None = None  # local use only; Azure uses the identity
@@ -181,6 +184,7 @@ class Settings:
             arm_polling_interval=(
                 _number(env, "ARM_POLLING_INTERVAL", 30.0, 0.0, 300.0) if polling else None
             ),
+            settle_seconds=_number(env, "INSTANCE_SETTLE_SECONDS", 600.0, 0.0, 1500.0),
             rollback=_flag(env, "ROTATION_ROLLBACK", False),
             notify_eventgrid_endpoint=env.get("NOTIFY_EVENTGRID_ENDPOINT") or None,
             notify_eventgrid_key=env.get("NOTIFY_EVENTGRID_KEY") or None,

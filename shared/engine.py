@@ -659,6 +659,8 @@ class Engine:
         failure backoff is kept (or cleared) before anyone else may act on the service."""
 
         def ended(entry: Pending, outcome: Outcome) -> None:
+            if outcome.status not in ("succeeded", "failed", "rolled-back"):
+                return  # e.g. not-applied: the PUT never landed, nothing to back off from
             try:
                 previous = self.storage.failure(service_id, entry.certificate)
             except RotationError as exc:
@@ -721,7 +723,7 @@ class Engine:
 
     def _record_resumed(self, service_id: str, outcome: Outcome, by_run: str | None) -> None:
         """Write how an earlier run's write ended into that run's record."""
-        if outcome.status == "updating":
+        if outcome.status == "updating" or not outcome.record:
             return
         message = outcome.message + (f" (finished by run {by_run})" if by_run else "")
 

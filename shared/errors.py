@@ -65,3 +65,11 @@ class Busy(TransientError):
 
 class BackingOff(RotationError):
     """The version to write failed before and waits out its backoff (shared.backoff)."""
+
+
+class Unconfirmed(TransientError):
+    """A write whose answer was lost, timed out or was a server error: it may have been
+    applied (Azure answers a cloud-service PUT 500 after ~44 s while the update runs).
+
+    Never repeated blindly: whoever holds the journal reads the service to tell.
+    """

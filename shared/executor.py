@@ -10,10 +10,19 @@ Under the service's lease (:meth:`Storage.lock`), in this order:
 3. parse the package tag strictly (an allow-listed container only), read the blob's
    Content-MD5 and ETag (checked against the md5 tag, recorded for the audit);
 4. mint a fresh package SAS, then journal the intent with what the service ran before,
-   send ONE PUT carrying cscfg + osProfile + packageUrl, journal the continuation token;
+   send ONE PUT carrying cscfg + osProfile + packageUrl, journal the continuation token.
+   A PUT whose answer is lost, times out or is a 5xx is never repeated: it may have
+   landed (Azure answers 500 after ~44 s while the update runs). The journal keeps it
+   without a token and the service's own state is followed; the service is re-planned
+   only once a later holder of the journal finds it still untouched (not updating, not
+   holding the planned model);
 5. follow the operation (renewing the lease); for ``upgradeMode`` Manual walk the update
-   domains in order, journaling each; verify the model and the role instances;
-6. on failure, with ``ROTATION_ROLLBACK``, put the previous configuration back the same way.
+   domains in order, journaling each; verify the model; then let the role instances
+   settle (Busy/Starting for a while after an update) within ``INSTANCE_SETTLE_SECONDS``
+   (:mod:`shared.instances` judges them): a stopped service is updated but not failed;
+   instances that never settle are reported, never rolled back;
+6. on a platform ``Failed`` or an instance failure state, with ``ROTATION_ROLLBACK``, put
+   the previous configuration back the same way.
 
 The journal is cleared only when the write has ended one way or another, so an invocation
 that dies or times out at any point leaves enough for the next one to finish it. The SAS is
@@ -26,7 +35,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core.polling import LROPoller
@@ -35,7 +44,8 @@ from shared import cscfg
 from shared.adapters.compute import Compute, operation_id
 from shared.adapters.storage import Lease, Storage
 from shared.config import Settings
-from shared.errors import PlatformRejected, PreconditionFailed, TransientError
+from shared.errors import PlatformRejected, PreconditionFailed, TransientError, Unconfirmed
+from shared.instances import Settle, Verdict, judge
 from shared.journal import Pending
 from shared.model import (
     PACKAGE_MD5_TAG,
@@ -50,8 +60,11 @@ from shared.packages import PackageRef, parse_package
 log = logging.getLogger("certrotate.executor")
 IN_PROGRESS = {"creating", "updating", "deleting"}
 EARLIER_FAILED = {"failed", "rolled-back"}  # how a journaled write may have ended badly
-RUNNING_CODES = {"provisioningstate/succeeded", "rolestate/rolestatestarted", "rolestate/started"}
 PROGRESS_EVERY = 10.0  # seconds between "still updating" lines while following an operation
+# Failures that are no reason to put the previous model back: the write succeeded, but the
+# service does not hold it (someone else's write came after ours; a rollback would undo it).
+NO_ROLLBACK = {"VerificationFailed"}
+STOPPED_NOTE = "model updated; instances stopped, the certificate loads when they start"
 
 
 @dataclass
@@ -62,6 +75,9 @@ class Outcome:
     status: str  # succeeded | updating | failed | rolled-back | not-applied
     message: str = ""
     final_thumbprints: dict[str, str] = field(default_factory=dict)
+    # False: the run that sent the write already recorded the truth (an unconfirmed PUT
+    # that did not land was recorded ``transient`` with Azure's answer): nothing to add.
+    record: bool = True
 
 
 @dataclass
@@ -218,7 +234,10 @@ def execute(
         entry, poller = submit(ctx, fresh, entry, plan.configuration_after, plan.secrets_after, run)
         mark("submitted")
         progress(run)
-        outcome = follow(ctx, entry, poller)
+        # Unconfirmed (no poller): this first look at an untouched service is not final.
+        outcome = follow(ctx, entry, poller, final_look=poller is not None)
+        if outcome.status == "not-applied":
+            raise TransientError(outcome.message)
         if outcome.status != "updating":
             ctx.ended(entry, outcome)
         run.status, run.message = outcome.status, outcome.message
@@ -270,13 +289,17 @@ def submit(
     configuration: str,
     secrets: tuple[SecretGroup, ...],
     run: Execution,
-) -> tuple[Pending, LROPoller[Any]]:
+) -> tuple[Pending, LROPoller[Any] | None]:
     """Mint a SAS, journal the intent, send the PUT, journal its continuation token.
 
     The SAS comes first: a failure minting it (storage, a refused container) then leaves
     no journal entry behind, so the service's outcome stays the true reason and nothing
     later mistakes it for a write that "never reached Azure". The SAS itself is never
     journaled, logged or recorded.
+
+    A PUT refused with an answer (4xx), or never sent, clears the journal: nothing is in
+    flight. A PUT that may have landed (:class:`Unconfirmed`) keeps it, with what Azure
+    answered, and returns no poller: the service's state is then followed instead.
     """
     sas_url = None
     if entry.package_url:  # "": a configuration-only update (ROTATION_UNTAGGED=update)
@@ -293,6 +316,12 @@ def submit(
     ctx.lease.write(entry)  # before the PUT: a crash after it is noticed by the next holder
     try:
         poller = ctx.compute.begin_update(service, configuration, secrets, sas_url)
+    except Unconfirmed as exc:
+        entry = replace(entry, unconfirmed=str(exc))
+        ctx.lease.write(entry)  # it may be running: tracked until the service tells
+        run.status = "updating"
+        log.warning("%s: %s; not resent, following the service's state", service.name, exc)
+        return entry, None
     except PlatformRejected as exc:
         ctx.lease.write(None)  # refused before any work started: nothing is in flight
         ctx.ended(entry, Outcome(entry.run_id, "failed", str(exc)))  # Azure refused this write
@@ -328,11 +357,16 @@ def package_of(service: CloudServiceSnapshot, settings: Settings) -> PackageRef 
     return parse_package(service.package_url or "", settings.package_containers)
 
 
-def follow(ctx: Context, entry: Pending, poller: LROPoller[Any] | None = None) -> Outcome:
+def follow(
+    ctx: Context, entry: Pending, poller: LROPoller[Any] | None = None, final_look: bool = True
+) -> Outcome:
     """Drive a journaled write to its end (or until time runs out); the journal tracks it.
 
     ``poller``: the sender's own poller (already polling in its thread); without it the
-    operation is followed by the journaled continuation token.
+    operation is followed by the journaled continuation token, or without a token by the
+    service's state. ``final_look``: whether a service found untouched proves the PUT did
+    not land (False right after an unconfirmed answer: Azure may still be taking it, so
+    the journal stays for the next holder to look again).
     """
     what = "rollback" if entry.kind == "rollback" else "update"
     try:
@@ -342,9 +376,7 @@ def follow(ctx: Context, entry: Pending, poller: LROPoller[Any] | None = None) -
             if final is None:
                 return Outcome(entry.run_id, "updating", f"{what} still running")
             if entry.continuation_token is None and not _holds(entry, final):
-                # The sender died before Azure answered, and the PUT never landed.
-                ctx.lease.write(None)
-                return Outcome(entry.run_id, "not-applied", f"the {what} never reached Azure")
+                return _not_applied(ctx, entry, what, final_look)
             if (ctx.upgrade_mode or "").lower() == "manual":
                 entry = replace(entry, next_update_domain=0, continuation_token=None)
                 ctx.lease.write(entry)
@@ -356,17 +388,51 @@ def follow(ctx: Context, entry: Pending, poller: LROPoller[Any] | None = None) -
             final = None  # the walk changed the service's state: read it again
         final = final or ctx.compute.get(ctx.service_id)
         _verify(entry, final)
-        _verify_instances(ctx)
+        entry, verdict = _settle(ctx, entry)
+        if verdict is None:
+            return Outcome(entry.run_id, "updating", f"{what} applied; role instances settling")
+        if verdict.settle is Settle.FAILED:
+            raise PlatformRejected(
+                "RoleInstancesFailed", f"{ctx.name} role instances report {verdict.describe()}"
+            )
     except PlatformRejected as exc:
         return _failed(ctx, entry, exc)
     ctx.lease.write(None)
+    thumbprints = thumbprints_by_role(final)
     if entry.kind == "rollback":
+        status = "rolled-back"
         message = f"the update failed ({entry.failure}); the previous configuration is restored"
-        log.error("%s: %s", ctx.name, message)
-        return Outcome(entry.run_id, "rolled-back", message, thumbprints_by_role(final))
-    return Outcome(
-        entry.run_id, "succeeded", f"now on version {entry.version}", thumbprints_by_role(final)
-    )
+    else:
+        status, message = "succeeded", f"now on version {entry.version}"
+    if verdict.settle is Settle.STOPPED:
+        message += f": {STOPPED_NOTE}"
+    elif verdict.settle is Settle.WAITING:
+        status = "failed"
+        message += (
+            f", but role instances had not settled after {ctx.settings.settle_seconds:.0f} s "
+            f"({verdict.describe()}); not rolled back: slow instances are not a failure"
+        )
+    log.log(logging.INFO if status == "succeeded" else logging.ERROR, "%s: %s", ctx.name, message)
+    return Outcome(entry.run_id, status, message, thumbprints)
+
+
+def _not_applied(ctx: Context, entry: Pending, what: str, final_look: bool) -> Outcome:
+    """The write has no token and the service, no longer updating, does not hold it.
+
+    On the final look the journal lets it go and the service may be planned again; right
+    after an unconfirmed answer the entry stays for the next holder to look again.
+    """
+    if entry.unconfirmed is None:  # the sender died before Azure answered
+        message = f"the {what} never reached Azure"
+    else:
+        message = f"the {what} did not land ({entry.unconfirmed}): {ctx.name} shows no change"
+    if final_look:
+        ctx.lease.write(None)
+        message += "; it is planned again"
+    else:
+        message += "; the next run looks again before planning it again"
+    log.warning("%s: %s", ctx.name, message)
+    return Outcome(entry.run_id, "not-applied", message, record=entry.unconfirmed is None)
 
 
 def _model_applied(
@@ -393,9 +459,37 @@ def _model_applied(
             return None
         time.sleep(min(ctx.remaining(), ctx.settings.arm_polling_interval or 30.0))
         tick()
-    if state == "failed":
+    if state == "failed" and _lacks(entry, service) is None:
+        # Failed holding our model: our write failed (a Failed service that does not hold
+        # it failed before, and our write did not land: the caller tells).
         raise PlatformRejected("Failed", f"{service.name} ended in state Failed")
     return service
+
+
+def _settle(ctx: Context, entry: Pending) -> tuple[Pending, Verdict | None]:
+    """Wait for the role instances to settle; None if this invocation's time ran out.
+
+    The budget (``INSTANCE_SETTLE_SECONDS``) runs from when the model was first seen
+    applied, journaled so a later follower does not start it again. A WAITING verdict
+    comes back only once the budget is spent.
+    """
+    since = entry.settling_since
+    if since is None:
+        since = ctx.now().isoformat()
+        entry = replace(entry, settling_since=since)
+        ctx.lease.write(entry)
+    ends = datetime.fromisoformat(since) + timedelta(seconds=ctx.settings.settle_seconds)
+    tick = ctx.ticker("role instances settling")
+    while True:
+        verdict = judge(ctx.compute.instance_states(ctx.service_id))
+        left = (ends - ctx.now()).total_seconds()
+        if verdict.settle is not Settle.WAITING or left <= 0:
+            return entry, verdict
+        if ctx.remaining() <= 0:
+            return entry, None
+        log.info("%s: role instances report %s; waiting", ctx.name, verdict.describe())
+        time.sleep(min(left, ctx.remaining(), ctx.settings.arm_polling_interval or 30.0))
+        tick()
 
 
 def _walk(ctx: Context, entry: Pending) -> Pending | None:
@@ -425,9 +519,9 @@ def _walk(ctx: Context, entry: Pending) -> Pending | None:
 
 def _failed(ctx: Context, entry: Pending, exc: PlatformRejected) -> Outcome:
     """Record the failure; roll back first when asked to (and not already rolling back)."""
-    reason = f"{exc.code}: {exc}"
+    reason = f"{exc.code}: {exc.detail}"
     log.error("%s: %s failed: %s", ctx.name, entry.kind, reason)
-    if entry.kind == "rollback" or not ctx.settings.rollback:
+    if entry.kind == "rollback" or not ctx.settings.rollback or exc.code in NO_ROLLBACK:
         ctx.lease.write(None)
         message = (
             f"the rollback after '{entry.failure}' failed too: {reason}"
@@ -472,6 +566,19 @@ def _holds(entry: Pending, service: CloudServiceSnapshot) -> bool:
     return True
 
 
+def _lacks(entry: Pending, service: CloudServiceSnapshot) -> str | None:
+    """What of the write's model the service does not hold (None: it holds all of it)."""
+    deployed = set(thumbprints_by_role(service).values())
+    missing = set(entry.expect_thumbprints) - deployed
+    if missing:
+        return f"{service.name} does not hold thumbprint(s) {sorted(missing)}"
+    urls = {u.lower() for g in service.secrets for u in g.certificate_urls}
+    lacking = [u for u in entry.expect_secrets if u.lower() not in urls]
+    if lacking:
+        return f"{service.name} osProfile lacks {lacking}"
+    return None
+
+
 def _verify(entry: Pending, final: CloudServiceSnapshot) -> None:
     """The service as Azure now reports it must hold what the write put there."""
     if (final.provisioning_state or "").lower() != "succeeded":
@@ -479,29 +586,9 @@ def _verify(entry: Pending, final: CloudServiceSnapshot) -> None:
             final.provisioning_state or "Unknown",
             f"{final.name} ended in state {final.provisioning_state}",
         )
-    deployed = set(thumbprints_by_role(final).values())
-    missing = set(entry.expect_thumbprints) - deployed
-    if missing:
-        raise PlatformRejected(
-            "VerificationFailed", f"{final.name} does not hold thumbprint(s) {sorted(missing)}"
-        )
-    urls = {u.lower() for g in final.secrets for u in g.certificate_urls}
-    lacking = [u for u in entry.expect_secrets if u.lower() not in urls]
+    lacking = _lacks(entry, final)
     if lacking:
-        raise PlatformRejected("VerificationFailed", f"{final.name} osProfile lacks {lacking}")
-
-
-def _verify_instances(ctx: Context) -> None:
-    """Every role instance must run the new model and be started."""
-    states = ctx.compute.instance_states(ctx.service_id)
-    odd = {
-        code: count
-        for code, count in states.items()
-        if code.lower().split("/")[0] in ("provisioningstate", "rolestate")
-        and code.lower() not in RUNNING_CODES
-    }
-    if odd:
-        raise PlatformRejected("RoleInstancesNotRunning", f"{ctx.name} role instances report {odd}")
+        raise PlatformRejected("VerificationFailed", lacking)
 
 
 def thumbprints_by_role(service: CloudServiceSnapshot) -> dict[str, str]:

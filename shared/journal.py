@@ -7,8 +7,10 @@ operation's continuation token as soon as Azure accepted the PUT. Whoever next h
 lease (the next event, the reconcile timer, ``GET /api/rotations/{id}``) finds the entry
 and finishes the work: follows the same operation instead of sending a second PUT, walks
 the remaining update domains of a ``Manual`` service, verifies, and records the outcome in
-the run that started it. An entry without a token means the process died between sending
-the PUT and hearing back: the service itself then tells whether the PUT landed.
+the run that started it. An entry without a token means nobody heard Azure accept the PUT
+(the process died between sending it and hearing back, or the answer was lost, timed out
+or was a 5xx: ``unconfirmed`` says which): the service itself then tells whether the PUT
+landed, and only a service shown untouched lets the entry go.
 
 The entry also holds what the service ran before (cscfg and ``osProfile.secrets``), which
 is what ``ROTATION_ROLLBACK`` restores.
@@ -40,6 +42,8 @@ class Pending:
     walking: int | None = None  # Manual mode: the update domain being walked (token is its)
     next_update_domain: int | None = None  # Manual mode: None until the PUT succeeded
     failure: str | None = None  # rollback: the platform error that caused it
+    unconfirmed: str | None = None  # why the PUT has no token: what Azure answered, if anything
+    settling_since: str | None = None  # ISO time the model was seen applied: instances settle
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +66,8 @@ class Pending:
             "walking": self.walking,
             "nextUpdateDomain": self.next_update_domain,
             "failure": self.failure,
+            "unconfirmed": self.unconfirmed,
+            "settlingSince": self.settling_since,
         }
 
     @classmethod
@@ -86,4 +92,6 @@ class Pending:
             walking=data.get("walking"),
             next_update_domain=data.get("nextUpdateDomain"),
             failure=data.get("failure"),
+            unconfirmed=data.get("unconfirmed"),
+            settling_since=data.get("settlingSince"),
         )

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError, ServiceResponseError
 from azure.core.polling import LROPoller
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import (
@@ -28,7 +28,7 @@ from azure.mgmt.compute.models import (
 from shared.adapters.arm_errors import error_code, translate
 from shared.adapters.clients import Clients
 from shared.compute_ids import split_service_id
-from shared.errors import PlatformRejected, TransientError
+from shared.errors import PlatformRejected, TransientError, Unconfirmed
 from shared.model import CloudServiceSnapshot, SecretGroup, secret_key
 
 
@@ -90,6 +90,11 @@ class Compute:
         ``package_url`` None: a configuration-only update (no ``packageUrl`` in the body),
         which Azure accepts and which keeps the deployed package (Update-AzCloudService
         recording).
+
+        Raises Unconfirmed when the PUT may have landed without Azure saying so (a 5xx or
+        408 answer, a lost answer, a read timeout), so the caller reads the service
+        instead of assuming either outcome; other failures are translated as usual (a
+        4xx answer, or a request never sent, proves nothing started).
         """
         sub, rg, name = split_service_id(service.id)
         model: CloudService = service.raw
@@ -104,6 +109,10 @@ class Compute:
         try:
             return self._client(sub).cloud_services.begin_create_or_update(rg, name, model)
         except AzureError as exc:
+            if unconfirmed(exc):
+                raise Unconfirmed(
+                    f"updating cloud service {name}: {_answer(exc)}; it may have been applied"
+                ) from exc
             raise translate(exc, f"updating cloud service {name}") from exc
 
     def resume(self, service_id: str, token: str) -> LROPoller[CloudService]:
@@ -201,8 +210,34 @@ class Compute:
             )
 
 
+def unconfirmed(exc: AzureError) -> bool:
+    """Whether a write that failed with ``exc`` may nevertheless have been applied.
+
+    A 5xx or 408 answer, or a response that never arrived (``ServiceResponseError``:
+    azure-core's "the request was sent" error, raised for read timeouts and connections
+    closed before the answer). ``ServiceRequestError`` is "no request was sent".
+    """
+    if isinstance(exc, ServiceResponseError):
+        return True
+    status = exc.status_code if isinstance(exc, HttpResponseError) else None
+    return status is not None and (status >= 500 or status == 408)
+
+
+def _answer(exc: AzureError) -> str:
+    """What Azure answered, in one line (status, code, message), or that nothing came."""
+    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+        code, message = error_code(exc)
+        return f"Azure answered {exc.status_code} {code}: {message}"
+    return f"no answer ({type(exc).__name__})"
+
+
 def operation_id(poller: LROPoller[Any]) -> str | None:
-    """The ARM async operation id (last path segment of the polling URL), for records."""
+    """The ARM async operation id (last path segment of the polling URL), for records.
+
+    azure-core 1.41 (azure-mgmt-core 1.6 ``ARMPolling``) has no public accessor for the
+    polling URL: ``LROBasePolling`` keeps the chosen strategy in ``_operation``. Only a
+    record's label depends on it, so any change in the SDK degrades to None.
+    """
     try:
         url = poller.polling_method()._operation.get_polling_url()  # type: ignore[attr-defined]
     except AttributeError:

@@ -21,6 +21,14 @@ The rules (:data:`RULES`):
   **409 is never retried**: it means another operation runs, and repeating a PUT whose
   body was read before that operation would overwrite what it did; the engine re-plans
   on redelivery instead.
+* **ARM writes** (PUT, PATCH, POST, DELETE) are retried only on 429 (throttled at ARM's
+  front door, before any provider saw it) and connection failures (never sent). A write
+  answered 5xx or 408, or whose answer was lost, may have started a long-running
+  operation: Azure's recorded traffic has a cloud-service PUT answered 500
+  ``InternalOperationError`` "The operation has timed out." after ~44 s, and a blind
+  retry would get 409 or apply the write twice. The executor reads the service instead
+  (``shared.executor``); this policy is the only retry the SDK clients have, so no SDK
+  layer repeats the PUT either.
 
 Each retry and each give-up is logged at WARNING on ``certrotate.retries`` with the
 service kind, method, URL path (never the query: it may hold a SAS; never headers: they
@@ -48,6 +56,7 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 REFUSED_STATUS = frozenset({429, 503})  # the server did not act: safe for any method
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 IDEMPOTENT_METHODS = SAFE_METHODS | {"PUT", "DELETE"}
+THROTTLED_STATUS = frozenset({429})  # refused at ARM's front door: no provider saw it
 # Per-request options azure-storage-blob hands to its own retry policy (primary/secondary
 # routing); we never use a secondary endpoint, but the options must not reach the transport.
 _STORAGE_OPTIONS = ("hosts", "retry_to_secondary")
@@ -74,6 +83,7 @@ class Failure:
     status: int | None = None  # None: no answer
     error: str | None = None  # "connect" (never sent) | "read" (answer lost) | other
     retry_after: float | None = None
+    kind: str = "other"  # the service called (:func:`service_kind`)
 
 
 @dataclass(frozen=True)
@@ -85,9 +95,14 @@ class Decision:
 def decide(failure: Failure, rules: RetryRules = RULES) -> Decision:
     """Whether to retry ``failure`` and after how long (pure: the rules above)."""
     method = failure.method.upper()
+    arm_write = failure.kind == "arm" and method not in SAFE_METHODS
     if failure.status is not None:
         if failure.status not in RETRY_STATUS:
             return Decision(None, f"{failure.status} is not retried")
+        if arm_write and failure.status not in THROTTLED_STATUS:
+            return Decision(
+                None, f"an ARM {method} answered {failure.status} may have started an operation"
+            )
         if method not in IDEMPOTENT_METHODS and failure.status not in REFUSED_STATUS:
             return Decision(None, f"a {method} answered {failure.status} may have been applied")
     elif failure.error == "read" and method not in SAFE_METHODS:
@@ -216,6 +231,7 @@ class BoundedRetryPolicy(RetryPolicy[Any, Any]):
         if isinstance(response, PipelineResponse):
             status = response.http_response.status_code
             retry_after = self.get_retry_after(response)
+        kind = service_kind(request.url)
         failure = Failure(
             method=request.method,
             attempt=settings["attempt"],
@@ -223,11 +239,11 @@ class BoundedRetryPolicy(RetryPolicy[Any, Any]):
             status=status,
             error=_error_kind(error),
             retry_after=retry_after,
+            kind=kind,
         )
         decision = decide(failure)
         if decision.wait is not None and not allowed:
             decision = Decision(None, "the SDK allows no retry of this call")
-        kind = service_kind(request.url)
         _TALLY.add(kind, retried=decision.wait is not None)
         if decision.wait is None:
             outcome = f"giving up: {decision.reason}"

@@ -173,19 +173,47 @@ def test_arm_500_and_503_then_recovery_is_ridden_out_with_backoff(world: World) 
     world.subscribe()
     log = HostLog(world.stack)
     fault(world, service="arm", method="GET", path=LIST_PATH, status=500)
-    fault(world, service="arm", method="PUT", path=service_path(svc), status=503, count=2)
+    fault(world, service="arm", method="GET", path=service_path(svc), status=503, count=2)
 
     v2 = world.new_version()
     world.wait_delivered()
 
     world.assert_on(svc, v2)
     assert [d["outcome"] for d in world.deliveries()] == ["Succeeded"]
-    assert [p["status"] for p in world.puts(svc, succeeded=False)] == [503, 503, 200]
-    puts = log.retries(" PUT ", svc.name)
-    assert [line.rsplit("; ", 1)[1] for line in puts] == ["retrying in 1.0s", "retrying in 2.0s"]
+    assert [p["status"] for p in world.puts(svc, succeeded=False)] == [200]
+    reads = log.retries(" GET ", svc.name)
+    assert [line.rsplit("; ", 1)[1] for line in reads] == ["retrying in 1.0s", "retrying in 2.0s"]
     assert len(log.retries("arm GET", "(500)")) == 1
     (record,) = assert_records_complete(world)
     assert record["services"][0]["outcome"] == "rotated"
+
+
+def test_arm_503_on_the_put_is_not_retried_blindly_the_redelivery_looks_and_replans(
+    world: World,
+) -> None:
+    """A PUT answered 503 may have landed: not repeated in-process. The service shows no
+    change, but that first look is not final: the invocation fails, and Event Grid's
+    redelivery looks again (still untouched), then plans and sends the PUT once more."""
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    log = HostLog(world.stack)
+    fault(world, service="arm", method="PUT", path=service_path(svc), status=503, retry_after=1)
+
+    v2 = world.new_version()
+    world.wait_delivered()
+
+    world.assert_on(svc, v2)
+    assert [p["status"] for p in world.puts(svc, succeeded=False)] == [503, 200]
+    outcomes = [d["outcome"] for d in world.deliveries()]
+    assert outcomes[-1] == "Succeeded" and len(outcomes) == 2, outcomes
+    (line,) = log.retries(" PUT ", svc.name)
+    assert line.endswith("giving up: an ARM PUT answered 503 may have started an operation")
+    first, second = assert_records_complete(world)
+    assert first["services"][0]["outcome"] == "transient", first["services"]
+    assert "did not land" in first["services"][0]["message"]
+    assert "Azure answered 503" in first["services"][0]["message"]
+    assert second["services"][0]["outcome"] == "rotated"
 
 
 def test_arm_500_forever_fails_each_invocation_after_four_attempts_then_converges(

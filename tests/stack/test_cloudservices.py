@@ -472,6 +472,102 @@ def test_restart_and_delete_answer_202_with_a_monitor_location(
         compute.cloud_services.get(rg, name)
 
 
+def _summary(compute: ComputeManagementClient, rg: str, name: str) -> dict[str, int]:
+    view: Any = compute.cloud_services.get_instance_view(rg, name)
+    return {s.code: s.count for s in view.role_instance.statuses_summary}
+
+
+def test_power_off_stops_the_instances_an_update_leaves_them_stopped_and_start_starts(
+    stack: LocalStack, compute: ComputeManagementClient, rg: str, package: Package,
+) -> None:
+    """CloudServices_PowerOff / _Start answer as the Stop-AzCloudService recording does
+    (202, ``Location`` with ``monitor=true``); stopped instances stay stopped through an
+    update (the model changes, nothing runs it until the service is started)."""
+    name = _name()
+    ops = compute.cloud_services
+    ops.begin_create_or_update(rg, name, model(package.good, cscfg())).result()
+    mark = stack.request_mark()
+    ops.begin_power_off(rg, name).result()
+    posts = [r for r in stack.requests_since(mark) if r["method"] == "POST"]
+    assert [(r["path"].rsplit("/", 1)[-1], r["status"]) for r in posts] == [("poweroff", 202)]
+    stopped = {"ProvisioningState/succeeded": 3, "PowerState/stopped": 3,
+               "RoleState/RoleStateStopped": 3}
+    assert _summary(compute, rg, name) == stopped
+
+    ops.begin_create_or_update(rg, name, model(package.good, cscfg(setting="v2"))).result()
+    assert _summary(compute, rg, name) == stopped
+
+    ops.begin_start(rg, name).result()
+    assert _summary(compute, rg, name) == {"ProvisioningState/succeeded": 3,
+                                           "PowerState/started": 3,
+                                           "RoleState/RoleStateStarted": 3}
+
+
+@pytest.fixture
+def settling(stack: LocalStack) -> Iterator[float]:
+    seconds = 1.5
+    stack.admin("POST", "/cloudservices/settings", {"settle_seconds": seconds})
+    yield seconds
+    stack.admin("POST", "/cloudservices/settings", {"settle_seconds": None})
+
+
+def test_instances_are_busy_then_starting_for_settle_seconds_after_an_update(
+    stack: LocalStack, compute: ComputeManagementClient, rg: str, package: Package,
+    settling: float,
+) -> None:
+    name = _name()
+    ops = compute.cloud_services
+    ops.begin_create_or_update(rg, name, model(package.good, cscfg())).result()
+    _wait_role_state(compute, rg, name, "RoleState/RoleStateStarted", settling * 4)
+    ops.begin_create_or_update(rg, name, model(package.good, cscfg(setting="v2"))).result()
+    seen = _wait_role_state(compute, rg, name, "RoleState/RoleStateStarted", settling * 4)
+    assert seen[0] == "RoleState/RoleStateBusy", seen
+    assert "RoleState/RoleStateStarting" in seen, seen
+    assert _summary(compute, rg, name)["ProvisioningState/succeeded"] == 3
+
+
+def _wait_role_state(compute: ComputeManagementClient, rg: str, name: str, wanted: str,
+                     timeout: float) -> list[str]:
+    """The distinct RoleState codes seen, in order, until every instance shows ``wanted``."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        codes = [c for c in _summary(compute, rg, name) if c.startswith("RoleState/")]
+        for code in codes:
+            if code not in seen:
+                seen.append(code)
+        if codes == [wanted]:
+            return seen
+        assert time.monotonic() < deadline, f"{name} never settled: {seen}"
+        time.sleep(0.05)
+
+
+def test_an_armed_instance_state_lands_on_the_instances_of_the_next_update(
+    stack: LocalStack, compute: ComputeManagementClient, rg: str, package: Package,
+) -> None:
+    name = _name()
+    ops = compute.cloud_services
+    ops.begin_create_or_update(rg, name, model(package.good, cscfg())).result()
+    armed = stack.admin("POST", "/cloudservices/instances-next",
+                        {"resourceGroup": rg, "name": name, "code": "ProvisioningState/failed"})
+    assert armed["armed"] >= 1
+    updated: Any = ops.begin_create_or_update(
+        rg, name, model(package.good, cscfg(setting="v2"))).result()
+    assert updated.properties.provisioning_state == "Succeeded"  # the platform says so
+    assert _summary(compute, rg, name) == {"ProvisioningState/failed": 3,
+                                           "PowerState/started": 3,
+                                           "RoleState/RoleStateStarted": 3}
+    failing: Any = compute.cloud_service_role_instances.get_instance_view(
+        "WebRole1_IN_0", rg, name)
+    assert [s.code for s in failing.statuses] == ["ProvisioningState/failed",
+                                                  "RoleState/RoleStateStarted"]
+    ops.begin_create_or_update(rg, name, model(package.good, cscfg(setting="v3"))).result()
+    assert "ProvisioningState/failed" not in _summary(compute, rg, name)  # used up
+    with pytest.raises(requests.HTTPError):
+        stack.admin("POST", "/cloudservices/instances-next",
+                    {"resourceGroup": rg, "name": name, "code": "Broken"})
+
+
 # -- refusals ----------------------------------------------------------------------------
 
 

@@ -310,6 +310,44 @@ def test_method_and_service_filters(client: Client, vault_url: str, no_faults: N
     ]
 
 
+def test_an_apply_fault_lets_the_request_act_then_answers_its_error_late(
+    client: Client, no_faults: None
+) -> None:
+    """As Azure's recorded PUT that answered 500 after ~44 s: the write happened anyway."""
+    rg = unique("rg-apply-")
+    client.add_fault(service="arm", method="PUT", path=f"/{rg}$", status=500, apply=True,
+                     delay_ms=300, code="InternalOperationError",
+                     message="The operation has timed out.")
+    mark = len(client.log())
+    started = time.monotonic()
+    resp = client.arm("PUT", client.rg_path(rg), {"location": "westus"})
+    assert time.monotonic() - started >= 0.3
+    assert resp.status_code == 500
+    assert resp.json()["error"] == {"code": "InternalOperationError",
+                                    "message": "The operation has timed out."}
+    assert client.arm("GET", client.rg_path(rg)).status_code == 200  # it landed
+    (put, get) = client.mine(mark)
+    assert (put["status"], put["injected"], put["applied"]) == (500, True, 201)
+    assert (get["status"], get["injected"], "applied" in get) == (200, False, False)
+
+
+def test_a_drop_fault_closes_the_connection_without_an_answer(
+    client: Client, no_faults: None
+) -> None:
+    applied, lost = unique("rg-drop-"), unique("rg-drop-")
+    client.add_fault(service="arm", method="PUT", path=f"/{applied}$", apply=True, drop=True)
+    client.add_fault(service="arm", method="PUT", path=f"/{lost}$", drop=True)
+    mark = len(client.log())
+    for rg in (applied, lost):
+        with pytest.raises(requests.ConnectionError):
+            client.arm("PUT", client.rg_path(rg), {"location": "westus"})
+    assert client.arm("GET", client.rg_path(applied)).status_code == 200  # it landed
+    assert client.arm("GET", client.rg_path(lost)).status_code == 404  # it never acted
+    puts = [r for r in client.mine(mark) if r["method"] == "PUT"]
+    assert [(r.get("applied"), r.get("dropped"), r["injected"]) for r in puts] == [
+        (201, True, True), (None, True, True)]
+
+
 def test_delete_faults_clears_them(client: Client, no_faults: None) -> None:
     rg = client.new_rg()
     client.add_fault(service="arm", path=f"/{rg}$", status=500, count=5)
@@ -331,8 +369,12 @@ def test_delete_faults_clears_them(client: Client, no_faults: None) -> None:
         ({"status": 503}, "service must be one of"),
         ({"service": "arm", "status": 200}, "status must be an integer 400-599"),
         ({"service": "arm", "status": "503"}, "status must be an integer 400-599"),
-        ({"service": "arm"}, "needs a status, a delay_ms, or both"),
-        ({"service": "arm", "delay_ms": 0}, "needs a status, a delay_ms, or both"),
+        ({"service": "arm"}, "needs a status, a delay_ms, drop, or a combination"),
+        ({"service": "arm", "delay_ms": 0}, "needs a status, a delay_ms, drop, or a combination"),
+        ({"service": "arm", "apply": True}, "an apply fault needs a status or drop"),
+        ({"service": "arm", "apply": True, "delay_ms": 5}, "an apply fault needs a status or drop"),
+        ({"service": "arm", "drop": True, "status": 500}, "either answers a status or drops"),
+        ({"service": "arm", "apply": "yes", "status": 500}, "apply and drop must be true or false"),
         ({"service": "arm", "delay_ms": "slow"}, "delay_ms must be an integer"),
         ({"service": "arm", "delay_ms": [1]}, "delay_ms must be an integer"),
         ({"service": "arm", "status": 503, "path": "(unclosed"}, "path is not a valid regex"),

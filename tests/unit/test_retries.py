@@ -45,6 +45,31 @@ DECISIONS = [
         Decision(None, "the 60s retry budget is spent"),
     ),
     (Failure("get", 1, status=500), Decision(1)),  # method case does not matter
+    # ARM writes may start an operation: only throttling and unsent requests are repeated.
+    (
+        Failure("PUT", 1, status=500, kind="arm"),
+        Decision(None, "an ARM PUT answered 500 may have started an operation"),
+    ),
+    (
+        Failure("PUT", 1, status=503, retry_after=1, kind="arm"),
+        Decision(None, "an ARM PUT answered 503 may have started an operation"),
+    ),
+    (
+        Failure("PUT", 1, status=408, kind="arm"),
+        Decision(None, "an ARM PUT answered 408 may have started an operation"),
+    ),
+    (
+        Failure("POST", 1, status=503, kind="arm"),
+        Decision(None, "an ARM POST answered 503 may have started an operation"),
+    ),
+    (
+        Failure("PUT", 1, error="read", kind="arm"),
+        Decision(None, "a PUT whose answer was lost may have been applied"),
+    ),
+    (Failure("PUT", 1, status=429, retry_after=1, kind="arm"), Decision(1)),
+    (Failure("PUT", 1, error="connect", kind="arm"), Decision(1)),
+    (Failure("GET", 1, status=500, kind="arm"), Decision(1)),  # reads are still retried
+    (Failure("PUT", 1, status=500, kind="storage"), Decision(1)),  # a blob PUT is idempotent
 ]
 
 

@@ -2,7 +2,8 @@
 
 A failure before the PUT (the SAS step: storage, a refused container) must leave no
 journal entry, or a later invocation would "finish" a write that never existed and
-overwrite the service's true outcome with "the update never reached Azure".
+overwrite the service's true outcome with "the update never reached Azure". A PUT that
+may have landed (a 5xx, a lost answer) must keep it; one refused with an answer must not.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from shared.config import Settings
-from shared.errors import TransientError
+from shared.errors import PlatformRejected, TransientError, Unconfirmed
 from shared.executor import Context, Execution, submit
 from shared.journal import Pending
 from shared.packages import PackageRef
@@ -36,6 +37,7 @@ class Steps:
 
     taken: list[str] = field(default_factory=list)
     sas_fails: bool = False
+    put_fails: Exception | None = None
 
 
 @dataclass
@@ -77,6 +79,8 @@ class FakeCompute:
 
     def begin_update(self, *_: Any) -> FakePoller:
         self.steps.taken.append("put")
+        if self.steps.put_fails is not None:
+            raise self.steps.put_fails
         return FakePoller()
 
 
@@ -111,4 +115,34 @@ def test_a_failed_sas_step_leaves_no_journal_and_keeps_its_reason() -> None:
     with pytest.raises(TransientError, match="user delegation key"):
         submit(context(steps, lease), SERVICE, entry(), "cfg", (), Execution())
     assert steps.taken == [f"sas {SERVICE.package_url}"]
+    assert lease.pending is None
+
+
+def test_a_put_that_may_have_landed_keeps_the_journal_with_what_azure_answered() -> None:
+    answer = "updating cloud service cs1: Azure answered 500 InternalOperationError: The " \
+        "operation has timed out.; it may have been applied"
+    steps = Steps(put_fails=Unconfirmed(answer))
+    lease = FakeLease(steps)
+    run = Execution()
+    written, poller = submit(context(steps, lease), SERVICE, entry(), "cfg", (), run)
+    assert poller is None  # followed by the service's state, not by a token
+    assert steps.taken == [f"sas {SERVICE.package_url}", "journal", "put", "journal"]
+    assert lease.pending == written
+    assert written.continuation_token is None and written.unconfirmed == answer
+    assert run.status == "updating"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        PlatformRejected("InvalidParameter", "The value of parameter packageUrl is invalid."),
+        TransientError("updating cloud service cs1: 409 Conflict: another operation"),
+    ],
+)
+def test_a_put_refused_with_an_answer_clears_the_journal(refusal: Exception) -> None:
+    steps = Steps(put_fails=refusal)
+    lease = FakeLease(steps)
+    with pytest.raises(type(refusal)):
+        submit(context(steps, lease), SERVICE, entry(), "cfg", (), Execution())
+    assert steps.taken[-2:] == ["put", "journal cleared"]
     assert lease.pending is None
