@@ -26,7 +26,9 @@ Figures are printed as JSON; any violation makes the exit status 1.
 (``ARM_POLLING_INTERVAL``, a tenth of an update as 30 s polls are to updates of minutes),
 updates that last many polls, event invocations that follow for a fraction of one, and the
 faults real Azure has: updates the platform fails (``ROTATION_ROLLBACK`` puts the previous
-model back), a vault answering 403 to the app for a while. Its figures: converged %, PUTs
+model back), PUTs that land and then answer 500 or lose their answer, instances that stay
+Busy/Starting for a while, powered-off services, a vault answering 403 to the app for a
+few requests. Its figures: converged %, PUTs
 per version written, **loops** (a version PUT more than once without a new reason) and
 **untracked operations** (accepted PUTs the run records do not account for, plus journaled
 writes left pending), both of which must be 0. A service behind because its newest version
@@ -49,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from azure.core.exceptions import ResourceExistsError
 from azure.keyvault.certificates import KeyVaultCertificate
 
 from emulators.provision import APP_ROLES, OPERATOR_ROLES, Operator, cscfg, thumbprint
@@ -177,11 +180,26 @@ VAULT_FORBIDDEN = {
 }
 
 
+# A PUT Azure takes and then answers as recorded (500 "The operation has timed out." after
+# a delay; azure-cli-extensions recording), or whose answer is lost (connection closed).
+PUT_LANDS_THEN_500 = {
+    "service": "arm", "method": "PUT", "status": 500, "code": "InternalOperationError",
+    "message": "The operation has timed out.", "apply": True, "delay_ms": 300, "count": 1,
+}
+PUT_LANDS_ANSWER_LOST = {"service": "arm", "method": "PUT", "apply": True, "drop": True,
+                         "count": 1}
+
+
 def azure_fault(stack: Stack, world: World, rng: random.Random, tally: Counter[str]) -> None:
-    """A fault real Azure has: the platform fails a service's next update, or a vault
-    refuses the app for a few requests."""
-    if rng.random() < 0.5:
-        name = rng.choice(sorted(world.services))
+    """A fault real Azure has: a failed update, an ambiguous PUT, instances slow to start,
+    a powered-off service, or a vault refusing the app for a few requests."""
+    kind = rng.choice(
+        ("platform_failures", "put_500_after_landing", "put_answer_lost", "slow_instances",
+         "stopped_service", "vault_403")
+    )
+    tally[kind] += 1
+    name = rng.choice(sorted(world.services))
+    if kind == "platform_failures":
         admin(
             stack,
             "POST",
@@ -190,10 +208,21 @@ def azure_fault(stack: Stack, world: World, rng: random.Random, tally: Counter[s
              "code": "RoleInstanceStartupFailed",
              "message": "Role instance WebRole1_IN_0 failed to start."},
         )
-        tally["platform_failures"] += 1
+    elif kind in ("put_500_after_landing", "put_answer_lost"):
+        fault = PUT_LANDS_THEN_500 if kind == "put_500_after_landing" else PUT_LANDS_ANSWER_LOST
+        path = f"(?i)/cloudservices/{name}$"
+        admin(stack, "POST", "/faults", {**fault, "path": path, "agent": "certrotate"})
+    elif kind == "slow_instances":  # Busy, then Starting, for a while after each update
+        admin(stack, "POST", "/cloudservices/settings", {"settle_seconds": rng.choice((0, 1.0))})
+    elif kind == "stopped_service":
+        try:
+            world.op.compute.cloud_services.begin_power_off(
+                world.rg.rsplit("/", 1)[-1], name
+            ).result()
+        except ResourceExistsError:  # 409: an update runs on it; Azure refuses, so do we
+            tally["stopped_service_conflicts"] += 1
     else:
         admin(stack, "POST", "/faults", {**VAULT_FORBIDDEN, "path": "(?i).", "agent": "certrotate"})
-        tally["vault_403"] += 1
 
 
 def step(
@@ -360,7 +389,7 @@ def write_checks(stack: Stack, world: World) -> tuple[list[str], Counter[str]]:
         and c["method"] == "PUT"
         and "/cloudservices/" in c["path"].lower()
         and "/updatedomains/" not in c["path"].lower()
-        and c["status"] < 300
+        and (c["status"] < 300 or c.get("applied", 999) < 300)  # applied: taken, answer lost
     )
     rotated: dict[str, list[str]] = {}
     expected: Counter[str] = Counter()  # accepted PUTs the records account for
