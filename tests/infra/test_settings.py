@@ -23,6 +23,7 @@ NOT_DEPLOYED = {
 FOR_THE_PLATFORM = {
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
+    "AzureWebJobsStorage__queueServiceUri",  # the host's queue triggers and outputs
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
 READ = re.compile(
