@@ -205,3 +205,21 @@ def test_the_stack_publishes_every_host_instance(world: QueueWorld) -> None:
     env = world.stack.env
     assert env["FUNCTIONS_URLS"].split(",")[0] == env["FUNCTIONS_URL"]
     assert env["AZURITE_QUEUE_URL"].endswith("/devstoreaccount1")
+
+
+def test_a_message_of_a_killed_instance_comes_back_when_its_lease_runs_out(
+    world: QueueWorld,
+) -> None:
+    """Last in the module: it kills the instance that took the message (SIGKILL, nothing
+    released), and the other one runs it again once the 4-second lease has run out."""
+    k = key()
+    world.send({"key": k, "sleep_first": 60})
+    [first] = world.wait_records(1, key=k, event="start")
+    victim = next(h for h in world.hosts if h.pid == first["pid"])
+    victim.kill()
+    [second] = world.wait_records(1, key=k, event="end", timeout=30)
+    starts = world.records(key=k, event="start")
+    assert [s["dequeue_count"] for s in starts] == [1, 2]
+    assert starts[1]["pid"] != victim.pid
+    assert starts[1]["at"] - first["at"] >= LEASE_S - 0.5  # not before the lease ran out
+    assert second["dequeue_count"] == 2
