@@ -1,10 +1,10 @@
 """Test-only admin API (plain http JSON): faults, the request log, the clock, reset, and
-the storage gate (take Azurite away and give it back).
+the storage gates (take Azurite's blob or queue service away and give it back).
 
 It exists so tests and benchmarks can make the platform misbehave on cue and count what
-the product sent. It is not part of any Azure contract. The storage gate
-(:mod:`emulators.storagegate`) starts and stops with this app, when the stack configured
-one.
+the product sent. It is not part of any Azure contract. The storage gates
+(:mod:`emulators.storagegate`) start and stop with this app, when the stack configured
+them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from emulators.core import Fault, Platform, json_response
-from emulators.storagegate import ENV, StorageGate
+from emulators.storagegate import ENV, SERVICES, StorageGate
 
 
 async def _json(request: web.Request) -> Any:
@@ -28,7 +28,7 @@ async def _json(request: web.Request) -> Any:
 def build(platform: Platform, routes: list[tuple[str, str, Any]]) -> web.Application:
     """``routes`` lets other emulators add their own admin endpoints."""
     app = web.Application()
-    gate = StorageGate.from_env(os.environ)
+    gates = StorageGate.from_env(os.environ)
 
     async def add_fault(request: web.Request) -> web.Response:
         try:
@@ -59,28 +59,43 @@ def build(platform: Platform, routes: list[tuple[str, str, Any]]) -> web.Applica
 
     async def reset(request: web.Request) -> web.Response:
         platform.reset()
-        if gate is not None:
+        for gate in gates.values():
             await gate.open()
         return json_response({"reset": True})
 
     async def storage(request: web.Request) -> web.Response:
-        """``GET``: the gate's state; ``POST {"available": bool}``: open or close it."""
-        if gate is None:
+        """``GET``: the gates' state; ``POST {"available": bool[, "service": name]}``: open or
+        close one service's gate, or every gate (the whole account) without ``service``."""
+        if not gates:
             return json_response({"error": f"this stack has no storage gate ({ENV} unset)"}, 404)
         if request.method == "POST":
             body = await _json(request)
             available = body.get("available") if isinstance(body, dict) else None
             if not isinstance(available, bool):
                 return json_response({"error": "available must be true or false"}, 400)
-            await (gate.open() if available else gate.close())
-        return json_response({"available": gate.available, "connections": gate.connections})
+            service = body.get("service")
+            if service is not None and service not in gates:
+                return json_response(
+                    {"error": f"service must be one of {sorted(gates)} (of {SERVICES})"}, 400
+                )
+            for name, gate in gates.items():
+                if service in (None, name):
+                    await (gate.open() if available else gate.close())
+        return json_response({
+            "available": all(gate.available for gate in gates.values()),
+            "connections": sum(gate.connections for gate in gates.values()),
+            "services": {
+                name: {"available": gate.available, "connections": gate.connections}
+                for name, gate in gates.items()
+            },
+        })
 
     async def open_gate(app: web.Application) -> None:
-        if gate is not None:
+        for gate in gates.values():
             await gate.open()
 
     async def shut_gate(app: web.Application) -> None:
-        if gate is not None:
+        for gate in gates.values():
             await gate.shutdown()
 
     app.router.add_post("/faults", add_fault)

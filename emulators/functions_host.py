@@ -8,15 +8,19 @@ the Python worker, and serves the same HTTP surface the real host serves in Azur
 * ``/runtime/webhooks/eventgrid?functionName=NAME&code=KEY`` for Event Grid triggers,
   following the Functions Event Grid extension (``HttpRequestProcessor`` and
   ``EventGridExtensionConfigProvider`` in azure-sdk-for-net);
-* ``POST /admin/functions/NAME`` (run a timer function now) and ``GET /admin/host/status``.
+* ``POST /admin/functions/NAME`` (run a timer function now) and ``GET /admin/host/status``;
+* queue triggers, polling Azure Queue storage as the Storage Queues extension does, and
+  queue output bindings (:mod:`emulators.queue_trigger` holds their theory of operation and
+  the host.json ``extensions.queues`` settings honoured).
 
 Theory of operation. At start-up the host puts the app folder first on ``sys.path``, makes it
 the working directory, imports ``function_app`` and takes the one module-level
 ``FunctionRegister`` (``func.FunctionApp``), as the worker does. It calls
 ``app.get_functions()`` exactly once (a second call raises) and indexes each function by
 name from its raw bindings, the JSON the worker sends the host. Loading fails loudly on
-what this host cannot honour: a trigger other than HTTP, Event Grid or timer, any binding
-besides the trigger and the HTTP ``$return``, or a Python parameter that no binding fills.
+what this host cannot honour: a trigger other than HTTP, Event Grid, timer or queue, any
+binding besides the trigger, the HTTP ``$return`` and queue outputs, a queue connection
+without identity-based settings, or a Python parameter that no binding fills.
 
 Each invocation gets an id, runs ``async def`` functions on the event loop and plain ones
 in the default thread pool (as the worker does), and is logged as ``Executing`` /
@@ -34,9 +38,11 @@ headers and query strings are never logged, because they carry keys.
 
 Known differences from the real host: timers never fire on their schedule (only through
 the admin API, which runs nothing but timers here; ``runOnStartup`` is ignored),
-``host.json`` settings other than the route prefix are ignored (no ``functionTimeout``, no
-log levels), there is one function key for every function, no CORS, proxies or HTTP
-streaming, and the Python ``context`` parameter and non-trigger bindings are refused.
+``host.json`` settings other than the route prefix and ``extensions.queues`` are ignored
+(no ``functionTimeout``, no log levels), there is one function key for every function, no
+CORS, proxies or HTTP streaming, and the Python ``context`` parameter and bindings other
+than queue outputs are refused. Several instances may serve one app (``emulators.stack``
+starts N): each polls the queues on its own, as scaled-out instances do.
 
 Run: ``python -m emulators.functions_host --app-dir DIR --port 0 --ready FILE`` with
 ``FUNCTIONS_KEY`` (function key), ``FUNCTIONS_MASTER_KEY`` (master key) and
@@ -76,16 +82,32 @@ from aiohttp import web
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.http import HttpRequestConverter, HttpResponseConverter
+from azure.functions.queue import QueueMessageInConverter, QueueMessageOutConverter
 from azure.functions.timer import TimerRequestConverter
+from azure.storage.queue import QueueMessage
 from multidict import CIMultiDict, MultiDict
 
-HTTP, EVENT_GRID, TIMER = "httpTrigger", "eventGridTrigger", "timerTrigger"
+from emulators.queue_trigger import (
+    POISON_SUFFIX,
+    QueueClients,
+    QueueConfigError,
+    QueueListener,
+    QueuesOptions,
+    add_message,
+    lease_seconds,
+    output_messages,
+    trigger_metadata,
+)
+
+HTTP, EVENT_GRID, TIMER, QUEUE = "httpTrigger", "eventGridTrigger", "timerTrigger", "queueTrigger"
 # The worker's check of each trigger parameter's annotation.
 _ANNOTATION_CHECKS: dict[str, Callable[[type], bool]] = {
     HTTP: HttpRequestConverter.check_input_type_annotation,
     EVENT_GRID: EventGridEventInConverter.check_input_type_annotation,
     TIMER: TimerRequestConverter.check_input_type_annotation,
+    QUEUE: QueueMessageInConverter.check_input_type_annotation,
 }
+_QUEUE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]")  # Azure's queue names
 _HTTP_RETURN = [{"direction": "OUT", "type": "http", "name": "$return"}]
 KEY_VARIABLES = ("FUNCTIONS_KEY", "FUNCTIONS_MASTER_KEY", "EVENTGRID_WEBHOOK_KEY")
 # Origins the Event Grid extension echoes in Webhook-Allowed-Origin; others get the first.
@@ -212,6 +234,25 @@ class RouteTemplate:
 
 
 @dataclasses.dataclass(frozen=True)
+class QueueBinding:
+    """A queue trigger or queue output: the parameter (or ``$return``), queue, connection."""
+
+    name: str
+    queue_name: str
+    connection: str
+
+    @classmethod
+    def from_json(cls, function: str, binding: Mapping[str, Any]) -> QueueBinding:
+        queue = str(binding.get("queueName") or "")
+        if not _QUEUE_NAME.fullmatch(queue):
+            raise AppLoadError(f"function '{function}': queue name {queue!r} is not a valid "
+                               "Azure queue name (3-63 lower-case letters, digits, single "
+                               "hyphens; app-setting expressions are not supported here)")
+        return cls(str(binding["name"]), queue,
+                   str(binding.get("connection") or "AzureWebJobsStorage"))
+
+
+@dataclasses.dataclass(frozen=True)
 class Function:
     name: str
     trigger: str
@@ -220,16 +261,54 @@ class Function:
     route: RouteTemplate | None = None
     methods: frozenset[str] | None = None  # None: every method
     auth_level: str = "function"
+    queue: QueueBinding | None = None  # the queue trigger's
+    outputs: tuple[QueueBinding, ...] = ()  # queue output bindings (``$return`` possible)
 
 
-def _check_signature(name: str, trigger: str, arg_name: str, user: Callable[..., Any]) -> None:
+class _Out(func.Out[Any]):
+    """The worker's value holder for an output parameter."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def set(self, val: Any) -> None:
+        self.value = val
+
+    def get(self) -> Any:
+        return self.value
+
+
+def _check_outputs(name: str, user: Callable[..., Any], outputs: tuple[QueueBinding, ...]) -> None:
+    """Each queue output parameter is ``func.Out[T]`` with a T the queue converter takes."""
+    hints = typing.get_type_hints(user)
+    for output in outputs:
+        annotation = hints.get("return" if output.name == "$return" else output.name)
+        if output.name != "$return":
+            if typing.get_origin(annotation) is not func.Out:
+                raise AppLoadError(f"function '{name}': output '{output.name}' must be "
+                                   "annotated func.Out[...]")
+            annotation = typing.get_args(annotation)[0]
+        if annotation is not None and not QueueMessageOutConverter.check_output_type_annotation(
+            annotation
+        ):
+            raise AppLoadError(
+                f"function '{name}': annotation of '{output.name}' does not match binding 'queue'"
+            )
+
+
+def _check_signature(
+    name: str, trigger: str, arg_name: str, user: Callable[..., Any],
+    outputs: tuple[QueueBinding, ...] = (),
+) -> None:
     """Refuse what the worker would refuse at load time, and what this host cannot bind."""
     declared = set(inspect.signature(user).parameters)
-    if declared != {arg_name}:
+    expected = {arg_name} | {o.name for o in outputs if o.name != "$return"}
+    if declared != expected:
         raise AppLoadError(
             f"function '{name}': parameters {sorted(declared)} do not match the bindings; "
-            f"this host binds only the trigger parameter '{arg_name}'"
+            f"this host binds only the trigger parameter '{arg_name}' and queue outputs"
         )
+    _check_outputs(name, user, outputs)
     hints = typing.get_type_hints(user)
     annotation = hints.get(arg_name)
     if annotation is not None and not (
@@ -255,12 +334,21 @@ def _index(fn: Any) -> Function:
     trigger = triggers[0]
     kind, arg_name = str(trigger["type"]), str(trigger["name"])
     others = [b for b in bindings if b is not trigger]
-    if others != (_HTTP_RETURN if kind == HTTP else []):
-        raise AppLoadError(f"function '{name}': bindings other than the trigger are not supported")
+    outputs = tuple(QueueBinding.from_json(name, b) for b in others
+                    if b.get("type") == "queue" and str(b.get("direction")).upper() == "OUT")
+    rest = [b for b in others if b.get("type") != "queue"]
+    if rest != (_HTTP_RETURN if kind == HTTP else []) or (
+        kind == HTTP and any(o.name == "$return" for o in outputs)
+    ):
+        raise AppLoadError(f"function '{name}': bindings other than the trigger, the HTTP "
+                           "$return and queue outputs are not supported")
     user = fn.get_user_function()
-    _check_signature(name, kind, arg_name, user)
+    _check_signature(name, kind, arg_name, user, outputs)
+    if kind == QUEUE:
+        return Function(name, kind, arg_name, user, queue=QueueBinding.from_json(name, trigger),
+                        outputs=outputs)
     if kind != HTTP:
-        return Function(name, kind, arg_name, user)
+        return Function(name, kind, arg_name, user, outputs=outputs)
     methods = trigger.get("methods")
     return Function(
         name,
@@ -270,6 +358,7 @@ def _index(fn: Any) -> Function:
         route=RouteTemplate(str(trigger.get("route") or name)),
         methods=frozenset(str(m).upper() for m in methods) if methods else None,
         auth_level=str(trigger.get("authLevel", "function")).lower(),
+        outputs=outputs,
     )
 
 
@@ -289,10 +378,16 @@ def load_app(app_dir: Path) -> list[Function]:
     return functions
 
 
-def read_route_prefix(app_dir: Path) -> str:
+def read_host_json(app_dir: Path) -> dict[str, Any]:
     host_json = app_dir / "host.json"
     settings = json.loads(host_json.read_text()) if host_json.exists() else {}
-    prefix = settings.get("extensions", {}).get("http", {}).get("routePrefix", "api")
+    if not isinstance(settings, dict):
+        raise AppLoadError("host.json must hold a JSON object")
+    return settings
+
+
+def read_route_prefix(app_dir: Path) -> str:
+    prefix = read_host_json(app_dir).get("extensions", {}).get("http", {}).get("routePrefix", "api")
     return str(prefix).strip("/")
 
 
@@ -363,8 +458,22 @@ def _to_response(returned: Any) -> web.Response:
 
 
 class FunctionsHost:
-    def __init__(self, functions: list[Function], keys: Keys, route_prefix: str) -> None:
+    def __init__(
+        self, functions: list[Function], keys: Keys, route_prefix: str,
+        queues: QueuesOptions | None = None, env: Mapping[str, str] | None = None,
+    ) -> None:
         self.functions = {f.name: f for f in functions}
+        self.queue_options = queues or QueuesOptions()
+        self.queue_clients = QueueClients(os.environ if env is None else env)
+        self.lease_s = lease_seconds(self.queue_clients.env)
+        self.listeners: list[QueueListener] = []
+        self.polling: set[asyncio.Task[None]] = set()
+        try:  # connections fail at start-up, as the real host's indexing does
+            for fn in functions:
+                for binding in (*fn.outputs, *([fn.queue] if fn.queue else [])):
+                    self.queue_clients.connection(binding.connection)
+        except QueueConfigError as exc:
+            raise AppLoadError(str(exc)) from None
         self.keys = keys
         self.route_prefix = route_prefix.lower().split("/") if route_prefix else []
         self.http_functions = sorted(
@@ -420,7 +529,8 @@ class FunctionsHost:
         try:
             worker_log.info("Function name: %s, Function Type: %s", fn.name,
                             "async" if is_async else "sync")
-            kwargs = {fn.arg_name: make_argument()}
+            holders = {o.name: _Out() for o in fn.outputs if o.name != "$return"}
+            kwargs = {fn.arg_name: make_argument(), **holders}
             if is_async:
                 returned = await fn.user_function(**kwargs)
             else:
@@ -428,6 +538,8 @@ class FunctionsHost:
                 context = contextvars.copy_context()
                 returned = await asyncio.get_running_loop().run_in_executor(None, context.run, call)
             result = encode(returned)
+            await self._write_outputs(fn, {**{k: h.get() for k, h in holders.items()},
+                                           "$return": returned})
             outcome = "Succeeded"
             return result
         except Exception:
@@ -439,6 +551,62 @@ class FunctionsHost:
                 fn.name, outcome, invocation_id, (time.monotonic() - started) * 1000,
             )
             _invocation.reset(token)
+
+    # Queues ------------------------------------------------------------------------
+
+    async def _write_outputs(self, fn: Function, values: Mapping[str, Any]) -> None:
+        """Add each queue output's messages once the function has returned (an output
+        that was never set adds nothing); a failure here fails the invocation."""
+        for output in fn.outputs:
+            value = values.get(output.name)
+            if value is None:
+                continue
+            client = self.queue_clients.get(output.connection, output.queue_name)
+            for content in output_messages(value, self.queue_options):
+                await add_message(client, content)
+            self._notify_queue(output.queue_name)
+
+    def _notify_queue(self, queue: str) -> None:
+        for listener in self.listeners:
+            if listener.name == queue:
+                listener.notify()
+
+    def start_listeners(self) -> None:
+        """One listener per queue-triggered function, polling until :meth:`drain`."""
+        for fn in self.functions.values():
+            if fn.queue is None:
+                continue
+            binding = fn.queue
+            poison = binding.queue_name + POISON_SUFFIX
+            listener = QueueListener(
+                fn.name,
+                self.queue_clients.get(binding.connection, binding.queue_name),
+                self.queue_clients.get(binding.connection, poison),
+                self.queue_options,
+                functools.partial(self._queue_invoke, fn),
+                functools.partial(self._notify_queue, poison),
+                self.lease_s,
+            )
+            self.listeners.append(listener)
+            task = asyncio.create_task(listener.run())
+            self.polling.add(task)
+            task.add_done_callback(self.polling.discard)
+
+    async def _queue_invoke(self, fn: Function, message: QueueMessage, body: bytes) -> bool:
+        try:
+            datum = meta.Datum(body.decode(), "string")
+        except UnicodeDecodeError:
+            datum = meta.Datum(body, "bytes")
+        metadata = trigger_metadata(message)
+        queue = fn.queue.queue_name if fn.queue else ""
+        try:
+            await self._invoke(
+                fn, lambda: QueueMessageInConverter.decode(datum, trigger_metadata=metadata),
+                f"New queue message detected on '{queue}'.",
+            )
+        except Exception:  # _invoke logged it
+            return False
+        return True
 
     # HTTP triggers -----------------------------------------------------------------
 
@@ -590,9 +758,16 @@ class FunctionsHost:
             await self._invoke(fn, make_timer, _ADMIN_REASON)
 
     async def drain(self) -> None:
-        """Give background runs a moment to finish at shutdown."""
-        if self.background:
-            await asyncio.wait(self.background, timeout=_SHUTDOWN_GRACE_S)
+        """Stop polling, then give background runs and queue invocations a moment to finish
+        at shutdown (the listener's ``StopAsync`` waits for its invocations); a message
+        still running stays invisible until its lease runs out."""
+        for task in list(self.polling):
+            task.cancel()
+        await asyncio.gather(*self.polling, return_exceptions=True)
+        running = {*self.background, *(t for lst in self.listeners for t in lst.processing)}
+        if running:
+            await asyncio.wait(running, timeout=_SHUTDOWN_GRACE_S)
+        await self.queue_clients.close()
 
 
 # --- Process entry point ----------------------------------------------------------------
@@ -620,8 +795,15 @@ async def run(app_dir: Path, port: int, ready: Path) -> None:
     app_dir = app_dir.resolve()
     ready = ready.resolve()  # before load_app changes the working directory
     route_prefix = read_route_prefix(app_dir)
+    try:
+        queues = QueuesOptions.from_host_json(read_host_json(app_dir))
+    except QueueConfigError as exc:
+        raise AppLoadError(str(exc)) from None
     functions = load_app(app_dir)
-    host = FunctionsHost(functions, keys, route_prefix)
+    try:
+        host = FunctionsHost(functions, keys, route_prefix, queues)
+    except QueueConfigError as exc:
+        raise AppLoadError(str(exc)) from None
     for fn in functions:
         if fn.route is None:
             log.info("Function '%s' (%s)", fn.name, fn.trigger)
@@ -641,6 +823,7 @@ async def run(app_dir: Path, port: int, ready: Path) -> None:
     tmp = ready.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "port": bound}))
     tmp.rename(ready)
+    host.start_listeners()
     log.info("Host started: http://127.0.0.1:%d (%d functions)", bound, len(functions))
     await stop.wait()
     log.info("Host stopping")

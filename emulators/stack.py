@@ -6,9 +6,19 @@ can source). ``down`` stops exactly the processes that ``up`` recorded in ``D/pi
 Every stack lives in its own folder with its own ports, CA, subscription and identity,
 so the test suite's stack and a developer's ``make stack-up`` never collide.
 
-Azurite listens on a private port; ``AZURITE_BLOB_URL`` names the port of the storage
-gate the emulator process keeps in front of it (:mod:`emulators.storagegate`), so the
-admin API's ``POST /storage`` can make storage unavailable and available again.
+Azurite's blob and queue services listen on private ports; ``AZURITE_BLOB_URL`` and
+``AZURITE_QUEUE_URL`` name the ports of the storage gates the emulator process keeps in
+front of them (:mod:`emulators.storagegate`), so the admin API's ``POST /storage`` can make
+storage (or one of its services) unavailable and available again.
+
+Functions hosts: ``Stack.up(hosts=N)`` starts N host instances serving this checkout's
+app, as Functions does when it scales out: each has its own port and log
+(``logs/functions.log``, ``logs/functions-2.log``, ...) and they share the stack's storage,
+so queue-triggered functions split the queues' messages between them. ``FUNCTIONS_URL`` is
+the first instance (the one Event Grid's ``AzureFunction`` destinations reach) and
+``FUNCTIONS_URLS`` lists them all. :meth:`Stack.start_host` adds an instance to a running
+stack (optionally serving another app folder); :meth:`HostInstance.kill` stops one, so a
+test can take an instance away mid-work.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from emulators.tls import ensure_tls
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = ROOT / "emulators" / "node_modules" / ".bin" / "azurite-blob"
+AZURITE_QUEUE_BIN = AZURITE_BIN.with_name("azurite-queue")
 START_TIMEOUT_S = 30.0
 PACKAGE_CONTAINER = "packages"  # the container the stack's PACKAGE_CONTAINERS allows
 # The function app the local host stands in for (what FUNCTION_APP_ID names).
@@ -46,6 +57,16 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that are free now."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = _free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 VAULT_PORTS = 1024  # vaults a stack can hold at once (one listener each)
@@ -95,12 +116,12 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subp
         )
 
 
-def functions_host_command(ready: Path) -> list[str]:
-    """The local Functions host serving this checkout's app on a free port; it writes its
-    address to ``ready`` once it answers."""
+def functions_host_command(ready: Path, app_dir: Path = ROOT) -> list[str]:
+    """The local Functions host serving ``app_dir`` (this checkout's app unless told) on a
+    free port; it writes its address to ``ready`` once it answers."""
     return [
         sys.executable, "-m", "emulators.functions_host",
-        "--app-dir", str(ROOT), "--port", "0", "--ready", str(ready),
+        "--app-dir", str(app_dir), "--port", "0", "--ready", str(ready),
     ]  # fmt: skip
 
 
@@ -112,8 +133,16 @@ def app_settings(env: dict[str, str]) -> dict[str, str]:
     operations answer without ``Retry-After``, as Azure's do, so azure-core polls at the
     client's polling interval (30 s by default); the local stack sets a short one, so an
     update of ``update_seconds`` is followed in about that long.
+
+    Host storage is reached with the identity, as infra sets it
+    (``AzureWebJobsStorage__*``, functions-reference.md "Connecting to host storage with an
+    identity"): the host's queue triggers and queue output bindings use these.
     """
     return {
+        "AzureWebJobsStorage__blobServiceUri": env["AZURITE_BLOB_URL"],
+        "AzureWebJobsStorage__queueServiceUri": env["AZURITE_QUEUE_URL"],
+        "AzureWebJobsStorage__credential": "managedidentity",
+        "AzureWebJobsStorage__clientId": env["AZURE_CLIENT_ID"],
         "ROTATION_SUBSCRIPTIONS": env["AZURE_SUBSCRIPTION_ID"],
         "ROTATION_STORAGE_URL": env["AZURITE_BLOB_URL"],
         "ARM_ENDPOINT": env["ARM_ENDPOINT"],
@@ -147,9 +176,66 @@ def settings_from(environ: dict[str, str]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class HostInstance:
+    """One running Functions host instance of a stack."""
+
+    url: str
+    pid: int
+    log: Path
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop this instance (SIGKILL by default: a crash, nothing drained) and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:  # not our child (another process started it)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, 0)
+                    time.sleep(0.05)
+                    continue
+                return
+            time.sleep(0.05)
+
+
+def _start_host(
+    folder: Path, env: dict[str, str], deadline: float, app_dir: Path = ROOT
+) -> HostInstance:
+    """Start one more host instance with ``env`` (the stack's settings and keys) and wait
+    until it answers; its pid joins ``folder/pids`` so ``down`` stops it too."""
+    logs = folder / "logs"
+    index = len(list(folder.glob("functions*.json"))) + 1
+    suffix = "" if index == 1 else f"-{index}"
+    ready, log = folder / f"functions{suffix}.json", logs / f"functions{suffix}.log"
+    # The stack's defaults first, then what ``env`` sets (settings given to the stack or to
+    # this instance replace a default, as in stack.env).
+    host = _spawn(functions_host_command(ready, app_dir), log,
+                  env={**os.environ, **app_settings(env), **env})
+    pid_file = folder / "pids"
+    recorded = pid_file.read_text().split() if pid_file.exists() else []
+    _write_pids(folder, [*map(int, recorded), host.pid])
+    while not ready.exists():
+        if host.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"functions host did not start; see {log}")
+        time.sleep(0.05)
+    return HostInstance(f"http://127.0.0.1:{json.loads(ready.read_text())['port']}", host.pid, log)
+
+
+@dataclass(frozen=True)
 class Stack:
     folder: Path
     env: dict[str, str]
+
+    def start_host(
+        self, app_dir: Path = ROOT, settings: dict[str, str] | None = None
+    ) -> HostInstance:
+        """Another Functions host instance on this running stack, sharing its storage (a
+        scale-out); ``settings`` are extra app settings for it alone."""
+        return _start_host(self.folder, {**self.env, **(settings or {})},
+                           time.monotonic() + START_TIMEOUT_S, app_dir)
 
     @classmethod
     def up(
@@ -160,13 +246,17 @@ class Stack:
         page_size: int = 100,
         retry_scale: float = 0.01,
         settings: dict[str, str] | None = None,
+        hosts: int = 1,
     ) -> Stack:
         """Start a stack in ``folder``; on any failure, stop what was started and raise.
 
         ``settings``: app settings to set over :func:`app_settings` (e.g. a short
         ``EVENT_WAIT_SECONDS`` for the soak, or ``OPERATION_WAIT_SECONDS``, which replaces
         the stack's default); they are kept in the stack's ``env`` and ``stack.env``.
+        ``hosts``: how many Functions host instances serve the app (at least 1).
         """
+        if hosts < 1:
+            raise ValueError(f"hosts must be at least 1, not {hosts}")
         settings = dict(settings or {})
         folder = folder.resolve()
         if (folder / "pids").exists():
@@ -174,16 +264,14 @@ class Stack:
         logs = folder / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         tls = ensure_tls(folder / "tls")
-        if not AZURITE_BIN.exists():
+        if not (AZURITE_BIN.exists() and AZURITE_QUEUE_BIN.exists()):
             raise RuntimeError(
                 f"{AZURITE_BIN} is missing: run 'make install' (npm ci in emulators/)"
             )
         pids: list[int] = []
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
-            blob_port, azurite_port = _free_port(), _free_port()
-            while azurite_port == blob_port:
-                azurite_port = _free_port()
+            blob_port, azurite_port, queue_port, azurite_queue_port = _free_ports(4)
             (folder / "azurite").mkdir(exist_ok=True)
             azurite = _spawn(
                 [
@@ -207,6 +295,19 @@ class Stack:
                 logs / "azurite.log",
             )
             pids.append(azurite.pid)
+            _write_pids(folder, pids)
+            (folder / "azurite-queue").mkdir(exist_ok=True)
+            azurite_queue = _spawn(
+                [
+                    str(AZURITE_QUEUE_BIN),
+                    "--queueHost", "127.0.0.1", "--queuePort", str(azurite_queue_port),
+                    "--cert", str(tls.cert), "--key", str(tls.key), "--oauth", "basic",
+                    "--location", str(folder / "azurite-queue"),
+                    "--disableTelemetry", "--silent", "--skipApiVersionCheck",
+                ],
+                logs / "azurite-queue.log",
+            )
+            pids.append(azurite_queue.pid)
             _write_pids(folder, pids)
             blob_url = f"https://127.0.0.1:{blob_port}/devstoreaccount1"
             vault_low, vault_high = _free_block(VAULT_PORTS)
@@ -242,7 +343,8 @@ class Stack:
                     str(ready),
                 ],
                 logs / "emulators.log",
-                env={**os.environ, STORAGE_GATE_ENV: f"{blob_port}:{azurite_port}"},
+                env={**os.environ, STORAGE_GATE_ENV: f"blob={blob_port}:{azurite_port},"
+                                                     f"queue={queue_port}:{azurite_queue_port}"},
             )
             pids.append(server.pid)
             _write_pids(folder, pids)
@@ -253,6 +355,8 @@ class Stack:
             ports = json.loads(ready.read_text())["ports"]
             _wait_port(azurite_port, deadline, azurite, "Azurite")
             _wait_port(blob_port, deadline, server, "the storage gate")
+            _wait_port(azurite_queue_port, deadline, azurite_queue, "Azurite's queue service")
+            _wait_port(queue_port, deadline, server, "the queue storage gate")
             keys = {
                 name: secrets.token_urlsafe(24)
                 for name in ("FUNCTIONS_KEY", "FUNCTIONS_MASTER_KEY", "EVENTGRID_WEBHOOK_KEY")
@@ -270,27 +374,18 @@ class Stack:
                 "IDENTITY_ENDPOINT": f"http://127.0.0.1:{ports['identity']}/msi/token",
                 "IDENTITY_HEADER": str(config["identity_header"]),
                 "AZURITE_BLOB_URL": blob_url,
+                "AZURITE_QUEUE_URL": f"https://127.0.0.1:{queue_port}/devstoreaccount1",
                 "EVENTGRID_TOPIC_URL": f"https://127.0.0.1:{ports['eventgrid']}",
                 "EMULATOR_ADMIN_URL": f"http://127.0.0.1:{ports['admin']}",
                 "LOCAL_VAULT_PORTS": f"{vault_low}-{vault_high}",
                 **settings,
             }
-            host_ready = folder / "functions.json"
-            host_ready.unlink(missing_ok=True)
-            host = _spawn(
-                functions_host_command(host_ready),
-                logs / "functions.log",
-                env={**os.environ, **env, **keys, **app_settings(env), **settings},
-            )
-            pids.append(host.pid)
-            _write_pids(folder, pids)
-            while not host_ready.exists():
-                if host.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"functions host did not start; see {logs / 'functions.log'}"
-                    )
-                time.sleep(0.05)
-            env["FUNCTIONS_URL"] = f"http://127.0.0.1:{json.loads(host_ready.read_text())['port']}"
+            for stale in folder.glob("functions*.json"):  # instance numbers start at 1 again
+                stale.unlink()
+            instances = [_start_host(folder, {**env, **keys}, deadline) for _ in range(hosts)]
+            pids.extend(instance.pid for instance in instances)
+            env["FUNCTIONS_URL"] = instances[0].url
+            env["FUNCTIONS_URLS"] = ",".join(instance.url for instance in instances)
             env["FUNCTION_APP_ID"] = (
                 f"/subscriptions/{config['subscription_id']}/resourceGroups/{FUNCTION_APP_RG}"
                 f"/providers/Microsoft.Web/sites/{FUNCTION_APP_NAME}"

@@ -1,8 +1,10 @@
-"""A TCP gate in front of Azurite, so tests can take storage away and give it back.
+"""TCP gates in front of Azurite, so tests can take storage away and give it back.
 
-Theory of operation: Azurite listens on a private loopback port; the stack publishes the
-gate's port as ``AZURITE_BLOB_URL``, so every storage client (the product, the operator,
-the emulators' own dead-lettering and package downloads) reaches Azurite through it. The
+Theory of operation: each Azurite service (blob, queue) listens on a private loopback
+port; the stack publishes the gates' ports as ``AZURITE_BLOB_URL`` and
+``AZURITE_QUEUE_URL``, so every storage client (the product, the Functions host's queue
+listeners, the operator, the emulators' own dead-lettering and package downloads) reaches
+Azurite through them. The
 gate copies bytes both ways and understands nothing (TLS is end to end: the real Azurite
 answers every request). Closing the gate aborts every open connection and stops listening
 while keeping the port bound, so new connections are refused at once and nobody can take
@@ -10,8 +12,9 @@ the port meanwhile: to a client it is exactly a storage endpoint that went down 
 connection error, the request never sent). Opening it listens again on the same port;
 Azurite kept its state throughout, as Azure Storage does through an outage.
 
-Configured by ``EMULATOR_STORAGE_GATE=PUBLIC_PORT:AZURITE_PORT`` in the emulator
-process's environment (set by ``emulators.stack``); controlled by ``POST /storage``.
+Configured by ``EMULATOR_STORAGE_GATE=SERVICE=PUBLIC_PORT:AZURITE_PORT[,...]`` (e.g.
+``blob=20001:20002,queue=20003:20004``) in the emulator process's environment (set by
+``emulators.stack``); controlled by ``POST /storage``, for one service or for all.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import socket
 from collections.abc import Mapping
 
 ENV = "EMULATOR_STORAGE_GATE"
+SERVICES = ("blob", "queue")
 HOST = "127.0.0.1"
 CHUNK = 64 * 1024
 
@@ -36,14 +40,21 @@ class StorageGate:
         self._open: set[asyncio.StreamWriter] = set()
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> StorageGate | None:
-        raw = env.get(ENV, "")
-        if not raw:
-            return None
-        public, _, target = raw.partition(":")
-        if not (public.isdigit() and target.isdigit()):
-            raise ValueError(f"{ENV} must be PUBLIC_PORT:AZURITE_PORT, not {raw!r}")
-        return cls(int(public), int(target))
+    def from_env(cls, env: Mapping[str, str]) -> dict[str, StorageGate]:
+        """The gates ``ENV`` names, by service; none when it is unset."""
+        gates: dict[str, StorageGate] = {}
+        for entry in filter(None, env.get(ENV, "").split(",")):
+            service, _, ports = entry.partition("=")
+            public, _, target = ports.partition(":")
+            if service not in SERVICES or service in gates or not (
+                public.isdigit() and target.isdigit()
+            ):
+                raise ValueError(
+                    f"{ENV} must be SERVICE=PUBLIC_PORT:AZURITE_PORT[,...] with SERVICE one of "
+                    f"{SERVICES}, each once; not {entry!r}"
+                )
+            gates[service] = cls(int(public), int(target))
+        return gates
 
     @property
     def available(self) -> bool:

@@ -21,6 +21,9 @@ param notifyWebhookUrl string
 // Built-in role GUIDs, from MicrosoftDocs/azure-docs
 // articles/role-based-access-control/built-in-roles/storage.md and monitor.md.
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageQueueDataReader = '19e7f393-937e-4f77-808e-94535e297925'
+var storageQueueDataMessageProcessor = '8a0f0c08-91a1-4084-bc3d-661d67233fed'
+var storageQueueDataMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
 var deploymentContainerName = 'app-package'
@@ -78,6 +81,29 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   properties: {
     publicAccess: 'None'
   }
+}]
+
+// The work queues of the pipeline (README "Pipeline"): one hint per certificate event, one
+// message per service to converge, follow-up messages while an update runs. Each has its
+// '-poison' companion, where the host moves a message after host.json maxDequeueCount failed
+// attempts. All are created here, so neither the host nor the app ever needs to create a
+// queue (the app's identity holds no right to).
+var workQueueNames = [
+  'cert-rotation-hints'
+  'cert-rotation-services'
+  'cert-rotation-follow'
+]
+var poisonQueueNames = [for name in workQueueNames: '${name}-poison']
+var queueNames = concat(workQueueNames, poisonQueueNames)
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for name in queueNames: {
+  parent: queueService
+  name: name
 }]
 
 resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
@@ -141,6 +167,9 @@ var appSettings = union(settings, {
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
   AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
+  // The queue triggers' and queue outputs' connection (functions-reference.md "Connecting to
+  // host storage with an identity").
+  AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
   ROTATION_STORAGE_URL: storage.properties.primaryEndpoints.blob
   AZURE_CLIENT_ID: identityClientId
   ARM_ENDPOINT: environment().resourceManager
@@ -253,6 +282,47 @@ resource hostStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: identityPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
+  }
+}
+
+// The queues, on the app's own account only (they live nowhere else). What the Functions docs
+// recommend for the Queue Storage extension (functions-bindings-storage-queue-trigger.md,
+// "Grant permission to the identity"), minus what only creating queues needs:
+//   Storage Queue Data Reader             the trigger's queue-exists check (queue metadata)
+//   Storage Queue Data Message Processor  the trigger: receive, renew, release, delete
+//   Storage Queue Data Message Sender     the output binding, the app's own enqueues (with a
+//                                         visibility delay) and the host's poison copies
+// Not Storage Queue Data Contributor: it adds creating, deleting and clearing queues, and
+// every queue (poison ones included) is created above.
+resource queueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identityPrincipalId, storageQueueDataReader)
+  scope: storage
+  properties: {
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataReader)
+  }
+}
+
+// Storage Queue Data Message Processor (see above).
+resource queueProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identityPrincipalId, storageQueueDataMessageProcessor)
+  scope: storage
+  properties: {
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageProcessor)
+  }
+}
+
+// Storage Queue Data Message Sender (see above).
+resource queueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identityPrincipalId, storageQueueDataMessageSender)
+  scope: storage
+  properties: {
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSender)
   }
 }
 

@@ -21,6 +21,9 @@ BUILT_IN = {
     "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
     "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Queue Data Reader": "19e7f393-937e-4f77-808e-94535e297925",
+    "Storage Queue Data Message Processor": "8a0f0c08-91a1-4084-bc3d-661d67233fed",
+    "Storage Queue Data Message Sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "EventGrid Data Sender": "d5a91429-5739-47e2-a06b-3470a27159e7",
 }
@@ -34,6 +37,18 @@ VAULT_DEPLOYER = "certrotate vault deployer"
 GRANTS = {
     ("app/app.bicep", "hostStorage"): (
         "Storage Blob Data Owner", "storageBlobDataOwner", "storage",
+        "Microsoft.Storage/storageAccounts", None,
+    ),
+    ("app/app.bicep", "queueReader"): (
+        "Storage Queue Data Reader", "storageQueueDataReader", "storage",
+        "Microsoft.Storage/storageAccounts", None,
+    ),
+    ("app/app.bicep", "queueProcessor"): (
+        "Storage Queue Data Message Processor", "storageQueueDataMessageProcessor", "storage",
+        "Microsoft.Storage/storageAccounts", None,
+    ),
+    ("app/app.bicep", "queueSender"): (
+        "Storage Queue Data Message Sender", "storageQueueDataMessageSender", "storage",
         "Microsoft.Storage/storageAccounts", None,
     ),
     ("app/app.bicep", "telemetryPublisher"): (

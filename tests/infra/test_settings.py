@@ -22,6 +22,7 @@ NOT_DEPLOYED = {
 FOR_THE_PLATFORM = {
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
+    "AzureWebJobsStorage__queueServiceUri",  # the host's queue triggers and outputs
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
 def settings_deployed() -> set[str]:

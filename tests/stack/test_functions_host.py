@@ -388,9 +388,18 @@ def test_the_log_has_invocations_and_no_keys(host: Host) -> None:
     [
         ("@app.route()\ndef f(req: func.HttpRequest, context: func.Context) -> str:\n"
          "    return ''\n", None, "do not match the bindings"),
-        ("@app.route()\n@app.queue_output(arg_name='q', queue_name='q', connection='c')\n"
+        ("@app.route()\n@app.blob_output(arg_name='b', path='c/b', connection='c')\n"
+         "def f(req: func.HttpRequest, b: func.Out[str]) -> str:\n    return ''\n",
+         None, "bindings other than the trigger, the HTTP $return and queue outputs"),
+        ("@app.route()\n@app.queue_output(arg_name='q', queue_name='jobs', connection='Jobs')\n"
          "def f(req: func.HttpRequest, q: func.Out[str]) -> str:\n    return ''\n",
-         None, "bindings other than the trigger"),
+         None, "connection 'Jobs': app setting Jobs__queueServiceUri is not set"),
+        ("@app.queue_trigger(arg_name='m', queue_name='Bad_Name', connection='c')\n"
+         "def f(m: func.QueueMessage) -> None:\n    pass\n",
+         None, "queue name 'Bad_Name' is not a valid Azure queue name"),
+        ("@app.queue_trigger(arg_name='m', queue_name='jobs', connection='c')\n"
+         "def f(m: func.QueueMessage, extra: func.Out[str]) -> None:\n    pass\n",
+         None, "do not match the bindings"),
         ("@app.event_grid_trigger(arg_name='e')\ndef f(e: func.HttpRequest) -> None:\n"
          "    pass\n", None, "does not match binding 'eventGridTrigger'"),
         ("@app.route(route='a/{b}.{c}')\ndef f(req: func.HttpRequest) -> str:\n    return ''\n",
@@ -408,6 +417,32 @@ def test_the_host_refuses_what_it_cannot_serve(
     )
     env = {k: v for k, v in {**os.environ, **KEYS}.items() if k != drop_key}
     proc, ready = _start(app_dir, tmp_path, env)
+    assert proc.wait(timeout=20) == 2
+    assert not ready.exists()
+    assert message in (tmp_path / "host.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [
+        ({"maxPollingInterval": "00:00:00.050"}, "must be at least 00:00:00.100"),
+        ({"visibilityTimeout": 30}, "is not a TimeSpan"),
+        ({"batchSize": 33}, "batchSize: 33 is not an integer in 1..32"),
+        ({"maxDequeueCount": 0}, "maxDequeueCount: 0 is not an integer"),
+        ({"messageEncoding": "utf8"}, "messageEncoding must be one of"),
+        ({"maxPollingInterval": "00:00:02", "pollMe": 1}, "does not honour ['pollMe']"),
+    ],
+)
+def test_the_host_refuses_queue_settings_it_cannot_honour(
+    tmp_path: Path, queues: dict[str, Any], message: str
+) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text("import azure.functions as func\n\n"
+                                             "app = func.FunctionApp()\n")
+    (app_dir / "host.json").write_text(json.dumps({"version": "2.0",
+                                                   "extensions": {"queues": queues}}))
+    proc, ready = _start(app_dir, tmp_path, {**os.environ, **KEYS})
     assert proc.wait(timeout=20) == 2
     assert not ready.exists()
     assert message in (tmp_path / "host.log").read_text()

@@ -192,7 +192,9 @@ def answers(port: int) -> bool:
 def stack_ports(folder: Path, env: dict[str, str]) -> dict[str, int]:
     ports = dict(json.loads((folder / "ports.json").read_text())["ports"])
     ports["azurite"] = int(urlsplit(env["AZURITE_BLOB_URL"]).port or 0)
-    ports["functions"] = int(urlsplit(env["FUNCTIONS_URL"]).port or 0)
+    ports["azurite-queue"] = int(urlsplit(env["AZURITE_QUEUE_URL"]).port or 0)
+    for index, url in enumerate(env["FUNCTIONS_URLS"].split(",")):
+        ports[f"functions-{index + 1}"] = int(urlsplit(url).port or 0)
     return ports
 
 
@@ -220,8 +222,9 @@ def vault_url(client: Client) -> str:
 
 @pytest.fixture(scope="module")
 def side(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A stack of this module's own (clock and reset tests; lifecycle)."""
-    running = Stack.up(tmp_path_factory.mktemp("side"), update_seconds=0.3)
+    """A stack of this module's own (clock and reset tests; lifecycle), with two Functions
+    host instances."""
+    running = Stack.up(tmp_path_factory.mktemp("side"), update_seconds=0.3, hosts=2)
     try:
         yield running
     finally:
@@ -659,9 +662,16 @@ def test_stack_env_has_every_setting(side: Stack) -> None:
     blob = requests.get(written["AZURITE_BLOB_URL"], params={"comp": "list"},
                         verify=client.ca, timeout=10)
     assert blob.status_code in (401, 403)  # reached over TLS; anonymous is refused
-    host = requests.get(written["FUNCTIONS_URL"] + "/admin/host/status",
-                        headers={"x-functions-key": written["FUNCTIONS_MASTER_KEY"]}, timeout=10)
-    assert (host.status_code, host.json()["state"]) == (200, "Running")
+    queue = requests.get(written["AZURITE_QUEUE_URL"], params={"comp": "list"},
+                         verify=client.ca, timeout=10)
+    assert queue.status_code in (401, 403)
+    urls = written["FUNCTIONS_URLS"].split(",")
+    assert urls[0] == written["FUNCTIONS_URL"] and len(set(urls)) == 2
+    for url in urls:
+        host = requests.get(url + "/admin/host/status",
+                            headers={"x-functions-key": written["FUNCTIONS_MASTER_KEY"]},
+                            timeout=10)
+        assert (host.status_code, host.json()["state"]) == (200, "Running")
     assert client.admin("GET", "/clock").status_code == 200
 
 
@@ -689,7 +699,7 @@ def test_up_refuses_a_folder_with_a_running_stack(side: Stack) -> None:
 def test_down_leaves_no_process_and_no_listener(side: Stack) -> None:
     pids = pids_of(side.folder)
     ports = stack_ports(side.folder, side.env)
-    assert len(pids) == 3
+    assert len(pids) == 5  # Azurite's blob and queue services, the emulators, two hosts
     assert all(answers(port) for port in ports.values())
     side.down()
     assert [pid for pid in pids if not process_gone(pid)] == []
