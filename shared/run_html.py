@@ -17,12 +17,12 @@ from typing import Any
 from shared.html_page import EMPTY, badge, e, moment, page, table
 from shared.inventory import FAILED_OUTCOMES
 
-_GOOD = {"rotated", "noop", "dry-run", "done"}
+_GOOD = {"rotated", "noop", "dry-run", "finished"}
 
 
 def outcome_badge(outcome: str) -> str:
     """Red for a failure, amber while unsettled, green when done, grey otherwise."""
-    if outcome in FAILED_OUTCOMES:
+    if outcome in FAILED_OUTCOMES or outcome == "finished with failures":
         css = "failed"
     elif outcome in ("updating", "running", "backoff"):
         css = "expiring"
@@ -122,7 +122,7 @@ def render_run(record: Mapping[str, Any], query: str = "") -> str:
         f'<p><a href="{e(history)}">&larr; Run history</a></p>'
         f'<h1>Run <span class="mono">{e(run_id)}</span></h1>'
         + _kv([
-            ("Status", outcome_badge(str(record.get("status", ""))) + " " + e(run_status(record))),
+            ("Status", outcome_badge(run_status(record))),
             ("Trigger", e(" ".join(str(v) for v in (trigger.get("kind"), trigger.get("eventType"))
                                    if v))),
             ("Vault", f'<span class="mono">{e(record.get("vault"))}</span>'),
@@ -160,7 +160,7 @@ def render_history(
             f"<td>{e((record.get('trigger') or {}).get('kind'))}</td>"
             f"<td>{e(str(record.get('vault', '')).rsplit('/', 1)[-1])}/"
             f"{e(record.get('certificate'))}</td>"
-            f"<td>{e(run_status(record))}</td><td>{services or EMPTY}</td></tr>"
+            f"<td>{outcome_badge(run_status(record))}</td><td>{services or EMPTY}</td></tr>"
         )
     status_link = f'status?format=html{extra}'
     more = ""

@@ -16,14 +16,14 @@ from shared.inventory import CertificateUse, Flag, Inventory, ServiceStatus
 TILES = (Flag.FAILED, Flag.RUN_FAILED, Flag.BACKOFF, Flag.EXPIRED, Flag.EXPIRING, Flag.DRIFT,
          Flag.UNMANAGED, Flag.PROBLEM)
 COLUMNS = [
-    ("Attention", "12%"),
-    ("Cloud service", "15%"),
-    ("Role / cscfg name", "12%"),
-    ("Vault / certificate", "14%"),
-    ("Version (desired)", "11%"),
-    ("Expires", "11%"),
-    ("Last run", "12%"),
-    ("Details", "13%"),
+    ("Attention", "11%"),
+    ("Cloud service", "14%"),
+    ("Role / cscfg name", "11%"),
+    ("Vault / certificate", "12%"),
+    ("Version (desired)", "10%"),
+    ("Expires", "10%"),
+    ("Last run", "16%"),
+    ("Details", "16%"),
 ]
 
 
@@ -94,7 +94,8 @@ def _use_cells(use: CertificateUse | None, query: str) -> str:
     run = use.last_run
     last = EMPTY
     if run is not None:
-        last = run_link(run.run_id, run.outcome, query) + f"<br>{moment(run.started)}"
+        last = run_link(run.run_id, run.outcome, query)
+        last += f'<br><span class="small">{moment(run.started)}</span>'
     return (
         f"<td>{e(role)}<br><span class=\"small muted\">{e(use.cscfg_name)}</span></td>"
         f"<td>{e(vault)}<br><span class=\"small\">{e(use.certificate)}</span></td>"
