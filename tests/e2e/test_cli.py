@@ -183,10 +183,12 @@ def test_rotate_failure_exits_non_zero(world: World, cli: Any) -> None:
     assert "need attention: 1 failed, 1 last run failed" in check.out.splitlines()[-1]
     ignored = [f"--ignore={f}" for f in ("failed", "run-failed", "backoff", "drift")]
     assert cli("status", "--check", *ignored).code == 0
-    failures = cli("history", "--outcome", "failed")
+    failures = cli("history", "--outcome", "failed", "--vault", world.vault_name)
     assert run_id in failures.out and f"{svc.name}=failed" in failures.out
     assert "finished" in failures.out
-    assert cli("history", "--outcome", "rotated").out.strip() == "no runs found"
+    # history reads every run record (other tests' too): narrowed to this service
+    rotated = cli("history", "--outcome", "rotated", "--cloud-service", svc.name)
+    assert rotated.out.strip() == "no runs found"
 
 
 def test_status_check_passes_when_all_is_well(world: World, cli: Any) -> None:

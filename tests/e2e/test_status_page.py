@@ -18,11 +18,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-from emulators.polling import wait_for
 from emulators.stack import ROOT
 from tests.e2e.test_reliability import fail_next
 from tests.e2e.test_status import deploy_with, imported
-from tests.e2e.world import CERT, World, api
+from tests.e2e.world import World, api, rotate_over_http
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / ".local" / "screenshots"
@@ -85,18 +84,7 @@ def test_status_page_run_page_and_history_in_chromium(world: World, browser: Any
     expired, _ = deploy_with(world, ("SslCert", gone))
     untagged = world.deploy(v2, tagged=False)
     fail_next(world, failing)
-    resp = api(
-        world.stack,
-        "POST",
-        "/api/rotations",
-        {"vault": world.vault_id, "certificate": CERT, "cloudServices": [failing.id]},
-    )
-    assert resp.status_code == 202, resp.text
-    run_id = resp.json()["id"]
-    wait_for(
-        lambda: api(world.stack, "GET", f"/api/rotations/{run_id}").json()["status"] == "done",
-        "the failing rotation",
-    )
+    run_id = rotate_over_http(world, failing)
     page = browser.new_page()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
