@@ -6,7 +6,7 @@ INFRA_VENV := .venv-infra
 PY := $(VENV)/bin/python
 STACK_DIR ?= .local
 
-.PHONY: install test lint demo soak bench stack-up stack-down clean
+.PHONY: install chromium test lint demo soak bench stack-up stack-down clean
 
 install: $(VENV)/.installed $(INFRA_VENV)/.installed emulators/node_modules/.installed
 
@@ -25,7 +25,20 @@ emulators/node_modules/.installed: emulators/package.json emulators/package-lock
 	cd emulators && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: install
+# The browser tests (tests/e2e/test_status_page.py) drive Debian's Chromium. Installed here
+# when missing and we are root (CI); otherwise those tests skip and say why.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser tests (apt-get)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq >/dev/null && \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	elif [ ! -x $(CHROMIUM) ]; then \
+		echo "note: $(CHROMIUM) missing and not root: the browser tests will be skipped"; \
+	fi
+
+test: install chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact

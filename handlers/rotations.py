@@ -1,4 +1,5 @@
-"""Manual rotation over HTTP: ``POST /api/rotations`` and ``GET /api/rotations/{id}``.
+"""Manual rotation over HTTP: ``POST /api/rotations``, ``GET /api/rotations/{id}`` and
+the run history ``GET /api/rotations`` (JSON, or ``?format=html`` pages for people).
 
 The same engine call as an event, with the operator choosing vault, certificate and
 optionally the services. Input is validated completely before anything is read from
@@ -10,13 +11,18 @@ for a body over ``MAX_BODY``, 400 for anything malformed (including nesting deep
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 import azure.functions as func
 
 from handlers.responses import error_for, error_response, json_response
 from handlers.runtime import engine
+from handlers.status import FORMATS, html_response, link_query, page_format
+from shared import run_html
+from shared.compute_ids import split_service_id
 from shared.engine import Trigger, describe
 from shared.errors import InvalidInput
+from shared.history import MAX_SCAN, recent_records
 from shared.json_body import load_object
 from shared.requests import RotationRequest
 
@@ -29,6 +35,11 @@ RUN_ID_CHARS = set("0123456789abcdefTZ-")
 # answered 202 "updating" and goes on in Azure (its record keeps the operation's token).
 HTTP_WAIT_SECONDS = 60.0
 STATUS_WAIT_SECONDS = 5.0
+PAGE_SIZE, MAX_PAGE = 20, 100  # runs per history page: default, most
+
+
+def _valid_run_id(run_id: str) -> bool:
+    return bool(run_id) and len(run_id) <= 64 and set(run_id) <= RUN_ID_CHARS
 
 
 def parse_request(raw: bytes) -> RotationRequest:
@@ -98,10 +109,59 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="rotations/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
     run_id = req.route_params.get("id", "")
-    if not run_id or len(run_id) > 64 or not set(run_id) <= RUN_ID_CHARS:
+    if not _valid_run_id(run_id):
         return error_response(400, "not a rotation run id", "id")
+    wanted = page_format(req)
+    if wanted is None:
+        return error_response(400, f"must be one of {', '.join(FORMATS)}", "format")
     try:
+        if wanted == "html":  # a page only reads the record: it never follows the update
+            return html_response(
+                run_html.render_run(engine().storage.load_record(run_id), link_query(req))
+            )
         # A run still "updating" is followed a little first, then answered as it stands.
         return json_response(engine().resume_run(run_id, STATUS_WAIT_SECONDS), 200)
     except Exception as exc:  # every failure answers the JSON envelope
         return error_for(exc)
+
+
+@bp.function_name("rotation_history")
+@bp.route(route="rotations", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def rotation_history(req: func.HttpRequest) -> func.HttpResponse:
+    """Runs newest first, ``limit`` at a time (``before``: the last id of the previous page),
+    only those touching ``cloudService`` if given. Read-only."""
+    wanted = page_format(req)
+    if wanted is None:
+        return error_response(400, f"must be one of {', '.join(FORMATS)}", "format")
+    text = req.params.get("limit", str(PAGE_SIZE))
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        return error_response(400, f"must be a whole number from 1 to {MAX_PAGE}", "limit")
+    limit = int(text)
+    before = req.params.get("before") or None
+    if before is not None and not _valid_run_id(before):
+        return error_response(400, "not a rotation run id", "before")
+    service = req.params.get("cloudService") or None
+    if service is not None:
+        try:
+            split_service_id(service)
+        except InvalidInput as exc:
+            return error_response(400, exc.detail, "cloudService")
+    try:
+        records = list(
+            recent_records(
+                engine().storage, limit=limit + 1, service_id=service, scan=MAX_SCAN,
+                before=before,
+            )
+        )
+    except Exception as exc:  # every failure answers the JSON envelope
+        return error_for(exc)
+    page, more = records[:limit], len(records) > limit
+    after = {"limit": str(limit), "before": str(page[-1]["id"])} if more else None
+    if service is not None and after is not None:
+        after["cloudService"] = service
+    if wanted == "html":
+        next_link = urlencode({**after, "format": "html"}) if after else None
+        return html_response(run_html.render_history(page, next_link, link_query(req)))
+    return json_response(
+        {"runs": page, "next": f"/api/rotations?{urlencode(after)}" if after else None}, 200
+    )

@@ -8,6 +8,7 @@ prints; ``?format=html`` renders it for people.
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 import azure.functions as func
 
@@ -23,25 +24,40 @@ HTML_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
+    # Links carry the function key a browser came with (?code=): never send it elsewhere.
+    "Referrer-Policy": "no-referrer",
 }
+
+
+def page_format(req: func.HttpRequest) -> str | None:
+    """``json`` or ``html`` from ``?format=``; None when it is neither."""
+    wanted = req.params.get("format", "json").strip().lower()
+    return wanted if wanted in FORMATS else None
+
+
+def link_query(req: func.HttpRequest) -> str:
+    """The function key the page was opened with (``?code=``), for its links: a browser
+    cannot send the ``x-functions-key`` header, so a link without it would answer 401."""
+    code = req.params.get("code")
+    return urlencode({"code": code}) if code else ""
+
+
+def html_response(page: str) -> func.HttpResponse:
+    return func.HttpResponse(
+        page, status_code=200, mimetype="text/html", charset="utf-8", headers=HTML_HEADERS
+    )
 
 
 @bp.function_name("status")
 @bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def status(req: func.HttpRequest) -> func.HttpResponse:
-    wanted = req.params.get("format", "json").strip().lower()
-    if wanted not in FORMATS:
+    wanted = page_format(req)
+    if wanted is None:
         return error_response(400, f"must be one of {', '.join(FORMATS)}", "format")
     try:
         found = inventory.gather(engine())
     except Exception as exc:  # every failure answers the JSON envelope
         return error_for(exc)
     if wanted == "html":
-        return func.HttpResponse(
-            status_html.render(found),
-            status_code=200,
-            mimetype="text/html",
-            charset="utf-8",
-            headers=HTML_HEADERS,
-        )
+        return html_response(status_html.render(found, link_query(req)))
     return json_response(found.to_json(), 200)

@@ -54,14 +54,23 @@ def touches(record: Mapping[str, Any], service_id: str) -> bool:
 
 
 def recent_records(
-    store: RecordStore, *, limit: int, service_id: str | None = None, scan: int = MAX_SCAN
+    store: RecordStore,
+    *,
+    limit: int,
+    service_id: str | None = None,
+    scan: int = MAX_SCAN,
+    before: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Up to ``limit`` run records, newest first, only those touching ``service_id`` if given.
 
+    ``before``: only runs older than this run id (ids sort by start time), to page on.
     Reads at most ``scan`` records, so an id that matches nothing costs a bounded time.
     """
     found = 0
-    for record_id in store.record_ids()[:scan]:
+    ids = store.record_ids()
+    if before is not None:
+        ids = [i for i in ids if i < before]
+    for record_id in ids[:scan]:
         if found >= limit:
             return
         record = store.load_record(record_id)

@@ -24,15 +24,22 @@ hides the rest of the page.
 * certificates in the referenced vaults that no service references or names are unused.
 
 Expiry is ``expired``, ``soon`` (within 30 days, when Key Vault raises NearExpiry) or ``ok``.
+
+What needs an operator is a :class:`Flag` on the row it concerns (a certificate use or the
+service) and a count in :meth:`Inventory.summary`, the same in JSON, CLI and HTML: a
+service Azure left ``Failed``, a failed last run, a backoff, expired and expiring
+certificates, problems, drift and unmanaged services. :func:`findings` is the
+``certrotate status --check`` rule, with its thresholds as arguments.
 Nothing secret is shown: no tag values (an operator may have pasted a SAS into one), only
 thumbprints, versions and ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from shared import cscfg, planner
@@ -54,6 +61,45 @@ EXPIRY_WARNING = timedelta(days=30)  # Key Vault raises NearExpiry this long bef
 RUNS_SCAN = 200  # run records read at most per status (newest first; each is a download)
 
 CertKey = tuple[str, str]  # (vault ARM id, certificate name), lower case
+# Last-run outcomes that mean the service did not get what the run meant to give it.
+FAILED_OUTCOMES = frozenset({"failed", "rolled-back", "refused", "transient"})
+
+
+class Flag(StrEnum):
+    """Something about a row an operator should look at; declared most urgent first."""
+
+    FAILED = "failed"  # Azure left the service in provisioningState Failed
+    RUN_FAILED = "run-failed"  # the last run did not do what it meant to (see its record)
+    BACKOFF = "backoff"  # a version that failed to deploy is held back for a while
+    EXPIRED = "expired"
+    EXPIRING = "expiring"  # within EXPIRY_WARNING (30 days)
+    PROBLEM = "problem"  # something could not be read or makes no sense
+    DRIFT = "drift"  # deployed is not the desired version
+    UNMANAGED = "unmanaged"  # not tagged for rotation (an opt-out is not flagged)
+
+    @property
+    def rank(self) -> int:
+        return list(Flag).index(self)
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+_LABELS = {
+    Flag.FAILED: "failed",
+    Flag.RUN_FAILED: "last run failed",
+    Flag.BACKOFF: "backing off",
+    Flag.EXPIRED: "expired",
+    Flag.EXPIRING: "expiring",
+    Flag.PROBLEM: "problem",
+    Flag.DRIFT: "drift",
+    Flag.UNMANAGED: "unmanaged",
+}
+
+
+def _ordered(flags: Iterable[Flag]) -> tuple[Flag, ...]:
+    return tuple(sorted(set(flags), key=lambda f: f.rank))
 
 
 @dataclass(frozen=True)
@@ -135,8 +181,24 @@ class CertificateUse:
     last_run: LastRun | None
     problem: str | None
 
+    def flags(self, expiring_days: float = EXPIRY_WARNING.days) -> tuple[Flag, ...]:
+        """This use's flags; ``expiring_days`` moves the expiring threshold (``--check``)."""
+        found: list[Flag] = []
+        if self.expiry == "expired":
+            found.append(Flag.EXPIRED)
+        elif self.days_left is not None and self.days_left < expiring_days:
+            found.append(Flag.EXPIRING)
+        if self.drift:
+            found.append(Flag.DRIFT)
+        if self.problem:
+            found.append(Flag.PROBLEM)
+        if self.last_run is not None and self.last_run.outcome in FAILED_OUTCOMES:
+            found.append(Flag.RUN_FAILED)
+        return _ordered(found)
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "attention": list(self.flags()),
             "vault": self.vault_id,
             "certificate": self.certificate,
             "role": self.role,
@@ -164,11 +226,38 @@ class ServiceStatus:
     certificates: tuple[CertificateUse, ...]
     problem: str | None
     backoff: str | None = None  # "backing off until T after N failures: last error"
+    opted_out: bool = False  # unmanaged by the operator's choice: not flagged
+
+    @property
+    def resource_group(self) -> str:
+        parts = self.id.split("/")
+        lower = [p.lower() for p in parts]
+        return parts[lower.index("resourcegroups") + 1] if "resourcegroups" in lower[:-1] else ""
+
+    def flags(self, expiring_days: float = EXPIRY_WARNING.days) -> tuple[Flag, ...]:
+        """The service's own flags and those of every certificate it uses."""
+        found = [f for use in self.certificates for f in use.flags(expiring_days)]
+        if (self.provisioning_state or "").lower() == "failed":
+            found.append(Flag.FAILED)
+        if self.backoff:
+            found.append(Flag.BACKOFF)
+        if self.problem:
+            found.append(Flag.PROBLEM)
+        if not self.managed and not self.opted_out:
+            found.append(Flag.UNMANAGED)
+        return _ordered(found)
+
+    def urgency(self) -> tuple[int, str, str]:
+        """Sort key: the most urgent flag first, then by name; unflagged services last."""
+        flags = self.flags()
+        return (flags[0].rank if flags else len(Flag), self.name.lower(), self.id.lower())
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
+            "resourceGroup": self.resource_group,
+            "attention": list(self.flags()),
             "provisioningState": self.provisioning_state,
             "managed": self.managed,
             "reason": self.reason,
@@ -228,9 +317,22 @@ class Inventory:
     unused: tuple[UnusedCertificate, ...]
     problems: tuple[str, ...]
 
+    def summary(self) -> dict[str, int]:
+        """How many services carry each flag (and in all), plus what could not be read."""
+        counts = {"services": len(self.services)}
+        counts["attention"] = sum(bool(s.flags()) for s in self.services)
+        for flag in Flag:
+            counts[flag.value] = sum(flag in s.flags() for s in self.services)
+        counts["unreadable"] = len(self.problems)
+        return counts
+
+    def by_urgency(self) -> list[ServiceStatus]:
+        return sorted(self.services, key=ServiceStatus.urgency)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "generated": self.generated.isoformat(),
+            "summary": self.summary(),
             "services": [s.to_json() for s in self.services],
             "orphanThumbprints": [o.to_json() for o in self.orphans],
             "unusedCertificates": [u.to_json() for u in self.unused],
@@ -354,6 +456,7 @@ def _service_status(
         reason=reason,
         certificates=tuple(uses),
         problem=problem,
+        opted_out=service.opted_out,
     )
     return status, orphans, matched
 
@@ -472,6 +575,24 @@ def _unused(
         expiry=expiry_state(expires, now),
         problem=cert.reason if isinstance(cert, Unreadable) else None,
     )
+
+
+def findings(
+    inventory: Inventory,
+    *,
+    expiring_days: float = EXPIRY_WARNING.days,
+    ignore: Collection[Flag] = (),
+) -> list[str]:
+    """What ``certrotate status --check`` reports, one line per service (most urgent
+    first) and per unreadable thing; empty when nothing needs attention."""
+    lines = []
+    for service in inventory.by_urgency():
+        flags = [f for f in service.flags(expiring_days) if f not in ignore]
+        if flags:
+            lines.append(f"{service.resource_group}/{service.name}: {', '.join(flags)}")
+    if Flag.PROBLEM not in ignore:
+        lines.extend(f"could not read {p}" for p in inventory.problems)
+    return lines
 
 
 def gather(engine: Engine, *, scan: int = RUNS_SCAN) -> Inventory:

@@ -1,173 +1,193 @@
-"""The status as a small HTML page for people (``GET /api/status?format=html``).
+"""The status as a page for people (``GET /api/status?format=html``).
 
-One static page, no script: tables of what each service runs, thumbprints with no
-certificate, unused certificates and whatever could not be read. Expiry cells are amber
-within 30 days and red once expired. Every value comes from Azure (service, role and
-certificate names, error messages) and is escaped, so nothing in a cscfg or a tag can
-inject markup.
+One static page, no script (see :mod:`shared.html_page`): summary tiles counting the
+services that carry each :class:`~shared.inventory.Flag` (the JSON's ``summary``), then one
+table, services most urgent first, one line per certificate a service uses, flags as
+text-and-colour badges. Each last run links to its run page; long reasons (why a service
+is unmanaged, a backoff, a problem) sit behind a ``<details>`` disclosure so a row stays
+one or two lines tall. Every value comes from Azure or the run records and is escaped.
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Iterable
+from shared.html_page import EMPTY, badge, e, moment, page, table
+from shared.inventory import CertificateUse, Flag, Inventory, ServiceStatus
 
-from shared.history import LastRun
-from shared.inventory import CertificateUse, Inventory
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
-table { border-collapse: collapse; margin-bottom: 1.5rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; }
-th { background: #f0f0f0; }
-td.mono { font-family: ui-monospace, monospace; font-size: 0.85rem; }
-.soon { background: #fff3cd; }
-.expired { background: #f8d7da; color: #842029; font-weight: bold; }
-.drift { color: #842029; font-weight: bold; }
-.muted { color: #777; }
-"""
-_EMPTY = "\u2014"  # an em dash for "no value"
+TILES = (Flag.FAILED, Flag.RUN_FAILED, Flag.BACKOFF, Flag.EXPIRED, Flag.EXPIRING, Flag.DRIFT,
+         Flag.UNMANAGED, Flag.PROBLEM)
+COLUMNS = [
+    ("Attention", "11%"),
+    ("Cloud service", "14%"),
+    ("Role / cscfg name", "11%"),
+    ("Vault / certificate", "12%"),
+    ("Version (desired)", "10%"),
+    ("Expires", "10%"),
+    ("Last run", "16%"),
+    ("Details", "16%"),
+]
 
 
-def _e(value: object) -> str:
-    return _EMPTY if value is None or value == "" else html.escape(str(value))
+def run_link(run_id: str, text: str, query: str = "") -> str:
+    """A link to the run page, relative to ``/api/`` (``query``: e.g. the caller's ``code``)."""
+    extra = f"&{query}" if query else ""
+    return f'<a href="rotations/{e(run_id)}?format=html{e(extra)}">{e(text)}</a>'
 
 
-def _cell(value: object, css: str = "") -> str:
-    attribute = f' class="{css}"' if css else ""
-    return f"<td{attribute}>{_e(value)}</td>"
+def _short(version: str | None) -> str:
+    if not version:
+        return EMPTY
+    return f'<span class="mono nw" title="{e(version)}">{e(version[:8])}</span>'
 
 
-def _short(version: str | None) -> str | None:
-    return version[:8] if version else None
+def _badges(flags: tuple[Flag, ...]) -> str:
+    return "".join(badge(f.value, f.label) for f in flags) or badge("ok", "ok")
 
 
-def _expiry(expires: object, days: float | None, state: str) -> str:
-    """The expiry cell: date and days left, highlighted by ``state``."""
-    if expires is None:
-        return _cell(None)
-    label = str(expires)[:10]
-    if days is not None:
-        label += f" (expired {-days:g} d ago)" if state == "expired" else f" ({days:g} d)"
-    return _cell(label, state if state in ("soon", "expired") else "")
+def _expiry(use: CertificateUse) -> str:
+    if use.expires is None:
+        return EMPTY
+    days = use.days_left
+    left = "" if days is None else f"expired {-days:g} d ago" if days <= 0 else f"in {days:g} d"
+    return f'<span class="nw">{e(use.expires.date().isoformat())}</span><br>' + (
+        f'<span class="small muted nw">{e(left)}</span>'
+    )
 
 
-def _table(headers: Iterable[str], rows: list[str], empty: str) -> str:
-    if not rows:
-        return f'<p class="muted">{_e(empty)}</p>'
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+def _details(summary: str, lines: list[str]) -> str:
+    if not lines:
+        return ""
+    items = "".join(f"<li>{e(line)}</li>" for line in lines)
+    return f"<details><summary>{e(summary)}</summary><ul class=\"small\">{items}</ul></details>"
 
 
-def _last_run(run: LastRun) -> str:
-    """Outcome and start; for an update, the package it deployed (URL and Content-MD5)."""
-    text = f"{run.outcome} ({run.started[:19]})"
-    if run.package:
-        text += f"; package {run.package.get('url')} (MD5 {run.package.get('md5')})"
-    return text
+def _service_cell(service: ServiceStatus, rows: int) -> str:
+    state = service.provisioning_state or "unknown state"
+    managed = "managed" if service.managed else "opted out" if service.opted_out else "unmanaged"
+    return (
+        f'<td rowspan="{rows}" title="{e(service.id)}"><strong>{e(service.name)}</strong><br>'
+        f'<span class="small muted">rg {e(service.resource_group)}</span><br>'
+        f'<span class="small muted">{e(state)}, {e(managed)}</span></td>'
+    )
 
 
-def _use_row(service: str, managed: str, use: CertificateUse) -> str:
+def _service_notes(service: ServiceStatus) -> list[str]:
+    notes = []
+    if (service.provisioning_state or "").lower() == "failed":
+        notes.append("Azure left this service in provisioningState Failed")
+    if service.backoff:
+        notes.append(service.backoff)
+    if service.problem:
+        notes.append(service.problem)
+    if not service.managed:
+        notes.append(service.reason)
+    return notes
+
+
+def _use_cells(use: CertificateUse | None, query: str) -> str:
+    if use is None:
+        return '<td colspan="5" class="muted">no certificate</td>'
+    role = use.role if use.role is not None else "(osProfile only)"
+    vault = use.vault_id.rsplit("/", 1)[-1] if use.vault_id else None
+    version = _short(use.version)
+    if use.drift:
+        version += f' <span class="muted">&rarr;</span> {_short(use.desired_version)}'
     run = use.last_run
-    drift = {True: ("yes", "drift"), False: ("no", ""), None: ("?", "")}[use.drift]
-    certificate = f"{use.vault_id.rsplit('/', 1)[-1]}/{use.certificate}" if use.vault_id else None
-    return "<tr>" + "".join(
-        [
-            service,
-            managed,
-            _cell(use.role if use.role is not None else "(osProfile only)"),
-            _cell(use.cscfg_name),
-            _cell(certificate),
-            _cell(use.thumbprint, "mono"),
-            _cell(_short(use.version), "mono"),
-            _expiry(use.expires, use.days_left, use.expiry),
-            _cell(_short(use.desired_version), "mono"),
-            _cell(drift[0], drift[1]),
-            _cell(_last_run(run) if run else None),
-            _cell(use.problem),
-        ]
-    ) + "</tr>"
+    last = EMPTY
+    if run is not None:
+        last = run_link(run.run_id, run.outcome, query)
+        last += f'<br><span class="small">{moment(run.started)}</span>'
+    return (
+        f"<td>{e(role)}<br><span class=\"small muted\">{e(use.cscfg_name)}</span></td>"
+        f"<td>{e(vault)}<br><span class=\"small\">{e(use.certificate)}</span></td>"
+        f"<td>{version}</td><td>{_expiry(use)}</td><td>{last}</td>"
+    )
 
 
-def render(inventory: Inventory) -> str:
-    rows: list[str] = []
-    for service in inventory.services:
-        name = f'<td title="{html.escape(service.id)}">{_e(service.name)}</td>'
-        managed = _cell("yes" if service.managed else f"no: {service.reason}")
-        if service.problem:
-            rows.append(f'<tr>{name}{managed}<td colspan="10">{_e(service.problem)}</td></tr>')
-        if service.backoff:
+def _service_rows(service: ServiceStatus, query: str) -> list[str]:
+    uses: list[CertificateUse | None] = list(service.certificates) or [None]
+    notes = _details("why", _service_notes(service))
+    flags = service.flags()
+    rows = []
+    for index, use in enumerate(uses):
+        own = "" if use is None else _details("problem" if use.problem else "more", _use_notes(use))
+        cells = _use_cells(use, query) + f"<td>{notes if index == 0 else ''}{own}</td>"
+        if index == 0:
+            attention = f'<td rowspan="{len(uses)}">{_badges(flags)}</td>'
             rows.append(
-                f'<tr>{name}{managed}<td colspan="10" class="soon">{_e(service.backoff)}</td></tr>'
+                f'<tr class="first" data-service="{e(service.id)}" '
+                f'data-attention="{e(" ".join(flags))}">'
+                f"{attention}{_service_cell(service, len(uses))}{cells}</tr>"
             )
-        rows.extend(_use_row(name, managed, use) for use in service.certificates)
-        if not service.certificates and not service.problem:
-            rows.append(f'<tr>{name}{managed}<td colspan="10" class="muted">none</td></tr>')
+        else:
+            rows.append(f"<tr>{cells}</tr>")
+    return rows
+
+
+def _use_notes(use: CertificateUse) -> list[str]:
+    notes = [f"thumbprint {use.thumbprint}"] if use.thumbprint else []
+    if use.problem:
+        notes.insert(0, use.problem)
+    if use.last_run is not None and use.last_run.message:
+        notes.append(f"last run: {use.last_run.message}")
+    return notes
+
+
+def _tiles(inventory: Inventory) -> str:
+    counts = inventory.summary()
+    tiles = [
+        f'<div class="tile" id="tile-services"><span class="n">{counts["services"]}</span>'
+        "services</div>"
+    ]
+    for flag in TILES:
+        n = counts[flag.value]
+        hot = " hot" if n else ""
+        tiles.append(
+            f'<div class="tile b-{flag.value}{hot}" id="tile-{flag.value}">'
+            f'<span class="n">{n}</span>{e(flag.label)}</div>'
+        )
+    return f'<div class="tiles">{"".join(tiles)}</div>'
+
+
+def render(inventory: Inventory, query: str = "") -> str:
+    """The page; ``query`` (already URL-encoded) is added to every link, such as the
+    function key a browser came with, so following a link does not sign the user out."""
+    rows = [row for service in inventory.by_urgency() for row in _service_rows(service, query)]
     orphans = [
-        "<tr>"
-        + _cell(o.service_id.rsplit("/", 1)[-1])
-        + _cell(o.role)
-        + _cell(o.cscfg_name)
-        + _cell(o.thumbprint, "mono")
-        + "</tr>"
+        f"<tr><td>{e(o.service_id.rsplit('/', 1)[-1])}</td><td>{e(o.role)}</td>"
+        f"<td>{e(o.cscfg_name)}</td><td class=\"mono\">{e(o.thumbprint)}</td></tr>"
         for o in inventory.orphans
     ]
     unused = [
-        "<tr>"
-        + _cell(u.vault_id.rsplit("/", 1)[-1])
-        + _cell(u.certificate)
-        + _cell(_short(u.version), "mono")
-        + _cell(u.thumbprint, "mono")
-        + _expiry(u.expires, u.days_left, u.expiry)
-        + _cell(u.problem)
-        + "</tr>"
+        f"<tr><td>{e(u.vault_id.rsplit('/', 1)[-1])}</td><td>{e(u.certificate)}</td>"
+        f"<td>{_short(u.version)}</td><td class=\"nw\">"
+        f"{e(u.expires.date().isoformat() if u.expires else None)}</td>"
+        f"<td>{badge(u.expiry if u.expiry != 'soon' else 'expiring', u.expiry)}</td>"
+        f"<td>{e(u.problem)}</td></tr>"
         for u in inventory.unused
     ]
-    uses = [use for service in inventory.services for use in service.certificates]
-    summary = (
-        f"{len(inventory.services)} cloud service(s), {len(uses)} certificate use(s): "
-        f"{sum(u.expiry == 'expired' for u in uses)} expired, "
-        f"{sum(u.expiry == 'soon' for u in uses)} expiring within 30 days, "
-        f"{sum(u.drift is True for u in uses)} not on the desired version."
-    )
-    problems = "".join(f"<li>{_e(p)}</li>" for p in inventory.problems)
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        "<title>certrotate status</title>"
-        f"<style>{_STYLE}</style></head><body>"
+    problems = "".join(f"<li>{e(p)}</li>" for p in inventory.problems)
+    history = f'rotations?format=html{"&" + query if query else ""}'
+    body = (
         "<h1>Certificate rotation status</h1>"
-        f"<p>Generated {_e(inventory.generated.isoformat(timespec='seconds'))}. {_e(summary)}</p>"
-        "<h2>Cloud services</h2>"
-        + _table(
-            (
-                "Cloud service",
-                "Managed",
-                "Role",
-                "cscfg name",
-                "Vault/certificate",
-                "Thumbprint",
-                "Version",
-                "Expires",
-                "Desired",
-                "Drift",
-                "Last run",
-                "Problem",
-            ),
-            rows,
-            "No cloud service in scope.",
-        )
+        f'<p class="muted">Generated {moment(inventory.generated.isoformat())} UTC. '
+        f'<a href="{e(history)}">Run history</a></p>'
+        + _tiles(inventory)
+        + "<h2>Cloud services, most urgent first</h2>"
+        + table(COLUMNS, rows, "No cloud service in scope.")
         + "<h2>cscfg thumbprints with no certificate</h2>"
-        + _table(
-            ("Cloud service", "Role", "cscfg name", "Thumbprint"),
+        + table(
+            [("Cloud service", "25%"), ("Role", "20%"), ("cscfg name", "20%"),
+             ("Thumbprint", "35%")],
             orphans,
             "Every cscfg thumbprint is a version of a certificate in a referenced vault.",
         )
         + "<h2>Certificates no service uses</h2>"
-        + _table(
-            ("Vault", "Certificate", "Version", "Thumbprint", "Expires", "Problem"),
+        + table(
+            [("Vault", "18%"), ("Certificate", "20%"), ("Version", "12%"), ("Expires", "12%"),
+             ("Expiry", "10%"), ("Problem", "28%")],
             unused,
             "Every certificate in the referenced vaults is used.",
         )
         + (f"<h2>Could not read</h2><ul>{problems}</ul>" if problems else "")
-        + "</body></html>\n"
     )
+    return page("certrotate status", body)

@@ -14,9 +14,17 @@ from typing import Any
 
 from azure.keyvault.certificates import KeyVaultCertificate
 
-from emulators.polling import wait_for
 from emulators.provision import cscfg, thumbprint
-from tests.e2e.world import CERT, World, api, secret_of, self_signed_pfx, unique, version_of
+from tests.e2e.world import (
+    CERT,
+    World,
+    api,
+    rotate_over_http,
+    secret_of,
+    self_signed_pfx,
+    unique,
+    version_of,
+)
 
 
 def status(world: World) -> dict[str, Any]:
@@ -113,24 +121,13 @@ def test_status_shows_drift_expiry_management_orphans_unused_and_last_run(world:
     assert found["unusedCertificates"][0]["expiry"] == "ok"
 
     # A manual rotation of the drifting service shows up as its last run, drift gone.
-    resp = api(
-        world.stack,
-        "POST",
-        "/api/rotations",
-        {"vault": world.vault_id, "certificate": CERT, "cloudServices": [drifting.id]},
-    )
-    assert resp.status_code == 202, resp.text
-    run_id = resp.json()["id"]
-    wait_for(
-        lambda: api(world.stack, "GET", f"/api/rotations/{run_id}").json()["status"] == "done",
-        "the manual rotation",
-    )
+    run_id = rotate_over_http(world, drifting)
     after = service_named(status(world), drifting.name)["certificates"]
     assert {(c["version"], c["drift"]) for c in after} == {(version_of(v2), False)}
     assert {(c["lastRun"]["id"], c["lastRun"]["outcome"]) for c in after} == {(run_id, "rotated")}
 
 
-def test_status_page_is_escaped_html_with_expiry_highlighted(world: World) -> None:
+def test_status_page_is_escaped_html_with_expiry_flagged(world: World) -> None:
     soon = imported(world, "short-lived", 5)
     expired = imported(world, "expired", -1)
     deploy_with(world, ("Soon", soon), ("Gone", expired))
@@ -143,8 +140,10 @@ def test_status_page_is_escaped_html_with_expiry_highlighted(world: World) -> No
     page = resp.text
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page.lower()
     today = dt.datetime.now(dt.UTC).date()
-    assert f'<td class="soon">{today + dt.timedelta(days=5)}' in page
-    assert f'<td class="expired">{today - dt.timedelta(days=1)}' in page
+    assert f'<span class="nw">{today + dt.timedelta(days=5)}</span>' in page  # never wraps
+    assert f'<span class="nw">{today - dt.timedelta(days=1)}</span>' in page
+    assert '<span class="badge b-expiring">expiring</span>' in page
+    assert '<span class="badge b-expired">expired</span>' in page
     assert secret_of(soon) not in page  # versions and thumbprints only, no secret URLs
 
 
@@ -153,3 +152,35 @@ def test_status_refuses_unknown_format_and_needs_the_function_key(world: World) 
     assert bad.status_code == 400
     assert bad.json()["error"]["field"] == "format"
     assert api(world.stack, "GET", "/api/status", key=None).status_code == 401
+
+
+def test_history_lists_runs_newest_first_paged_and_filtered(world: World) -> None:
+    v1 = world.new_version()
+    one, two = world.deploy(v1), world.deploy(v1)
+    world.new_version()
+    ids = []
+    for svc in (one, two, one):
+        resp = api(world.stack, "POST", "/api/rotations",
+                   {"vault": world.vault_id, "certificate": CERT, "cloudServices": [svc.id],
+                    "force": True})
+        assert resp.status_code == 202, resp.text
+        ids.append(resp.json()["id"])
+
+    # Ids sort by start time to the second (then by their random part): compare as sets.
+    first = api(world.stack, "GET", f"/api/rotations?limit=1&cloudService={one.id}").json()
+    assert first["next"].startswith("/api/rotations?")
+    second = api(world.stack, "GET", first["next"]).json()
+    paged = [r["id"] for r in first["runs"] + second["runs"]]
+    assert sorted(paged) == sorted([ids[0], ids[2]]) and second["next"] is None
+    assert paged == sorted(paged, reverse=True)  # newest first
+    page = api(world.stack, "GET", f"/api/rotations?format=html&cloudService={two.id}")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert ids[1] in page.text and ids[0] not in page.text
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    run = api(world.stack, "GET", f"/api/rotations/{ids[1]}?format=html")
+    assert run.status_code == 200 and "<script" not in run.text.lower()
+    assert "rotated" in run.text and "cscfg diff (secrets redacted)" in run.text
+    for query, field in (("limit=0", "limit"), ("before=nope!", "before"),
+                         ("cloudService=cs1", "cloudService"), ("format=xml", "format")):
+        bad = api(world.stack, "GET", f"/api/rotations?{query}")
+        assert bad.status_code == 400 and bad.json()["error"]["field"] == field, query

@@ -395,6 +395,23 @@ def api(
     )
 
 
+def rotate_over_http(world: World, service: Service) -> str:
+    """``POST /api/rotations`` for ``service`` alone, waited on until the run is done: its id."""
+    resp = api(
+        world.stack,
+        "POST",
+        "/api/rotations",
+        {"vault": world.vault_id, "certificate": CERT, "cloudServices": [service.id]},
+    )
+    assert resp.status_code == 202, resp.text
+    run_id: str = resp.json()["id"]
+    wait_for(
+        lambda: api(world.stack, "GET", f"/api/rotations/{run_id}").json()["status"] == "done",
+        "the manual rotation",
+    )
+    return run_id
+
+
 def engine_for(world: World, **settings: str) -> Engine:
     """A fresh engine as a new worker builds it, scoped to the world's resource group."""
     env = {

@@ -7,10 +7,14 @@ settings are built."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from certrotate.cli import BadInput, build_parser, load_env_file, main, table
+from certrotate import names
+from certrotate.cli import BadInput, build_parser, load_env_file, main, outcome_line, table
+from shared.errors import NotFound
+from shared.model import CloudServiceSnapshot, SecretGroup
 
 ENV_FILES = {
     "stack.env as written": ("A=1\nB=https://x:1/y\n", {"A": "1", "B": "https://x:1/y"}),
@@ -89,3 +93,61 @@ def test_table_aligns_columns() -> None:
         "xyz  1",
         "q",
     ]
+
+
+SUB = "/subscriptions/deb67ae7-ffb0-4d9e-a3e1-986964950dc2"
+
+
+def _snapshot(rg: str, name: str, vault_rg: str = "rg-kv", vault: str = "kv1") -> Any:
+    vault_id = f"{SUB}/resourceGroups/{vault_rg}/providers/Microsoft.KeyVault/vaults/{vault}"
+    return CloudServiceSnapshot(
+        id=f"{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/cloudServices/{name}",
+        name=name, location="westus", tags={}, configuration="",
+        secrets=(SecretGroup(vault_id, ()),), provisioning_state="Succeeded", upgrade_mode="Auto",
+    )
+
+
+SERVICES = [_snapshot("rg-a", "cs-web"), _snapshot("rg-b", "cs-web"), _snapshot("rg-a", "cs-api")]
+RESOLVED = {
+    "unique name": ("cs-api", "rg-a/providers/Microsoft.Compute/cloudServices/cs-api"),
+    "any casing": ("CS-API", "rg-a/providers/Microsoft.Compute/cloudServices/cs-api"),
+    "rg/name": ("rg-b/cs-web", "rg-b/providers/Microsoft.Compute/cloudServices/cs-web"),
+}
+
+
+@pytest.mark.parametrize(("text", "suffix"), RESOLVED.values(), ids=RESOLVED.keys())
+def test_short_service_names(text: str, suffix: str) -> None:
+    assert names.service_id(text, SERVICES) == f"{SUB}/resourceGroups/{suffix}"
+
+
+def test_names_that_are_ambiguous_missing_or_ids() -> None:
+    with pytest.raises(names.Ambiguous, match="rg-a/cs-web; rg-b/cs-web"):
+        names.service_id("cs-web", SERVICES)
+    with pytest.raises(NotFound, match="cloud service 'CS-Gone' not found"):
+        names.service_id("CS-Gone", SERVICES)
+    assert names.vault_id("KV1", SERVICES).endswith("/resourceGroups/rg-kv/providers/"
+                                                    "Microsoft.KeyVault/vaults/kv1")
+    assert names.service_id(SERVICES[0].id.upper(), []) == SERVICES[0].id.upper()
+    with pytest.raises(ValueError, match="neither an ARM id nor a vault name"):
+        names.check_form("vault", "kv 1")
+
+
+OUTCOME_LINES = {
+    "a failure is never 'done'": ("done", ["rotated", "failed", "rotated"],
+                                  "finished: 1 failed, 2 rotated"),
+    "still updating": ("updating", ["updating"], "still updating: 1 updating"),
+    "no service": ("done", [], "finished: no service"),
+}
+
+
+@pytest.mark.parametrize(("status", "outcomes", "line"), OUTCOME_LINES.values(),
+                         ids=OUTCOME_LINES.keys())
+def test_outcome_line(status: str, outcomes: list[str], line: str) -> None:
+    assert outcome_line(status, outcomes) == line
+
+
+def test_version_and_exit_codes_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["--version"])
+    assert caught.value.code == 0 and capsys.readouterr().out.startswith("certrotate ")
+    assert "3 status --check found something" in build_parser().format_help().replace("\n", " ")

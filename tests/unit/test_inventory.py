@@ -4,7 +4,7 @@ row reads "Azure showed this; the status page says that"."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,11 +12,13 @@ import pytest
 
 from shared.history import LastRun, last_runs, recent_records
 from shared.inventory import (
+    Flag,
     Inventory,
     Unreadable,
     VaultListing,
     build,
     expiry_state,
+    findings,
 )
 from shared.model import (
     OPT_OUT_TAG,
@@ -340,9 +342,71 @@ def test_html_escapes_everything_and_highlights_expiry() -> None:
     page = render(build([svc], CERTS, [VAULT], {}, NOW))
 
     assert evil not in page and "&lt;script&gt;" in page
-    assert '<td class="soon">' + (NOW + timedelta(days=20)).date().isoformat() in page
-    assert '<td class="expired">' + (NOW - timedelta(days=1)).date().isoformat() in page
     assert "<script" not in page.lower()
+    soon, gone = (NOW + timedelta(days=20)).date(), (NOW - timedelta(days=1)).date()
+    assert f'<span class="nw">{soon.isoformat()}</span>' in page  # a date never wraps
+    assert f'<span class="nw">{gone.isoformat()}</span>' in page
+    assert 'data-attention="expired expiring problem drift"' in page
+    assert '<span class="badge b-expired">expired</span>' in page
+
+
+def _flagged(**changes: Any) -> CloudServiceSnapshot:
+    return replace(
+        service("svc", cscfg(Web=f"SslCert:{TP_NEW}"), secret("web-tls", "vnew")), **changes
+    )
+
+
+def _run(outcome: str) -> dict[tuple[str, str, str], LastRun]:
+    key = ((CS + "svc").lower(), KV1.lower(), "web-tls")
+    return {key: LastRun("20260501T000000Z-a", "2026-05-01T00:00:00", "done", outcome, "boom")}
+
+
+FLAGS: dict[str, tuple[CloudServiceSnapshot, dict[Any, LastRun], list[Flag]]] = {
+    "healthy": (_flagged(), {}, []),
+    "Azure left it Failed": (_flagged(provisioning_state="Failed"), {}, [Flag.FAILED]),
+    "last run failed": (_flagged(), _run("failed"), [Flag.RUN_FAILED]),
+    "last run rolled back": (_flagged(), _run("rolled-back"), [Flag.RUN_FAILED]),
+    "last run rotated": (_flagged(), _run("rotated"), []),
+    "untagged": (_flagged(tags={}), {}, [Flag.UNMANAGED]),
+    "opted out is a choice, not a flag": (_flagged(tags={OPT_OUT_TAG: "off"}), {}, []),
+    "on an old version that expires soon": (
+        service("svc", cscfg(Web=f"SslCert:{TP_OLD}"), secret("web-tls", "vold")),
+        {},
+        [Flag.EXPIRING, Flag.DRIFT],
+    ),
+}
+
+
+@pytest.mark.parametrize(("svc", "runs", "flags"), FLAGS.values(), ids=FLAGS.keys())
+def test_flags_and_summary(
+    svc: CloudServiceSnapshot, runs: dict[Any, LastRun], flags: list[Flag]
+) -> None:
+    found = build([svc], CERTS, [VAULT], runs, NOW)
+    (status,) = found.services
+    assert list(status.flags()) == flags
+    doc = found.to_json()
+    assert doc["services"][0]["attention"] == [f.value for f in flags]
+    assert doc["services"][0]["resourceGroup"] == "rg"
+    assert {k: v for k, v in doc["summary"].items() if v and k != "services"} == (
+        {f.value: 1 for f in flags} | ({"attention": 1} if flags else {})
+    )
+    assert bool(findings(found)) == bool(flags)
+
+
+def test_urgency_order_and_check_thresholds() -> None:
+    healthy = replace(_flagged(), id=CS + "a-ok", name="a-ok")
+    failed = replace(_flagged(provisioning_state="Failed"), id=CS + "z-failed", name="z-failed")
+    expiring = replace(
+        service("m-soon", cscfg(Web=f"SslCert:{TP_OLD}"), secret("web-tls", "vold")),
+        tags={PACKAGE_TAG: PACKAGE},
+    )
+    found = build([healthy, expiring, failed], CERTS, [VAULT], {}, NOW)
+    assert [s.name for s in found.by_urgency()] == ["z-failed", "m-soon", "a-ok"]
+    assert findings(found) == ["rg/z-failed: failed", "rg/m-soon: expiring, drift"]
+    assert findings(found, expiring_days=10, ignore={Flag.DRIFT, Flag.FAILED}) == []
+    assert findings(found, expiring_days=21, ignore={Flag.DRIFT}) == [
+        "rg/z-failed: failed", "rg/m-soon: expiring"
+    ]
 
 
 

@@ -1,0 +1,180 @@
+"""A run record and the run history as pages (``GET /api/rotations[/{id}]?format=html``).
+
+Both render stored run records (:meth:`shared.engine.Run.to_json`) as they are: the run
+page shows the outcome of each service, its message, its plan (versions, changes,
+osProfile secrets, warnings), the cscfg diff (already redacted by
+:mod:`shared.plan_diff`: certificates and rewritten setting names only) and the timings
+of its update. The history page lists runs newest first, a page at a time. No script;
+every value is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from shared.html_page import EMPTY, badge, e, moment, page, table
+from shared.inventory import FAILED_OUTCOMES
+
+_GOOD = {"rotated", "noop", "dry-run", "finished"}
+
+
+def outcome_badge(outcome: str) -> str:
+    """Red for a failure, amber while unsettled, green when done, grey otherwise."""
+    if outcome in FAILED_OUTCOMES or outcome == "finished with failures":
+        css = "failed"
+    elif outcome in ("updating", "running", "backoff"):
+        css = "expiring"
+    elif outcome in _GOOD:
+        css = "ok"
+    else:
+        css = "unmanaged"
+    return badge(css, outcome)
+
+
+def run_status(record: Mapping[str, Any]) -> str:
+    """The run's status as people read it: a finished run with a failure says so."""
+    outcomes = [str(s.get("outcome", "")) for s in record.get("services") or []]
+    status = str(record.get("status", ""))
+    if status == "done" and any(o in FAILED_OUTCOMES for o in outcomes):
+        return "finished with failures"
+    return "finished" if status == "done" else status
+
+
+def _duration(record: Mapping[str, Any]) -> str | None:
+    try:
+        started = datetime.fromisoformat(str(record["started"]))
+        finished = datetime.fromisoformat(str(record["finished"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return f"{(finished - started).total_seconds():.1f} s"
+
+
+def _kv(pairs: Sequence[tuple[str, str]]) -> str:
+    return '<dl class="kv">' + "".join(f"<dt>{e(k)}</dt><dd>{v}</dd>" for k, v in pairs) + "</dl>"
+
+
+def _plan(plan: Mapping[str, Any]) -> str:
+    changes = [
+        f"<tr><td>{e(c.get('role'))}</td><td>{e(c.get('certificate'))}</td>"
+        f"<td class=\"mono\">{e(c.get('from'))}</td><td class=\"mono\">{e(c.get('to'))}</td></tr>"
+        for c in plan.get("changes") or []
+    ]
+    profile = plan.get("osProfile") or {}
+    secrets = [f"<li>+ <span class=\"mono\">{e(u)}</span></li>" for u in profile.get("added", [])]
+    secrets += [f"<li>&minus; <span class=\"mono\">{e(u)}</span></li>"
+                for u in profile.get("removed", [])]
+    warnings = "".join(f"<li>{e(w)}</li>" for w in plan.get("warnings") or [])
+    diff = plan.get("cscfgDiff") or ""
+    return (
+        _kv([
+            ("Desired version", f'<span class="mono">{e(plan.get("desiredVersion"))}</span>'),
+            ("Desired thumbprint", f'<span class="mono">{e(plan.get("desiredThumbprint"))}</span>'),
+            ("Desired expires", moment(plan.get("desiredExpires"))),
+            ("No-op", e("yes" if plan.get("noop") else "no")),
+        ])
+        + "<h4>Changes</h4>"
+        + table([("Role", "20%"), ("cscfg name", "20%"), ("From", "30%"), ("To", "30%")],
+                changes, "No cscfg change.")
+        + (f"<h4>osProfile secrets</h4><ul>{''.join(secrets)}</ul>" if secrets else "")
+        + (f"<h4>Warnings</h4><ul>{warnings}</ul>" if warnings else "")
+        + (f"<h4>cscfg diff (secrets redacted)</h4><pre>{e(diff)}</pre>" if diff else "")
+    )
+
+
+def _timings(timings: Any) -> str:
+    if not isinstance(timings, Mapping) or not timings:
+        return ""
+    rows = [f"<tr><td>{e(k)}</td><td class=\"nw\">{e(v)}</td></tr>" for k, v in timings.items()]
+    return "<h4>Timings</h4>" + table([("Step", "60%"), ("Seconds", "40%")], rows, "")
+
+
+def _service(entry: Mapping[str, Any]) -> str:
+    service = str(entry.get("cloudService", ""))
+    package = entry.get("package") or {}
+    facts = [("Outcome", outcome_badge(str(entry.get("outcome", "")))),
+             ("Message", e(entry.get("message"))),
+             ("Cloud service id", f'<span class="mono">{e(service)}</span>')]
+    if entry.get("operationId"):
+        facts.append(("Operation", f'<span class="mono">{e(entry["operationId"])}</span>'))
+    if package:
+        facts.append(("Package", f"{e(package.get('url'))} (MD5 {e(package.get('md5'))})"))
+    plan = entry.get("plan")
+    return (
+        f'<section class="service" data-service="{e(service)}">'
+        f"<h3>{e(service.rsplit('/', 1)[-1])}</h3>"
+        + _kv(facts)
+        + (_plan(plan) if isinstance(plan, Mapping) else "")
+        + _timings(entry.get("timings"))
+        + "</section>"
+    )
+
+
+def render_run(record: Mapping[str, Any], query: str = "") -> str:
+    trigger = record.get("trigger") or {}
+    run_id = str(record.get("id", ""))
+    history = f'../rotations?format=html{"&" + query if query else ""}'
+    actions = "".join(
+        f"<li>{e(a.get('kind'))}: {e(a.get('message'))}</li>" for a in record.get("actions") or []
+    )
+    body = (
+        f'<p><a href="{e(history)}">&larr; Run history</a></p>'
+        f'<h1>Run <span class="mono">{e(run_id)}</span></h1>'
+        + _kv([
+            ("Status", outcome_badge(run_status(record))),
+            ("Trigger", e(" ".join(str(v) for v in (trigger.get("kind"), trigger.get("eventType"))
+                                   if v))),
+            ("Vault", f'<span class="mono">{e(record.get("vault"))}</span>'),
+            ("Certificate", e(record.get("certificate"))),
+            ("Dry run", e("yes" if record.get("dryRun") else "no")),
+            ("Started", moment(record.get("started"))),
+            ("Finished", moment(record.get("finished"))),
+            ("Duration", e(_duration(record))),
+        ])
+        + (f"<h2>Actions</h2><ul>{actions}</ul>" if actions else "")
+        + "<h2>Services</h2>"
+        + ("".join(_service(s) for s in record.get("services") or [])
+           or '<p class="muted">No service in this run.</p>')
+    )
+    return page(f"certrotate run {run_id}", body)
+
+
+def render_history(
+    records: Sequence[Mapping[str, Any]], next_link: str | None, query: str = ""
+) -> str:
+    """``next_link``: the query string of the next (older) page, if there is one."""
+    rows = []
+    extra = f"&{query}" if query else ""
+    for record in records:
+        run_id = str(record.get("id", ""))
+        services = " ".join(
+            f'{e(str(s.get("cloudService", "")).rsplit("/", 1)[-1])} '
+            + outcome_badge(str(s.get("outcome", "")))
+            for s in record.get("services") or []
+        )
+        rows.append(
+            f"<tr><td>{moment(record.get('started'))}</td>"
+            f'<td class="mono"><a href="rotations/{e(run_id)}?format=html{e(extra)}">'
+            f"{e(run_id)}</a></td>"
+            f"<td>{e((record.get('trigger') or {}).get('kind'))}</td>"
+            f"<td>{e(str(record.get('vault', '')).rsplit('/', 1)[-1])}/"
+            f"{e(record.get('certificate'))}</td>"
+            f"<td>{outcome_badge(run_status(record))}</td><td>{services or EMPTY}</td></tr>"
+        )
+    status_link = f'status?format=html{extra}'
+    more = ""
+    if next_link:
+        more = f'<p><a href="rotations?{e(next_link)}{e(extra)}">Older runs &rarr;</a></p>'
+
+    body = (
+        f'<p><a href="{e(status_link)}">&larr; Status</a></p><h1>Run history</h1>'
+        + table(
+            [("Started", "13%"), ("Run", "24%"), ("Trigger", "8%"),
+             ("Vault / certificate", "17%"), ("Status", "12%"), ("Services", "26%")],
+            rows,
+            "No runs recorded.",
+        )
+        + more
+    )
+    return page("certrotate run history", body)

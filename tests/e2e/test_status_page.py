@@ -1,0 +1,135 @@
+"""End-to-end in a real browser: the status, run and history pages as an operator sees them.
+
+Playwright (PyPI) drives Debian's Chromium (``/usr/bin/chromium``, never a downloaded
+browser) against the function app on the local stack, at 1280x800, signed in the way a
+browser can be: the function key in ``?code=``, which the pages carry on their links. The
+world holds what the page must tell apart: a healthy service, one on a certificate that
+expires within 30 days, one on an expired certificate, an untagged one and one that Azure
+left ``Failed`` (``POST /cloudservices/fail-next``) after a failed run. Screenshots go to
+``.local/screenshots/`` for people to look at; the assertions do not depend on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from emulators.stack import ROOT
+from tests.e2e.test_reliability import fail_next
+from tests.e2e.test_status import deploy_with, imported
+from tests.e2e.world import World, api, rotate_over_http
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / ".local" / "screenshots"
+WIDTH, HEIGHT = 1280, 800
+# As the machine notes say: headless, and none of the background traffic a closed network
+# refuses (sync, component updates, QUIC).
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"browser tests skipped: Debian's chromium is not installed ({CHROMIUM}); "
+            "'make test' installs it with apt-get when run as root"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh --user-data-dir
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=FLAGS,
+            viewport={"width": WIDTH, "height": HEIGHT},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def _page_url(world: World, path: str, **params: str) -> str:
+    query = urlencode({**params, "code": world.stack.env["FUNCTIONS_KEY"]})
+    return f"{world.stack.env['FUNCTIONS_URL']}{path}?{query}"
+
+
+def _fits(page: Any) -> int:
+    width: int = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= WIDTH, f"{page.url}: {width} px wide, more than {WIDTH}"
+    return width
+
+
+def test_status_page_run_page_and_history_in_chromium(world: World, browser: Any) -> None:
+    v1 = world.new_version()
+    failing = world.deploy(v1)
+    v2 = world.new_version()
+    healthy = world.deploy(v2)
+    soon, gone = imported(world, "short-lived", 12), imported(world, "expired", -3)
+    expiring, _ = deploy_with(world, ("SslCert", soon))
+    expired, _ = deploy_with(world, ("SslCert", gone))
+    untagged = world.deploy(v2, tagged=False)
+    fail_next(world, failing)
+    run_id = rotate_over_http(world, failing)
+    page = browser.new_page()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    page.goto(_page_url(world, "/api/status", format="html"))
+    summary = api(world.stack, "GET", "/api/status").json()["summary"]
+
+    status_width = _fits(page)
+    row = page.locator(f'tr[data-service="{failing.id}"]')
+    assert row.is_visible()
+    assert "failed" in (row.get_attribute("data-attention") or "").split()
+    assert row.locator(".badge.b-failed").first.inner_text() == "failed"
+    assert "last run failed" in row.inner_text()
+    for flag in ("failed", "run-failed", "expired", "expiring", "drift", "unmanaged"):
+        shown = page.locator(f"#tile-{flag} .n").inner_text()
+        assert int(shown) == summary[flag], (flag, shown, summary)
+    order = page.eval_on_selector_all(
+        "tr[data-service]", "rows => rows.map(r => r.dataset.service)"
+    )
+    mine = [o for o in order if world.rg_name.lower() in o.lower()]
+    names = [o.rsplit("/", 1)[-1] for o in mine]
+    assert names[0] == failing.name and names[-1] == healthy.name, names
+    assert names.index(expired) < names.index(expiring) < names.index(untagged.name)
+    page.locator(f'tr[data-service="{untagged.id}"] details summary').first.click()
+    assert "cert-rotation-package" in page.locator(f'tr[data-service="{untagged.id}"]').inner_text()
+    row.scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "status.png"), full_page=True)
+    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+
+    row.locator(f'a[href*="rotations/{run_id}"]').click()
+    page.wait_for_load_state()
+
+    assert f"/api/rotations/{run_id}" in page.url
+    assert run_id in page.locator("h1").inner_text()
+    service = page.locator(f'section[data-service="{failing.id}"]')
+    assert "failed" in service.locator(".badge").first.inner_text()
+    assert "RoleInstanceStartupFailed" in service.inner_text()
+    assert "cscfg diff" in service.inner_text() and "Timings" in service.inner_text()
+    run_width = _fits(page)
+    page.screenshot(path=str(SCREENSHOTS / "run.png"), full_page=True)
+
+    page.get_by_text("Run history").click()
+    page.wait_for_load_state()
+
+    assert page.locator(f'a[href*="rotations/{run_id}"]').count() >= 1
+    history_width = _fits(page)
+    page.screenshot(path=str(SCREENSHOTS / "history.png"), full_page=True)
+    print(f"\npage widths at {WIDTH}x{HEIGHT}: status {status_width}, run {run_width}, "
+          f"history {history_width} px")
