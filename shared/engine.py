@@ -617,11 +617,9 @@ class Engine:
                 progress,
                 remaining(),
                 run.id,
-                ended=self._backoff_keeper(service.id),
+                ended=self._write_ended(service.id, run.id),
             )
             execution = result.execution
-            if execution.resumed is not None:
-                self._record_resumed(service.id, execution.resumed, run.id)
             if execution.status == "earlier-failed" and execution.resumed is not None:
                 # The write this run found in flight was the same version and failed.
                 failed = self.storage.failure(service.id, cert.name)
@@ -654,11 +652,18 @@ class Engine:
             log.exception("%s: %s", service.name, result.message)
         return result
 
-    def _backoff_keeper(self, service_id: str) -> Callable[[Pending, Outcome], None]:
-        """What the executor calls, under the service's lease, when a write has ended: the
-        failure backoff is kept (or cleared) before anyone else may act on the service."""
+    def _write_ended(
+        self, service_id: str, by_run: str | None = None
+    ) -> Callable[[Pending, Outcome], None]:
+        """What the executor calls, under the service's lease, when a journaled write has
+        ended, before anything else can happen (or fail) in that invocation: an earlier
+        run's write (``by_run`` found it in flight) is recorded in that run's record, and
+        the failure backoff is kept or cleared, before anyone else may act on the service.
+        """
 
         def ended(entry: Pending, outcome: Outcome) -> None:
+            if by_run is not None and entry.run_id != by_run:
+                self._record_resumed(service_id, outcome, by_run)
             if outcome.status not in ("succeeded", "failed", "rolled-back"):
                 return  # e.g. not-applied: the PUT never landed, nothing to back off from
             try:
@@ -715,7 +720,7 @@ class Engine:
             self.settings,
             self.now,
             wait,
-            ended=self._backoff_keeper(service_id),
+            ended=self._write_ended(service_id),
         )
         if outcome is not None:
             self._record_resumed(service_id, outcome, by_run)
