@@ -454,7 +454,8 @@ def _puts_of(result: dict[str, Any]) -> int:
     if outcome == "rolled-back":
         return 2
     if outcome == "failed" and result.get("operationId"):
-        return 2 if "rollback" in message else 1
+        rolled = "rollback" in message and "did not land" not in message
+        return 2 if rolled else 1
     return 0
 
 

@@ -44,7 +44,13 @@ from shared import cscfg
 from shared.adapters.compute import Compute, operation_id
 from shared.adapters.storage import Lease, Storage
 from shared.config import Settings
-from shared.errors import PlatformRejected, PreconditionFailed, TransientError, Unconfirmed
+from shared.errors import (
+    PlatformRejected,
+    PreconditionFailed,
+    RotationError,
+    TransientError,
+    Unconfirmed,
+)
 from shared.instances import Settle, Verdict, judge
 from shared.journal import Pending
 from shared.model import (
@@ -432,6 +438,10 @@ def _not_applied(ctx: Context, entry: Pending, what: str, final_look: bool) -> O
     else:
         message += "; the next run looks again before planning it again"
     log.warning("%s: %s", ctx.name, message)
+    if entry.kind == "rollback" and final_look:
+        # The update itself failed, whatever became of the rollback: that is the truth the
+        # run that sent the update must record (it still says "updating" otherwise).
+        return Outcome(entry.run_id, "failed", f"the update failed ({entry.failure}); {message}")
     return Outcome(entry.run_id, "not-applied", message, record=entry.unconfirmed is None)
 
 
@@ -552,9 +562,16 @@ def _failed(ctx: Context, entry: Pending, exc: PlatformRejected) -> Outcome:
         submitted=ctx.now().isoformat(),
     )
     log.warning("%s: restoring the previous configuration (ROTATION_ROLLBACK)", ctx.name)
-    back, poller = submit(
-        ctx, service, back, entry.previous_configuration, entry.previous_secrets, Execution()
-    )
+    try:
+        back, poller = submit(
+            ctx, service, back, entry.previous_configuration, entry.previous_secrets, Execution()
+        )
+    except RotationError as refused:
+        # The rollback PUT was refused before anything started (submit cleared the journal):
+        # the update's failure is still the truth its run must record, not a transient.
+        message = f"the update failed: {reason}; the rollback could not be sent: {refused}"
+        log.error("%s: %s", ctx.name, message)
+        return Outcome(entry.run_id, "failed", message)
     return follow(ctx, back, poller)
 
 
