@@ -454,7 +454,9 @@ def _puts_of(result: dict[str, Any]) -> int:
     if outcome == "rolled-back":
         return 2
     if outcome == "failed" and result.get("operationId"):
-        rolled = "rollback" in message and "did not land" not in message
+        rolled = "rollback" in message and not any(
+            why in message for why in ("did not land", "could not be sent")
+        )
         return 2 if rolled else 1
     return 0
 

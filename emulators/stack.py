@@ -162,6 +162,8 @@ def app_settings(env: dict[str, str]) -> dict[str, str]:
 # real Azure) would point the app away from the stack, so ``make stack-up`` never passes them.
 STACK_WIRED = frozenset({
     "ROTATION_SUBSCRIPTIONS", "ROTATION_STORAGE_URL", "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
     "ARM_ENDPOINT", "ROTATION_CA_BUNDLE", "LOCAL_VAULT_PORTS", "PACKAGE_CONTAINERS",
     "AZURE_SUBSCRIPTION_ID", "AZURE_CLIENT_ID", "WEBSITE_OWNER_NAME", "IDENTITY_ENDPOINT",
     "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT",

@@ -20,8 +20,8 @@ def test_only_names_the_app_reads_and_the_stack_does_not_wire_count() -> None:
     assert given == {"ROTATION_ROLLBACK": "true", "OPERATION_WAIT_SECONDS": "7"}
     # every stack default the developer may override is a setting the app reads
     assert set(app_settings({k: "x" for k in (
-        "AZURE_SUBSCRIPTION_ID", "AZURITE_BLOB_URL", "ARM_ENDPOINT", "STACK_CA_BUNDLE",
-        "LOCAL_VAULT_PORTS")})) - STACK_WIRED == {
+        "AZURE_SUBSCRIPTION_ID", "AZURITE_BLOB_URL", "AZURITE_QUEUE_URL", "ARM_ENDPOINT",
+        "STACK_CA_BUNDLE", "AZURE_CLIENT_ID", "LOCAL_VAULT_PORTS")})) - STACK_WIRED == {
         "KEYVAULT_VERIFY_CHALLENGE_RESOURCE", "OPERATION_WAIT_SECONDS", "ARM_POLLING_INTERVAL"}
 
 
@@ -45,7 +45,7 @@ def test_stack_up_hands_environment_settings_to_the_host(tmp_path: Path) -> None
         assert "AZURE_SUBSCRIPTION_ID" not in taken
         written = dict(line.split("=", 1) for line in
                        (folder / "stack.env").read_text().splitlines())
-        host = _environ(int((folder / "pids").read_text().split()[2]))
+        host = _environ(int((folder / "pids").read_text().split()[-1]))  # the host: last
         for seen in (written, host):
             assert seen["ROTATION_ROLLBACK"] == "true"
             assert seen["OPERATION_WAIT_SECONDS"] == "7"  # over the stack's 120
