@@ -1,6 +1,6 @@
 """Every role the deployment grants: which role, at which scope, named guid(scope, principal, role).
 
-The table is the Permissions section of the README in test form; a grant added to a template
+The table is the table of docs/permissions.md in test form; a grant added to a template
 without a row here, or a row whose template changed, fails.
 """
 
@@ -129,7 +129,7 @@ CUSTOM_ROLES = {
 
 def test_every_role_assignment_is_in_the_table() -> None:
     found = {(r.file, r.symbol) for r in resources(ROLE_ASSIGNMENT)}
-    assert found == set(GRANTS), "a grant was added or removed: update GRANTS and the README"
+    assert found == set(GRANTS), "a grant was added or removed: update GRANTS and docs/permissions.md"
 
 
 @pytest.mark.parametrize(("file", "symbol"), sorted(GRANTS))

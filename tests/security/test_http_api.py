@@ -22,7 +22,7 @@ from tests.conftest import LocalStack
 from tests.e2e.world import CERT, World, api
 
 ROOT = Path(__file__).resolve().parents[2]
-LIMIT = 64 * 1024  # handlers.rotations.MAX_BODY, as the README documents it
+LIMIT = 64 * 1024  # handlers.rotations.MAX_BODY, as docs/security.md documents it
 OTHER_SUBSCRIPTION = "00000000-0000-4000-8000-00000000beef"
 # The functions the host serves, indexed the way it indexes them (a subprocess: importing
 # function_app here would reconfigure this process's loggers).

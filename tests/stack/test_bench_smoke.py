@@ -1,5 +1,5 @@
 """Smoke test of ``make bench``: every measurement runs on the session's stack with tiny
-sizes and yields the JSON shape the README documents. Figures are not asserted: the bench
+sizes and yields the JSON shape docs/benchmarks.md documents. Figures are not asserted: the bench
 reports them, and this machine is shared."""
 
 from __future__ import annotations
