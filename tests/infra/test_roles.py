@@ -129,7 +129,7 @@ CUSTOM_ROLES = {
 
 def test_every_role_assignment_is_in_the_table() -> None:
     found = {(r.file, r.symbol) for r in resources(ROLE_ASSIGNMENT)}
-    assert found == set(GRANTS), "a grant was added or removed: update GRANTS and docs/permissions.md"
+    assert found == set(GRANTS), "a grant was added or removed: update GRANTS and the docs"
 
 
 @pytest.mark.parametrize(("file", "symbol"), sorted(GRANTS))
