@@ -17,7 +17,7 @@ import azure.functions as func
 
 from handlers.responses import error_for, error_response, json_response
 from handlers.runtime import engine
-from handlers.status import FORMATS, html_response, link_query, page_format
+from handlers.status import FORMATS, html_response, page_format
 from shared import run_html
 from shared.compute_ids import split_service_id
 from shared.engine import Trigger, describe
@@ -117,7 +117,7 @@ def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
     try:
         if wanted == "html":  # a page only reads the record: it never follows the update
             return html_response(
-                run_html.render_run(engine().storage.load_record(run_id), link_query(req))
+                run_html.render_run(engine().storage.load_record(run_id))
             )
         # A run still "updating" is followed a little first, then answered as it stands.
         return json_response(engine().resume_run(run_id, STATUS_WAIT_SECONDS), 200)
@@ -161,7 +161,7 @@ def rotation_history(req: func.HttpRequest) -> func.HttpResponse:
         after["cloudService"] = service
     if wanted == "html":
         next_link = urlencode({**after, "format": "html"}) if after else None
-        return html_response(run_html.render_history(page, next_link, link_query(req)))
+        return html_response(run_html.render_history(page, next_link))
     return json_response(
         {"runs": page, "next": f"/api/rotations?{urlencode(after)}" if after else None}, 200
     )

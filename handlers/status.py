@@ -8,7 +8,6 @@ prints; ``?format=html`` renders it for people.
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlencode
 
 import azure.functions as func
 
@@ -24,7 +23,7 @@ HTML_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
-    # Links carry the function key a browser came with (?code=): never send it elsewhere.
+    # A ?code= the page was opened with must not leave in a Referer header.
     "Referrer-Policy": "no-referrer",
 }
 
@@ -34,12 +33,6 @@ def page_format(req: func.HttpRequest) -> str | None:
     wanted = req.params.get("format", "json").strip().lower()
     return wanted if wanted in FORMATS else None
 
-
-def link_query(req: func.HttpRequest) -> str:
-    """The function key the page was opened with (``?code=``), for its links: a browser
-    cannot send the ``x-functions-key`` header, so a link without it would answer 401."""
-    code = req.params.get("code")
-    return urlencode({"code": code}) if code else ""
 
 
 def html_response(page: str) -> func.HttpResponse:
@@ -59,5 +52,5 @@ def status(req: func.HttpRequest) -> func.HttpResponse:
     except Exception as exc:  # every failure answers the JSON envelope
         return error_for(exc)
     if wanted == "html":
-        return html_response(status_html.render(found, link_query(req)))
+        return html_response(status_html.render(found))
     return json_response(found.to_json(), 200)

@@ -111,10 +111,10 @@ def _service(entry: Mapping[str, Any]) -> str:
     )
 
 
-def render_run(record: Mapping[str, Any], query: str = "") -> str:
+def render_run(record: Mapping[str, Any]) -> str:
     trigger = record.get("trigger") or {}
     run_id = str(record.get("id", ""))
-    history = f'../rotations?format=html{"&" + query if query else ""}'
+    history = "../rotations?format=html"
     actions = "".join(
         f"<li>{e(a.get('kind'))}: {e(a.get('message'))}</li>" for a in record.get("actions") or []
     )
@@ -141,11 +141,10 @@ def render_run(record: Mapping[str, Any], query: str = "") -> str:
 
 
 def render_history(
-    records: Sequence[Mapping[str, Any]], next_link: str | None, query: str = ""
+    records: Sequence[Mapping[str, Any]], next_link: str | None
 ) -> str:
     """``next_link``: the query string of the next (older) page, if there is one."""
     rows = []
-    extra = f"&{query}" if query else ""
     for record in records:
         run_id = str(record.get("id", ""))
         services = " ".join(
@@ -155,17 +154,17 @@ def render_history(
         )
         rows.append(
             f"<tr><td>{moment(record.get('started'))}</td>"
-            f'<td class="mono"><a href="rotations/{e(run_id)}?format=html{e(extra)}">'
+            f'<td class="mono"><a href="rotations/{e(run_id)}?format=html">'
             f"{e(run_id)}</a></td>"
             f"<td>{e((record.get('trigger') or {}).get('kind'))}</td>"
             f"<td>{e(str(record.get('vault', '')).rsplit('/', 1)[-1])}/"
             f"{e(record.get('certificate'))}</td>"
             f"<td>{outcome_badge(run_status(record))}</td><td>{services or EMPTY}</td></tr>"
         )
-    status_link = f'status?format=html{extra}'
+    status_link = "status?format=html"
     more = ""
     if next_link:
-        more = f'<p><a href="rotations?{e(next_link)}{e(extra)}">Older runs &rarr;</a></p>'
+        more = f'<p><a href="rotations?{e(next_link)}">Older runs &rarr;</a></p>'
 
     body = (
         f'<p><a href="{e(status_link)}">&larr; Status</a></p><h1>Run history</h1>'

@@ -27,10 +27,11 @@ COLUMNS = [
 ]
 
 
-def run_link(run_id: str, text: str, query: str = "") -> str:
-    """A link to the run page, relative to ``/api/`` (``query``: e.g. the caller's ``code``)."""
-    extra = f"&{query}" if query else ""
-    return f'<a href="rotations/{e(run_id)}?format=html{e(extra)}">{e(text)}</a>'
+def run_link(run_id: str, text: str) -> str:
+    """A link to the run page, relative to ``/api/``. It carries no function key: a key is a
+    secret, never echoed into a page (open the pages with a client that sends
+    ``x-functions-key``, or behind App Service authentication)."""
+    return f'<a href="rotations/{e(run_id)}?format=html">{e(text)}</a>'
 
 
 def _short(version: str | None) -> str:
@@ -83,7 +84,7 @@ def _service_notes(service: ServiceStatus) -> list[str]:
     return notes
 
 
-def _use_cells(use: CertificateUse | None, query: str) -> str:
+def _use_cells(use: CertificateUse | None) -> str:
     if use is None:
         return '<td colspan="5" class="muted">no certificate</td>'
     role = use.role if use.role is not None else "(osProfile only)"
@@ -94,7 +95,7 @@ def _use_cells(use: CertificateUse | None, query: str) -> str:
     run = use.last_run
     last = EMPTY
     if run is not None:
-        last = run_link(run.run_id, run.outcome, query)
+        last = run_link(run.run_id, run.outcome)
         last += f'<br><span class="small">{moment(run.started)}</span>'
     return (
         f"<td>{e(role)}<br><span class=\"small muted\">{e(use.cscfg_name)}</span></td>"
@@ -103,14 +104,14 @@ def _use_cells(use: CertificateUse | None, query: str) -> str:
     )
 
 
-def _service_rows(service: ServiceStatus, query: str) -> list[str]:
+def _service_rows(service: ServiceStatus) -> list[str]:
     uses: list[CertificateUse | None] = list(service.certificates) or [None]
     notes = _details("why", _service_notes(service))
     flags = service.flags()
     rows = []
     for index, use in enumerate(uses):
         own = "" if use is None else _details("problem" if use.problem else "more", _use_notes(use))
-        cells = _use_cells(use, query) + f"<td>{notes if index == 0 else ''}{own}</td>"
+        cells = _use_cells(use) + f"<td>{notes if index == 0 else ''}{own}</td>"
         if index == 0:
             attention = f'<td rowspan="{len(uses)}">{_badges(flags)}</td>'
             rows.append(
@@ -148,10 +149,9 @@ def _tiles(inventory: Inventory) -> str:
     return f'<div class="tiles">{"".join(tiles)}</div>'
 
 
-def render(inventory: Inventory, query: str = "") -> str:
-    """The page; ``query`` (already URL-encoded) is added to every link, such as the
-    function key a browser came with, so following a link does not sign the user out."""
-    rows = [row for service in inventory.by_urgency() for row in _service_rows(service, query)]
+def render(inventory: Inventory) -> str:
+    """The status page (no script, every value escaped)."""
+    rows = [row for service in inventory.by_urgency() for row in _service_rows(service)]
     orphans = [
         f"<tr><td>{e(o.service_id.rsplit('/', 1)[-1])}</td><td>{e(o.role)}</td>"
         f"<td>{e(o.cscfg_name)}</td><td class=\"mono\">{e(o.thumbprint)}</td></tr>"
@@ -166,7 +166,7 @@ def render(inventory: Inventory, query: str = "") -> str:
         for u in inventory.unused
     ]
     problems = "".join(f"<li>{e(p)}</li>" for p in inventory.problems)
-    history = f'rotations?format=html{"&" + query if query else ""}'
+    history = "rotations?format=html"
     body = (
         "<h1>Certificate rotation status</h1>"
         f'<p class="muted">Generated {moment(inventory.generated.isoformat())} UTC. '

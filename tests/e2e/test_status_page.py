@@ -2,7 +2,8 @@
 
 Playwright (PyPI) drives Debian's Chromium (``/usr/bin/chromium``, never a downloaded
 browser) against the function app on the local stack, at 1280x800, signed in the way a
-browser can be: the function key in ``?code=``, which the pages carry on their links. The
+browser the stack lets through: every request sends ``x-functions-key`` (the pages never echo
+a key into their links: a key is a secret; in Azure, App Service authentication fronts them). The
 world holds what the page must tell apart: a healthy service, one on a certificate that
 expires within 30 days, one on an expired certificate, an untagged one and one that Azure
 left ``Failed`` (``POST /cloudservices/fail-next``) after a failed run. Screenshots go to
@@ -19,6 +20,7 @@ from urllib.parse import urlencode
 import pytest
 
 from emulators.stack import ROOT
+from tests.conftest import LocalStack
 from tests.e2e.test_reliability import fail_next
 from tests.e2e.test_status import deploy_with, imported
 from tests.e2e.world import World, api, rotate_over_http
@@ -41,7 +43,7 @@ FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def browser(tmp_path_factory: pytest.TempPathFactory, stack: LocalStack) -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip(
             f"browser tests skipped: Debian's chromium is not installed ({CHROMIUM}); "
@@ -56,6 +58,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             headless=True,
             args=FLAGS,
             viewport={"width": WIDTH, "height": HEIGHT},
+            extra_http_headers={"x-functions-key": stack.env["FUNCTIONS_KEY"]},
         )
         try:
             yield context
@@ -64,8 +67,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def _page_url(world: World, path: str, **params: str) -> str:
-    query = urlencode({**params, "code": world.stack.env["FUNCTIONS_KEY"]})
-    return f"{world.stack.env['FUNCTIONS_URL']}{path}?{query}"
+    return f"{world.stack.env['FUNCTIONS_URL']}{path}?{urlencode(params)}"
 
 
 def _fits(page: Any) -> int:
