@@ -557,15 +557,8 @@ class Engine:
                 )
                 if not plan.is_noop:
                     # Again under the lock: a failure may have been recorded since the check
-                    # above (the write that failed held this lease until it was recorded).
-                    blocked = backoff.blocking(
-                        self.storage.failure(service.id, cert.name),
-                        plan.desired.version,
-                        self.now(),
-                        force=run.force,
-                    )
-                    if blocked is not None:
-                        raise BackingOff(blocked.describe())
+                    # below (the write that failed held this lease until it was recorded).
+                    self._check_backoff(service.id, plan, run.force)
                 return plan
 
             result.plan = replan(service)
@@ -593,14 +586,7 @@ class Engine:
                 result.outcome = "dry-run"
                 return result
             # A version whose write failed is not written again before its backoff ends.
-            failure = self.storage.failure(service.id, cert.name)
-            blocked = backoff.blocking(
-                failure, result.plan.desired.version, self.now(), force=run.force
-            )
-            if blocked is not None:
-                result.outcome, result.message = "backoff", blocked.describe()
-                log.warning("%s: %s", service.name, result.message)
-                return result
+            self._check_backoff(service.id, result.plan, run.force)
 
             def progress(execution: Execution) -> None:
                 result.execution, result.outcome = execution, "updating"
@@ -634,7 +620,7 @@ class Engine:
             }.get(result.outcome, "")
             if result.outcome in ("failed", "rolled-back"):
                 log.error("%s: %s: %s", service.name, result.outcome, result.message)
-        except BackingOff as exc:  # found under the lock: a failure recorded meanwhile
+        except BackingOff as exc:  # before the lock, or under it (recorded meanwhile)
             result.outcome, result.message = "backoff", str(exc)
             log.warning("%s: %s", service.name, exc)
         except (PlanRefused, PreconditionFailed, InvalidInput) as exc:
@@ -651,6 +637,17 @@ class Engine:
             result.message = f"unexpected {type(exc).__name__} while converging {service.name}"
             log.exception("%s: %s", service.name, result.message)
         return result
+
+    def _check_backoff(self, service_id: str, plan: Plan, force: bool) -> None:
+        """Raise BackingOff while the plan's version waits out an earlier failure."""
+        blocked = backoff.blocking(
+            self.storage.failure(service_id, plan.certificate),
+            plan.desired.version,
+            self.now(),
+            force=force,
+        )
+        if blocked is not None:
+            raise BackingOff(blocked.describe())
 
     def _write_ended(
         self, service_id: str, by_run: str | None = None
