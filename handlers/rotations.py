@@ -11,6 +11,7 @@ for a body over ``MAX_BODY``, 400 for anything malformed (including nesting deep
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from urllib.parse import urlencode
 
 import azure.functions as func
@@ -93,15 +94,22 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
             },
             200,
         )
-    location = f"/api/rotations/{run.id}"
+    # 200: the run has ended for every service; 202: an update still runs (or hit a
+    # transient failure and waits for the next attempt): follow it at Location.
+    finished = run.status == "done"
     return json_response(
         {
             "id": run.id,
             "status": run.status,
-            "services": [{"cloudService": r.service_id, "outcome": r.outcome} for r in run.results],
+            "finished": finished,
+            "outcomes": dict(sorted(Counter(r.outcome for r in run.results).items())),
+            "services": [
+                {"cloudService": r.service_id, "outcome": r.outcome, "message": r.message}
+                for r in run.results
+            ],
         },
-        202,
-        {"Location": location},
+        200 if finished else 202,
+        {"Location": f"/api/rotations/{run.id}"},
     )
 
 

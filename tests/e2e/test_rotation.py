@@ -200,8 +200,14 @@ def test_untagged_service_is_reported_unmanaged_not_updated(world: World) -> Non
     resp = api(
         world.stack, "POST", "/api/rotations", {"vault": world.vault_id, "certificate": CERT}
     )
-    assert resp.status_code == 202, resp.text
-    assert resp.json()["services"] == [{"cloudService": svc.id, "outcome": "unmanaged"}]
+    assert resp.status_code == 200, resp.text  # finished: nothing was left running
+    answer = resp.json()
+    assert (answer["status"], answer["finished"], answer["outcomes"]) == (
+        "done", True, {"unmanaged": 1}
+    )
+    (entry,) = answer["services"]
+    assert (entry["cloudService"], entry["outcome"]) == (svc.id, "unmanaged")
+    assert "cert-rotation-package" in entry["message"]
     stored = api(world.stack, "GET", resp.headers["Location"]).json()
     message = stored["services"][0]["message"]
     assert "cert-rotation-package" in message and "tag" in message
@@ -528,8 +534,9 @@ def test_http_api_dry_run_run_status_and_refusals(world: World) -> None:
     assert world.puts(svc, succeeded=False) == []
 
     resp = api(stack, "POST", "/api/rotations", body)
-    assert resp.status_code == 202, resp.text
+    assert resp.status_code == 200, resp.text
     run_id = resp.json()["id"]
+    assert resp.json()["finished"] is True
     assert resp.headers["Location"] == f"/api/rotations/{run_id}"
     status = api(stack, "GET", resp.headers["Location"])
     assert status.status_code == 200

@@ -163,7 +163,7 @@ def test_history_lists_runs_newest_first_paged_and_filtered(world: World) -> Non
         resp = api(world.stack, "POST", "/api/rotations",
                    {"vault": world.vault_id, "certificate": CERT, "cloudServices": [svc.id],
                     "force": True})
-        assert resp.status_code == 202, resp.text
+        assert resp.status_code in (200, 202), resp.text
         ids.append(resp.json()["id"])
 
     # Ids sort by start time to the second (then by their random part): compare as sets.
