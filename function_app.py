@@ -4,10 +4,11 @@ import logging
 
 import azure.functions as func
 
-from handlers import keyvault_events, rotations, status, timers
+from handlers import hints, keyvault_events, rotations, status, timers
 
 app = func.FunctionApp()
 app.register_functions(keyvault_events.bp)
+app.register_functions(hints.bp)
 app.register_functions(rotations.bp)
 app.register_functions(timers.bp)
 app.register_functions(status.bp)

@@ -1,13 +1,16 @@
 """``keyvault_events``: the Event Grid trigger for Key Vault certificate events.
 
-The function turns the Functions binding object into the plain dict
-:func:`shared.events.parse_event` reads, and lets the engine converge. Ignored and
-malformed events are acknowledged (a retry cannot make them valid), and so are events
-from a vault outside ``ROTATION_SUBSCRIPTIONS``, before the engine sends any request; only
-transient failures raise, so Event Grid redelivers, which is safe because the engine
-re-plans from the truth. Updates are followed for ``EVENT_WAIT_SECONDS`` (under Event
-Grid's 30 s delivery timeout); one still running is acknowledged as ``updating`` and left to
-the ``follow_updates`` timer, rather than redelivered while it runs.
+The function only accepts: it turns the Functions binding object into the plain dict
+:func:`shared.events.parse_event` reads, checks the vault is in scope, and adds one
+:class:`shared.messages.Hint` to ``cert-rotation-hints`` through the queue output binding
+(written by the host before the delivery is answered). The work itself (discovery, plans,
+PUTs, following updates) happens in the queue workers (:mod:`handlers.hints`), so Event
+Grid gets its answer in well under a second whatever the number of services or the length
+of their updates, and never redelivers, or delays later events, because work was slow.
+Ignored and malformed events are acknowledged without a message (a retry cannot make them
+valid), and so are events from a vault outside ``ROTATION_SUBSCRIPTIONS``, before any
+request is sent. A hint that cannot be added (storage down) fails the invocation, so Event
+Grid redelivers it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from typing import Any
 import azure.functions as func
 
 from handlers.runtime import engine
-from shared.errors import IgnoredEvent, InvalidInput, TransientError
+from shared.errors import IgnoredEvent, InvalidInput
 from shared.events import parse_event
+from shared.messages import HINTS_QUEUE, Hint, Origin, to_text
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.events")
@@ -60,36 +64,37 @@ def as_dict(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
 
 @bp.function_name("keyvault_events")
 @bp.event_grid_trigger(arg_name="event")
-def keyvault_events(event: func.EventGridEvent) -> None:
+@bp.queue_output(arg_name="hint", queue_name=HINTS_QUEUE, connection="AzureWebJobsStorage")
+def keyvault_events(event: func.EventGridEvent, hint: func.Out[str]) -> None:
     try:
-        hint = parse_event(as_dict(event))
+        parsed = parse_event(as_dict(event))
     except IgnoredEvent as exc:
         log.info("event %s ignored: %s", _label(event.id), exc)
         return
     except InvalidInput as exc:
         log.error("event %s rejected: %s", _label(event.id), exc)
         return
-    if not engine().settings.in_scope(hint.vault_id):
-        # Checked before the engine runs, so a foreign or forged event costs no request.
+    if not engine().settings.in_scope(parsed.vault_id):
+        # Checked before anything is queued, so a foreign or forged event costs no work.
         log.warning(
             "event %s ignored: vault %s is in subscription %s, which is not in "
             "ROTATION_SUBSCRIPTIONS",
-            hint.event_id,
-            hint.vault_name,
-            hint.vault_id.split("/")[2],
+            parsed.event_id,
+            parsed.vault_name,
+            parsed.vault_id.split("/")[2],
         )
         return
-    log.info(
-        "event %s received: %s for %s/%s",
-        hint.event_id,
-        hint.kind.rsplit(".", 1)[-1],
-        hint.vault_name,
-        hint.certificate,
+    message = Hint(
+        vault_id=parsed.vault_id,
+        certificate=parsed.certificate,
+        origin=Origin(parsed.kind, parsed.event_id),
+        version=parsed.version,
     )
-    run = engine().handle_event(hint)
-    if run is None:
-        return
-    summary = ", ".join(f"{r.service_id.rsplit('/', 1)[-1]}={r.outcome}" for r in run.results)
-    log.info("run %s finished: %s", run.id, summary or "no services")
-    if run.transient:
-        raise TransientError(f"run {run.id} hit transient failures; Event Grid will redeliver")
+    hint.set(to_text(message))
+    log.info(
+        "event %s accepted: %s for %s/%s, queued",
+        parsed.event_id,
+        parsed.kind.rsplit(".", 1)[-1],
+        parsed.vault_name,
+        parsed.certificate,
+    )

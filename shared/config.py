@@ -76,8 +76,9 @@ class Settings:
     rewrite_settings: bool = False
     renew_on_near_expiry: bool = True
     operation_wait_seconds: float = 900.0
-    # Event Grid abandons a delivery after 30 s and redelivers it: an event invocation
-    # follows its updates for less than that and leaves the rest to the journal.
+    # How long the hint worker follows the updates of an event's run before leaving the
+    # rest to the journal (follow_updates): it keeps one queue worker from being held for
+    # minutes. Event Grid itself is answered before any work starts.
     event_wait_seconds: float = 20.0
     arm_polling_interval: float | None = None
     # After an update succeeded, how long role instances may stay Busy/Starting before the
@@ -180,7 +181,7 @@ class Settings:
             rewrite_settings=_flag(env, "ROTATION_REWRITE_SETTINGS", False),
             renew_on_near_expiry=_flag(env, "RENEW_ON_NEAR_EXPIRY", True),
             operation_wait_seconds=_number(env, "OPERATION_WAIT_SECONDS", 900.0, 0.0, 1500.0),
-            event_wait_seconds=_number(env, "EVENT_WAIT_SECONDS", 20.0, 0.0, 25.0),
+            event_wait_seconds=_number(env, "EVENT_WAIT_SECONDS", 20.0, 0.0, 1500.0),
             arm_polling_interval=(
                 _number(env, "ARM_POLLING_INTERVAL", 30.0, 0.0, 300.0) if polling else None
             ),

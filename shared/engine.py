@@ -42,6 +42,7 @@ from shared.errors import (
 from shared.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
 from shared.executor import Execution, Outcome, execute, package_of, resume
 from shared.journal import Pending
+from shared.messages import Hint
 from shared.model import (
     PACKAGE_TAG,
     Certificate,
@@ -310,9 +311,9 @@ class Engine:
     def handle_event(self, event: CertificateEvent) -> Run | None:
         """Act on a Key Vault certificate event (a hint); None if nothing uses it.
 
-        Updates are followed for ``EVENT_WAIT_SECONDS`` only: Event Grid abandons a delivery
-        after 30 s and would redeliver one still running. What is left is journaled and
-        finished by :meth:`finish_pending` (the ``follow_updates`` timer).
+        Updates are followed for ``EVENT_WAIT_SECONDS`` in all, so one worker is not held
+        for minutes; what is left is journaled and finished by :meth:`finish_pending` (the
+        ``follow_updates`` timer).
         """
         services = self.services_using(event.vault_id, event.certificate)
         if not services:
@@ -354,6 +355,52 @@ class Engine:
             actions=actions,
             wait_seconds=self.settings.event_wait_seconds,
         )
+
+    def handle_hint(self, hint: Hint) -> Run | None:
+        """Run the rotation a queued :class:`Hint` names (each attempt is a run of its own)."""
+        event = CertificateEvent(
+            kind=hint.origin.event_type,
+            event_id=hint.origin.event_id,
+            vault_id=hint.vault_id,
+            vault_name=hint.vault_id.rsplit("/", 1)[-1],
+            certificate=hint.certificate,
+            version=hint.version,
+            not_before=None,
+            expires=None,
+            event_time=None,
+        )
+        return self.handle_event(event)
+
+    def gave_up(self, hint: Hint) -> None:
+        """Record and announce a hint the queue gave up on (its poison queue got it).
+
+        A run of its own records a ``gave-up`` action (the attempts' runs, where they got
+        that far, hold each attempt's errors), which status and notifications raise as an
+        alert; the services themselves converge on reconcile's next tick.
+        """
+        message = (
+            f"GAVE UP: event {hint.origin.event_id} for certificate '{hint.certificate}' in "
+            f"vault {hint.vault_id.rsplit('/', 1)[-1]} failed every attempt the queue allows "
+            "(host.json maxDequeueCount); the event's earlier runs say why each failed; "
+            "reconcile converges them on its next tick"
+        )
+        action = Action("gave-up", message)
+        trigger = Trigger("event", hint.origin.event_type, hint.origin.event_id)
+        run = Run(
+            id=new_run_id(self.now()),
+            trigger=trigger,
+            vault_id=hint.vault_id,
+            certificate=hint.certificate,
+            dry_run=False,
+            started=self.now(),
+            status="transient",
+            finished=self.now(),
+            actions=[action],
+        )
+        log.error("run %s: %s", run.id, message)
+        self.storage.save_record(run.id, run.to_json())
+        if self.notify is not None:
+            self.notify(run)
 
     def _vault_refused(
         self, event: CertificateEvent, services: list[CloudServiceSnapshot],

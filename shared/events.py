@@ -57,10 +57,10 @@ _VAULT_ID = re.compile(
     re.IGNORECASE,
 )
 CERTIFICATE_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
-_VERSION = re.compile(r"[0-9a-zA-Z]{1,64}")
+CERTIFICATE_VERSION = re.compile(r"[0-9a-zA-Z]{1,64}")
 # Event ids are the sender's choice (a GUID from Key Vault) and end up in log lines and run
 # records: no control characters (a newline would forge a log line), bounded length.
-_EVENT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
+EVENT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 _SHOWN_CHARS = 64  # how much of a rejected value an error message quotes
 _UNIX_SECONDS = re.compile(r"[+-]?[0-9]{1,19}(?:\.[0-9]{0,9})?")  # ASCII, bounded
 _ISO_TIME = re.compile(
@@ -104,7 +104,7 @@ def parse_event(item: Mapping[str, Any]) -> CertificateEvent:
     schema = _schema_of(item)
     kind = _certificate_kind(item, schema)
     event_id = _required_text(item.get("id"), "id")
-    if not _EVENT_ID.fullmatch(event_id):
+    if not EVENT_ID.fullmatch(event_id):
         raise InvalidInput(
             "id", f"{_shown(event_id)} has control characters or is over 256 characters"
         )
@@ -126,7 +126,7 @@ def parse_event(item: Mapping[str, Any]) -> CertificateEvent:
         )
 
     version = _text(data.get("version"), "data.Version")
-    if version is not None and not _VERSION.fullmatch(version):
+    if version is not None and not CERTIFICATE_VERSION.fullmatch(version):
         raise InvalidInput("data.Version", f"{_shown(version)} is not a Key Vault version id")
 
     return CertificateEvent(

@@ -1,19 +1,13 @@
 """The pipeline's queue messages: what one step hands the next, as ids only.
 
-Three work queues carry the rotation out of Event Grid's 30 s delivery window (see the
-README's pipeline diagram):
-
-* ``cert-rotation-hints``: :class:`Hint`, "look at this certificate" (from an event, an
-  operator or the reconcile timer). The hint worker discovers the services, opens the run
-  and fans out one :class:`ServiceWork` per service.
-* ``cert-rotation-services``: :class:`ServiceWork`, "converge this service in this run".
-  The service worker plans under the service's lease, sends the one PUT and returns.
-* ``cert-rotation-follow``: :class:`Follow`, "look at this service's journaled write
-  again", re-sent with a visibility delay until the write has ended.
+``cert-rotation-hints`` carries :class:`Hint`, "look at this certificate": the Event Grid
+function only accepts the event and queues a hint, and the hint worker
+(:mod:`handlers.hints`) converges the services from the truth, out of Event Grid's 30 s
+delivery window (see the README's pipeline diagram).
 
 A message is data anyone with queue-write access could have written: :func:`parse` checks
 every field as strictly as an HTTP body, and a message never carries a secret, a SAS or a
-certificate, only ids the workers read the truth by. Each worker re-plans from that truth,
+certificate, only ids the worker reads the truth by. The worker re-plans from that truth,
 so a duplicate or stale message writes nothing.
 """
 
@@ -23,89 +17,59 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from shared.compute_ids import split_service_id
 from shared.errors import InvalidInput
-from shared.events import parse_vault_id
-from shared.requests import CERTIFICATE_NAME
+from shared.events import (
+    CERTIFICATE_NAME,
+    CERTIFICATE_VERSION,
+    EVENT_ID,
+    EXPIRED,
+    NEAR_EXPIRY,
+    NEW_VERSION,
+    parse_vault_id,
+)
 
 HINTS_QUEUE = "cert-rotation-hints"
-SERVICES_QUEUE = "cert-rotation-services"
-FOLLOW_QUEUE = "cert-rotation-follow"
-TRIGGER_KINDS = ("event", "manual", "reconcile")
+CERTIFICATE_EVENTS = frozenset({NEW_VERSION, NEAR_EXPIRY, EXPIRED})
 MAX_TEXT = 48 * 1024  # Azure's limit is 64 KiB of base64: 48 KiB of text
-_RUN_ID_CHARS = frozenset("0123456789abcdefTZ-")
 
 
 @dataclass(frozen=True)
 class Origin:
-    """What started the run: an event (its type and id), an operator or the timer."""
+    """The event that raised the hint: its type (a Key Vault certificate event) and id."""
 
-    kind: str  # event | manual | reconcile
-    event_type: str | None = None
-    event_id: str | None = None
+    event_type: str
+    event_id: str
 
 
 @dataclass(frozen=True)
 class Hint:
-    """Rotate ``certificate`` of ``vault_id`` wherever it is used (``only``: these services)."""
+    """Rotate ``certificate`` of ``vault_id`` wherever it is used.
 
-    run_id: str
+    Each attempt at a hint is a run of its own (as each Event Grid delivery used to be):
+    a retried hint re-plans from the truth, and its earlier attempts' records stay as they
+    ended, so the history shows why it was retried.
+    """
+
     vault_id: str
     certificate: str
     origin: Origin
     version: str | None = None  # the event's version (NearExpiry/Expired decide on it)
-    only: tuple[str, ...] = ()
-    force: bool = False
 
 
-@dataclass(frozen=True)
-class ServiceWork:
-    """Converge ``service_id`` to the desired version of the run's certificate."""
-
-    run_id: str
-    vault_id: str
-    certificate: str
-    service_id: str
-    origin: Origin
-    force: bool = False
-
-
-@dataclass(frozen=True)
-class Follow:
-    """Look again at the journaled write on ``service_id`` (sent by run ``run_id``)."""
-
-    run_id: str
-    service_id: str
-
-
-Message = Hint | ServiceWork | Follow
-
-
-def to_text(message: Message) -> str:
+def to_text(message: Hint) -> str:
     """The message as queue text (JSON; the host base64-encodes it, as host.json says)."""
-    body: dict[str, Any] = {"runId": message.run_id}
-    if isinstance(message, Follow):
-        body.update(kind="follow", cloudService=message.service_id)
-    else:
-        body.update(
-            vault=message.vault_id,
-            certificate=message.certificate,
-            trigger={
-                "kind": message.origin.kind,
-                "eventType": message.origin.event_type,
-                "eventId": message.origin.event_id,
-            },
-            force=message.force,
-        )
-        if isinstance(message, Hint):
-            body.update(kind="hint", version=message.version, cloudServices=list(message.only))
-        else:
-            body.update(kind="service", cloudService=message.service_id)
+    body: dict[str, Any] = {
+        "kind": "hint",
+        "vault": message.vault_id,
+        "certificate": message.certificate,
+        "trigger": {"eventType": message.origin.event_type, "eventId": message.origin.event_id},
+        "version": message.version,
+    }
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
-def parse(text: str, expected: type[Message]) -> Message:
-    """The message in ``text``, or InvalidInput naming the first field that is wrong."""
+def parse(text: str) -> Hint:
+    """The hint in ``text``, or InvalidInput naming the first field that is wrong."""
     if len(text) > MAX_TEXT:
         raise InvalidInput("message", f"longer than {MAX_TEXT} characters")
     try:
@@ -114,35 +78,19 @@ def parse(text: str, expected: type[Message]) -> Message:
         raise InvalidInput("message", "not JSON") from exc
     if not isinstance(body, dict):
         raise InvalidInput("message", "not a JSON object")
-    kind = {Hint: "hint", ServiceWork: "service", Follow: "follow"}[expected]
-    if body.get("kind") != kind:
-        raise InvalidInput("kind", f"must be {kind!r} on this queue")
-    run_id = _run_id(body.get("runId"))
-    if expected is Follow:
-        _only(body, {"kind", "runId", "cloudService"})
-        return Follow(run_id, _service_id(body.get("cloudService"), "cloudService"))
-    common = {"kind", "runId", "vault", "certificate", "trigger", "force"}
+    if body.get("kind") != "hint":
+        raise InvalidInput("kind", "must be 'hint' on this queue")
+    _only(body, {"kind", "vault", "certificate", "trigger", "version"})
     vault_id, _ = parse_vault_id(_text(body.get("vault"), "vault", 400), "vault")
     certificate = _text(body.get("certificate"), "certificate", 127)
     if not CERTIFICATE_NAME.fullmatch(certificate):
         raise InvalidInput("certificate", "not a Key Vault certificate name")
-    origin = _origin(body.get("trigger"))
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise InvalidInput("force", "must be true or false")
-    if expected is ServiceWork:
-        _only(body, common | {"cloudService"})
-        service_id = _service_id(body.get("cloudService"), "cloudService")
-        return ServiceWork(run_id, vault_id, certificate, service_id, origin, force)
-    _only(body, common | {"version", "cloudServices"})
     version = body.get("version")
-    if version is not None:
-        version = _text(version, "version", 64)
-    services = body.get("cloudServices", [])
-    if not isinstance(services, list) or len(services) > 500:
-        raise InvalidInput("cloudServices", "must be a list of at most 500 service ids")
-    only = tuple(_service_id(s, "cloudServices") for s in services)
-    return Hint(run_id, vault_id, certificate, origin, version, only, force)
+    if version is not None and not (
+        isinstance(version, str) and CERTIFICATE_VERSION.fullmatch(version)
+    ):
+        raise InvalidInput("version", "not a Key Vault certificate version")
+    return Hint(vault_id, certificate, _origin(body.get("trigger")), version)
 
 
 def _only(body: dict[str, Any], allowed: set[str]) -> None:
@@ -157,28 +105,14 @@ def _text(value: object, field: str, limit: int) -> str:
     return value
 
 
-def _run_id(value: object) -> str:
-    text = _text(value, "runId", 64)
-    if not set(text) <= _RUN_ID_CHARS:
-        raise InvalidInput("runId", "not a rotation run id")
-    return text
-
-
-def _service_id(value: object, field: str) -> str:
-    text = _text(value, field, 400)
-    try:
-        split_service_id(text)
-    except InvalidInput as exc:
-        raise InvalidInput(field, exc.detail) from exc
-    return text
-
-
 def _origin(value: object) -> Origin:
-    if not isinstance(value, dict) or value.get("kind") not in TRIGGER_KINDS:
-        raise InvalidInput("trigger", f"must be an object whose kind is one of {TRIGGER_KINDS}")
-    _only(value, {"kind", "eventType", "eventId"})
-    event_type, event_id = value.get("eventType"), value.get("eventId")
-    for field, item in (("trigger.eventType", event_type), ("trigger.eventId", event_id)):
-        if item is not None:
-            _text(item, field, 128)
-    return Origin(value["kind"], event_type, event_id)
+    if not isinstance(value, dict):
+        raise InvalidInput("trigger", "must be an object with eventType and eventId")
+    _only(value, {"eventType", "eventId"})
+    event_type = _text(value.get("eventType"), "trigger.eventType", 128)
+    if event_type not in CERTIFICATE_EVENTS:
+        raise InvalidInput("trigger.eventType", f"must be one of {sorted(CERTIFICATE_EVENTS)}")
+    event_id = _text(value.get("eventId"), "trigger.eventId", 256)
+    if not EVENT_ID.fullmatch(event_id):  # it ends up in log lines: no control characters
+        raise InvalidInput("trigger.eventId", "holds a control character")
+    return Origin(event_type, event_id)

@@ -54,7 +54,7 @@ EVENT_TYPE_PREFIX = "CertRotation"
 # Service outcomes that get a chat message of their own (failures and required actions);
 # every other outcome is summed up in the run's digest.
 ALERT_OUTCOMES = frozenset({"failed", "refused", "rolled-back", "unmanaged"})
-ALERT_ACTIONS = frozenset({"renew-required", "expired"})
+ALERT_ACTIONS = frozenset({"renew-required", "expired", "gave-up"})
 # A digest is posted only when something changed or was started: a run of no-ops (a
 # duplicate event) stays out of the channel.
 DIGEST_OUTCOMES = frozenset({"rotated", "updating"})

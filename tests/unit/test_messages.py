@@ -1,0 +1,69 @@
+"""Hint messages: a round trip, and every malformed field refused by name (no I/O)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from shared.errors import InvalidInput
+from shared.events import NEAR_EXPIRY, NEW_VERSION
+from shared.messages import MAX_TEXT, Hint, Origin, parse, to_text
+
+VAULT = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
+    "/providers/Microsoft.KeyVault/vaults/kv1"
+)
+HINT = Hint(VAULT, "web-tls", Origin(NEW_VERSION, "e-1"), "abc123")
+
+
+def body(**changes: Any) -> str:
+    data = json.loads(to_text(HINT))
+    for key, value in changes.items():
+        if value is ...:
+            data.pop(key)
+        else:
+            data[key] = value
+    return json.dumps(data)
+
+
+def test_a_hint_survives_the_queue() -> None:
+    assert parse(to_text(HINT)) == HINT
+    no_version = Hint(VAULT, "web-tls", Origin(NEAR_EXPIRY, "e-2"))
+    assert parse(to_text(no_version)) == no_version
+
+
+def test_a_hint_carries_ids_only() -> None:
+    assert set(json.loads(to_text(HINT))) == {
+        "kind", "vault", "certificate", "trigger", "version"
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("x" * (MAX_TEXT + 1), "message"),
+        ("{not json", "message"),
+        ("[]", "message"),
+        (body(kind="service"), "kind"),
+        (body(extra=1), "extra"),
+        (body(runId="20261202T220000Z-0123456789ab"), "runId"),
+        (body(vault="/subscriptions/x/resourceGroups/rg"), "vault"),
+        (body(certificate="a/b"), "certificate"),
+        (body(certificate=""), "certificate"),
+        (body(version="v 1"), "version"),
+        (body(version=7), "version"),
+        (body(trigger="event"), "trigger"),
+        (body(trigger={"eventType": "Microsoft.KeyVault.SecretNewVersionCreated",
+                       "eventId": "e"}), "trigger.eventType"),
+        (body(trigger={"eventType": NEW_VERSION}), "trigger.eventId"),
+        (body(trigger={"eventType": NEW_VERSION, "eventId": "e\nforged line"}),
+         "trigger.eventId"),
+        (body(trigger={"eventType": NEW_VERSION, "eventId": "e", "x": 1}), "x"),
+    ],
+)
+def test_a_malformed_hint_is_refused_naming_the_field(text: str, field: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        parse(text)
+    assert raised.value.field == field
