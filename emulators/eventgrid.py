@@ -73,6 +73,7 @@ import http
 import json
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -1288,11 +1289,16 @@ class EventGrid:
             if not self._live(sub):
                 return
             last_time = self.platform.now()
+            posted = time.monotonic()
             outcome = await self._post(sub, events, attempts)
+            # How long the endpoint took to answer (admin log only: what Event Grid waits
+            # for, at most DELIVERY_TIMEOUT_S; the bench's delivery -> acknowledgement).
+            answered_s = round(time.monotonic() - posted, 4)
             self._record_health(sub.config.destination, outcome)
             attempts += 1
             self._log("Notification", sub, event_ids=ids, attempt=attempts,
-                      delivery_count=attempts - 1, status=outcome.status, outcome=outcome.outcome)
+                      delivery_count=attempts - 1, status=outcome.status, outcome=outcome.outcome,
+                      answered_s=answered_s)
             if outcome.delivered:
                 return
             kind = sub.config.destination.endpoint_type

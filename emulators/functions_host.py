@@ -42,7 +42,9 @@ the admin API, which runs nothing but timers here; ``runOnStartup`` is ignored),
 (no ``functionTimeout``, no log levels), there is one function key for every function, no
 CORS, proxies or HTTP streaming, and the Python ``context`` parameter and bindings other
 than queue outputs are refused. Several instances may serve one app (``emulators.stack``
-starts N): each polls the queues on its own, as scaled-out instances do.
+starts N): each polls the queues on its own, as scaled-out instances do. App settings named
+``AzureFunctionsJobHost__path__to__setting`` override host.json values, as on the real host
+(the tests use this to shorten ``extensions.queues`` retry timings).
 
 Run: ``python -m emulators.functions_host --app-dir DIR --port 0 --ready FILE`` with
 ``FUNCTIONS_KEY`` (function key), ``FUNCTIONS_MASTER_KEY`` (master key) and
@@ -378,11 +380,28 @@ def load_app(app_dir: Path) -> list[Function]:
     return functions
 
 
-def read_host_json(app_dir: Path) -> dict[str, Any]:
+OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
+
+
+def read_host_json(app_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """host.json, with the app settings that override its values applied on top, as the
+    Functions host does (``AzureFunctionsJobHost__path__to__setting``, the docs' "Override
+    host.json values"). An override's value is a string; one made only of digits becomes
+    a number, as the host's configuration binder reads it into a numeric option."""
     host_json = app_dir / "host.json"
     settings = json.loads(host_json.read_text()) if host_json.exists() else {}
     if not isinstance(settings, dict):
         raise AppLoadError("host.json must hold a JSON object")
+    for name, value in sorted((os.environ if env is None else env).items()):
+        if not name.startswith(OVERRIDE_PREFIX):
+            continue
+        *path, leaf = name.removeprefix(OVERRIDE_PREFIX).split("__")
+        node = settings
+        for key in path:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise AppLoadError(f"app setting {name}: host.json {key} is not an object")
+        node[leaf] = int(value) if value.isdigit() else value
     return settings
 
 

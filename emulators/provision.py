@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 import requests
+from azure.core.exceptions import ResourceNotFoundError
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.certificates import CertificateClient, CertificatePolicy, KeyVaultCertificate
 from azure.mgmt.compute import ComputeManagementClient
@@ -38,6 +39,7 @@ from azure.mgmt.compute.models import (
     SubResource,
 )
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
+from azure.storage.queue import QueueClient
 
 from emulators.authorization import ROLE_IDS
 
@@ -128,6 +130,18 @@ class Operator:
         return BlobServiceClient(
             self.env["AZURITE_BLOB_URL"], credential=self.credential, connection_verify=self.ca
         )
+
+    def queued(self, queue: str) -> int:
+        """Messages in the app's ``queue``, visible or not (0 before its first message
+        created it): work the pipeline still owes. A message leaves its queue only once
+        its function returned (or, after its last attempt, for the poison queue)."""
+        client = QueueClient(
+            self.env["AZURITE_QUEUE_URL"], queue, self.credential, connection_verify=self.ca
+        )
+        try:
+            return client.get_queue_properties().approximate_message_count or 0
+        except ResourceNotFoundError:
+            return 0
 
     # -- ARM over plain HTTPS ------------------------------------------------------------
 

@@ -266,6 +266,12 @@ class QueueClients:
             self.clients[key] = QueueClient(
                 conn.queue_service_uri, queue, credential=self.credentials[connection],
                 connection_verify=self.verify,
+                # Retries close to the extension's .NET storage clients (Azure.Core
+                # RetryOptions default: 3 retries, exponential from 0.8 s), so a storage
+                # outage fails an output binding after seconds: here 1 s, 3 s, 5 s (the
+                # client's exponential policy takes whole seconds). Its default (15 s,
+                # 18 s, 24 s) would hold an Event Grid delivery past the 30 s it waits.
+                initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=0,
             )
         return self.clients[key]
 

@@ -69,6 +69,10 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+# A queue message whose attempt failed is visible again after host.json's
+# visibilityTimeout (30 s). Stacks that exercise retries (the suite, the soak) shorten it
+# with this app setting, as an override of host.json would in Azure.
+QUEUE_RETRY_SETTING = "AzureFunctionsJobHost__extensions__queues__visibilityTimeout"
 VAULT_PORTS = 1024  # vaults a stack can hold at once (one listener each)
 # Below Linux's ephemeral range (32768-60999), so no port-0 listener (a test's hostile
 # server, Azurite, another emulator) can ever land inside the vaults' range.
@@ -238,6 +242,19 @@ class Stack:
         scale-out); ``settings`` are extra app settings for it alone."""
         return _start_host(self.folder, {**self.env, **(settings or {})},
                            time.monotonic() + START_TIMEOUT_S, app_dir)
+
+    def instances(self) -> list[HostInstance]:
+        """The running stack's host instances, in the order they started (from the ready
+        files each one wrote: ``functions.json``, ``functions-2.json``, ...)."""
+        found = []
+        for index in range(1, len(list(self.folder.glob("functions*.json"))) + 1):
+            suffix = "" if index == 1 else f"-{index}"
+            ready = json.loads((self.folder / f"functions{suffix}.json").read_text())
+            found.append(HostInstance(
+                f"http://127.0.0.1:{ready['port']}", int(ready["pid"]),
+                self.folder / "logs" / f"functions{suffix}.log",
+            ))
+        return found
 
     @classmethod
     def up(

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 
+from emulators.functions_host import OVERRIDE_PREFIX, read_host_json
 from emulators.polling import wait_for
 from tests.conftest import LocalStack
 
@@ -74,6 +75,9 @@ def _start(
     app_dir: Path, folder: Path, env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], Path]:
     ready, log = folder / "ready.json", folder / "host.log"
+    # The session stack's host.json overrides (exported with its settings) are not for
+    # these hosts, which test their own host.json.
+    env = {k: v for k, v in env.items() if not k.startswith(OVERRIDE_PREFIX)}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "emulators.functions_host", "--app-dir", str(app_dir),
@@ -474,3 +478,23 @@ def test_the_product_app_keeps_worker_lines_and_silences_sdk_http_logging(
     assert "azure.functions: Function name: status, Function Type: sync" in lines
     assert "http_logging_policy" not in lines
     assert "azure.identity" not in lines
+
+
+def test_app_settings_override_host_json_values(tmp_path: Path) -> None:
+    """``AzureFunctionsJobHost__a__b`` replaces host.json's ``a.b``, as on the real host;
+    digits become numbers, anything else stays text for the option's own parser."""
+    (tmp_path / "host.json").write_text(
+        json.dumps({"version": "2.0", "extensions": {"queues": {"batchSize": 4}}})
+    )
+    env = {
+        f"{OVERRIDE_PREFIX}extensions__queues__visibilityTimeout": "00:00:02",
+        f"{OVERRIDE_PREFIX}extensions__queues__batchSize": "1",
+        "UNRELATED": "x",
+    }
+    assert read_host_json(tmp_path, env) == {
+        "version": "2.0",
+        "extensions": {"queues": {"batchSize": 1, "visibilityTimeout": "00:00:02"}},
+    }
+    assert read_host_json(tmp_path, {}) == {
+        "version": "2.0", "extensions": {"queues": {"batchSize": 4}},
+    }
