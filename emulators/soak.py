@@ -9,10 +9,12 @@ stream then, step by step: creates a new certificate version (a real Key Vault e
 re-raises an event already delivered (a duplicate, same id) or one for an older version
 (late, out of order), injects a fault (ARM 429 with Retry-After, 500, 503, 409 on a PUT,
 Key Vault 429/503, slow responses), or runs a timer (``reconcile`` or ``follow_updates``).
-Event invocations follow their updates for less time than an update takes
-(``EVENT_WAIT_SECONDS`` below ``update_seconds``), so most updates outlive the invocation
-that sent them and are finished by a later one, as long CSES updates are in Azure. When the
-stream ends the faults are cleared and both timers run until everything settles.
+An event is acknowledged once its hint is queued; the hint worker follows its updates for
+less time than an update takes (``EVENT_WAIT_SECONDS`` below ``update_seconds``), so most
+updates outlive the invocation that sent them and are finished by a later one, as long CSES
+updates are in Azure; a failed attempt at a hint is retried by the queue (2 s
+``visibilityTimeout`` here). When the stream ends the faults are cleared and both timers
+run until everything settles and no hint is left in the queue.
 
 The checks, per service: the cscfg and ``osProfile`` name the newest version of every
 certificate it uses; it is ``Succeeded`` with no journaled write left; the successful PUTs
@@ -55,8 +57,9 @@ from azure.core.exceptions import ResourceExistsError
 from azure.keyvault.certificates import KeyVaultCertificate
 
 from emulators.provision import APP_ROLES, OPERATOR_ROLES, Operator, cscfg, thumbprint
-from emulators.stack import Stack
+from emulators.stack import QUEUE_RETRY_SETTING, Stack
 from shared import cscfg as parser
+from shared.messages import HINTS_QUEUE
 
 RUNS_CONTAINER = "cert-rotation-runs"
 LOCKS_CONTAINER = "cert-rotation-locks"
@@ -467,6 +470,7 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
     settings = {
         "EVENT_WAIT_SECONDS": str(config.event_wait_seconds),
         "ARM_POLLING_INTERVAL": str(config.polling_seconds),
+        QUEUE_RETRY_SETTING: "00:00:02",  # a failed hint is retried in 2 s, not 30
     }
     if config.azure:
         settings["ROTATION_ROLLBACK"] = "true"
@@ -493,7 +497,10 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
         settle_started = time.monotonic()
         problems = violations(world)
         while (
-            problems or pending_journals(world) or undelivered(stack)
+            problems
+            or pending_journals(world)
+            or undelivered(stack)
+            or world.op.queued(HINTS_QUEUE)
         ) and time.monotonic() - settle_started < SETTLE_TIMEOUT_S:
             run_timer(stack, "follow_updates")
             run_timer(stack, "reconcile")

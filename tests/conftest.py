@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from emulators.stack import Stack
+from emulators.stack import QUEUE_RETRY_SETTING, Stack
 from tests.security.secret_scan import Scanner, ScanningHandler
 
 
@@ -56,7 +56,10 @@ class LocalStack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    running = Stack.up(tmp_path_factory.mktemp("stack"), update_seconds=0.3, page_size=2)
+    running = Stack.up(
+        tmp_path_factory.mktemp("stack"), update_seconds=0.3, page_size=2,
+        settings={QUEUE_RETRY_SETTING: "00:00:02"},
+    )
     SCAN.add_literals(
         value for key, value in running.env.items()
         if key == "IDENTITY_HEADER" or key.endswith("_KEY")

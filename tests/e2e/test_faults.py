@@ -9,16 +9,18 @@ while another operation ran, its retries are bounded (counted in the stack's req
 and logged on ``certrotate.retries`` (in the Functions host's log, or captured in this
 process), and every run record is finished.
 
-Most tests go through Event Grid and the Functions host, where a failed invocation is
-redelivered on Event Grid's (scaled) schedule. Two tests run engines in this process,
-built as the app builds them: the token-endpoint test, because it needs a fresh credential
-(the host's has long cached its tokens), and "two hosts get the same event", as two
-engines in threads.
+Most tests go through Event Grid and the Functions host: the event is acknowledged once
+queued, and a failed attempt at the hint is retried by the queue (host.json
+``visibilityTimeout``, shortened for the suite) up to ``maxDequeueCount`` times. Two
+tests run engines in this process, built as the app builds them: the token-endpoint test,
+because it needs a fresh credential (the host's has long cached its tokens), and "two
+hosts get the same event", as two engines in threads.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import uuid
@@ -44,6 +46,7 @@ from tests.e2e.world import (
     event_item,
     version_of,
 )
+from tests.infra.bicep import ROOT
 
 ATTEMPTS = RULES.max_attempts  # per request, as the request log must show
 GAVE_UP = f"giving up: {ATTEMPTS} attempts made"
@@ -188,12 +191,12 @@ def test_arm_500_and_503_then_recovery_is_ridden_out_with_backoff(world: World) 
     assert record["services"][0]["outcome"] == "rotated"
 
 
-def test_arm_503_on_the_put_is_not_retried_blindly_the_redelivery_looks_and_replans(
+def test_arm_503_on_the_put_is_not_retried_blindly_the_next_attempt_looks_and_replans(
     world: World,
 ) -> None:
     """A PUT answered 503 may have landed: not repeated in-process. The service shows no
-    change, but that first look is not final: the invocation fails, and Event Grid's
-    redelivery looks again (still untouched), then plans and sends the PUT once more."""
+    change, but that first look is not final: the hint's attempt fails, and the queue's
+    next attempt looks again (still untouched), then plans and sends the PUT once more."""
     v1 = world.new_version()
     svc = world.deploy(v1)
     world.subscribe()
@@ -205,8 +208,7 @@ def test_arm_503_on_the_put_is_not_retried_blindly_the_redelivery_looks_and_repl
 
     world.assert_on(svc, v2)
     assert [p["status"] for p in world.puts(svc, succeeded=False)] == [503, 200]
-    outcomes = [d["outcome"] for d in world.deliveries()]
-    assert outcomes[-1] == "Succeeded" and len(outcomes) == 2, outcomes
+    assert [d["outcome"] for d in world.deliveries()] == ["Succeeded"]  # acknowledged once
     (line,) = log.retries(" PUT ", svc.name)
     assert line.endswith("giving up: an ARM PUT answered 503 may have started an operation")
     first, second = assert_records_complete(world)
@@ -216,7 +218,7 @@ def test_arm_503_on_the_put_is_not_retried_blindly_the_redelivery_looks_and_repl
     assert second["services"][0]["outcome"] == "rotated"
 
 
-def test_arm_500_forever_fails_each_invocation_after_four_attempts_then_converges(
+def test_arm_500_forever_fails_each_attempt_after_four_requests_then_converges(
     world: World,
 ) -> None:
     v1 = world.new_version()
@@ -226,32 +228,67 @@ def test_arm_500_forever_fails_each_invocation_after_four_attempts_then_converge
     fault(world, service="arm", method="GET", path=LIST_PATH, status=500, retry_after=0, count=1000)
 
     v2 = world.new_version()
-    wait_for(lambda: len(world.deliveries()) >= 3, "three failed deliveries", timeout=30)
+    wait_for(lambda: len(log.retries(GAVE_UP)) >= 2, "two failed attempts at the hint", 60)
     world.stack.admin("DELETE", "/faults")
     world.wait_delivered()
 
     world.assert_on(svc, v2)
     assert len(world.puts(svc)) == 1
-    deliveries = world.deliveries()
-    failures = [d for d in deliveries if d["outcome"] != "Succeeded"]
-    assert len(failures) >= 3 and all(d["status"] == 500 for d in failures)
-    assert deliveries[-1]["outcome"] == "Succeeded"
-    # Bounded: 4 list attempts per failed invocation (the fault may have been cleared in
-    # the middle of the one that then succeeded).
+    # Event Grid was answered at once; the attempts were the hint queue's.
+    assert [d["outcome"] for d in world.deliveries()] == ["Succeeded"]
+    failed = len(log.retries(GAVE_UP))
+    assert failed >= 2
+    # Bounded: 4 list requests per failed attempt (the fault may have been cleared in the
+    # middle of the attempt that then succeeded).
     lists = [c for c in product_requests(world, "arm") if c["injected"]]
-    assert ATTEMPTS * len(failures) <= len(lists) < ATTEMPTS * (len(failures) + 1)
-    assert len(log.retries(GAVE_UP)) == len(failures)
+    assert ATTEMPTS * failed <= len(lists) < ATTEMPTS * (failed + 1)
     assert len(world.puts(svc, succeeded=False)) == 1
     assert_records_complete(world)
 
 
-def test_arm_500_that_never_clears_is_dead_lettered_and_nothing_is_written(
+def test_arm_500_that_never_clears_ends_in_the_poison_queue_as_a_gave_up_run(
     world: World,
 ) -> None:
+    """After host.json's maxDequeueCount failed attempts the host moves the hint to
+    ``cert-rotation-hints-poison``; the poison function records a run with a ``gave-up``
+    action (an alert), so the event is never dropped silently. Nothing was written."""
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    log = HostLog(world.stack)
+    fault(world, service="arm", method="GET", path=LIST_PATH, status=500, retry_after=0, count=1000)
+
+    world.new_version()
+    gave_up = wait_for(
+        lambda: [r for r in world.records() if r["actions"]], "the gave-up run", timeout=90
+    )
+    world.stack.admin("DELETE", "/faults")
+    world.wait_hints_worked(timeout=30)
+
+    ((action,),) = [r["actions"] for r in gave_up]
+    assert action["kind"] == "gave-up"
+    assert "failed every attempt the queue allows" in action["message"]
+    attempts = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"][
+        "maxDequeueCount"
+    ]
+    assert len(log.retries(GAVE_UP)) == attempts
+    assert len([c for c in product_requests(world, "arm") if c["injected"]]) == (
+        attempts * ATTEMPTS
+    )
+    assert [d["outcome"] for d in world.deliveries()] == ["Succeeded"]
+    assert world.puts(svc, succeeded=False) == []
+    world.assert_on(svc, v1)
+
+
+def test_queue_storage_down_fails_the_delivery_and_is_dead_lettered(
+    world: World, storage: None
+) -> None:
+    """The hint cannot be queued: the delivery fails (nothing was accepted, nothing is
+    lost), Event Grid retries and, after ``max_attempts``, dead-letters the event."""
     v1 = world.new_version()
     svc = world.deploy(v1)
     container = subscribe_with_dead_letters(world, max_attempts=2)
-    fault(world, service="arm", method="GET", path=LIST_PATH, status=500, retry_after=0, count=1000)
+    world.stack.admin("POST", "/storage", {"available": False, "service": "queue"})
 
     world.new_version()
     lettered = wait_for(
@@ -261,12 +298,11 @@ def test_arm_500_that_never_clears_is_dead_lettered_and_nothing_is_written(
             if d["kind"] == "DeadLettered" and d["name"] == world.subscription
         ],
         "the event to be dead-lettered",
-        timeout=30,
+        timeout=60,
     )
 
     assert lettered[0]["reason"] == "MaxDeliveryAttemptsExceeded"
     assert [d["status"] for d in world.deliveries()] == [500, 500]
-    assert len([c for c in product_requests(world, "arm") if c["injected"]]) == 2 * ATTEMPTS
     assert world.puts(svc, succeeded=False) == []
     blobs = list(world.op.blobs.get_container_client(container).list_blobs())
     assert len(blobs) == 1  # the event is kept for the operator to replay
@@ -302,8 +338,9 @@ def test_conflicting_operation_is_waited_for_and_never_overwritten(
         if c["method"] == "PATCH" and c["path"].endswith(svc.name)
     )
     assert seconds_between(their_patch, ours[0]) >= 3.0  # only once theirs had finished
-    outcomes = [d["outcome"] for d in world.deliveries()]
-    assert outcomes[-1] == "Succeeded" and len(outcomes) >= 2
+    # Acknowledged at once; the attempts that found their operation running were the
+    # hint queue's, each a run that ended transient.
+    assert [d["outcome"] for d in world.deliveries()] == ["Succeeded"]
     records = assert_records_complete(world)
     assert [r["services"][0]["outcome"] for r in records][-1] == "rotated"
     assert {r["services"][0]["outcome"] for r in records[:-1]} == {"transient"}
@@ -344,22 +381,28 @@ def test_key_vault_429_and_503_are_ridden_out(world: World) -> None:
 # -- storage -------------------------------------------------------------------------------
 
 
-def test_storage_unavailable_means_no_write_then_converges(world: World, storage: None) -> None:
+def test_blob_storage_unavailable_means_no_write_then_converges(
+    world: World, storage: None
+) -> None:
+    """The app's blobs (leases, journals, records) are gone but its queues are not: the
+    event is accepted, each attempt at the hint fails before any write (no lease, no
+    PUT), and the queue's next attempt after storage returns converges the service."""
     v1 = world.new_version()
     svc = world.deploy(v1)
     world.subscribe()
     log = HostLog(world.stack)
-    assert world.stack.admin("POST", "/storage", {"available": False})["available"] is False
+    down = world.stack.admin("POST", "/storage", {"available": False, "service": "blob"})
+    assert down["services"]["blob"]["available"] is False
 
     v2 = world.new_version()
-    first = wait_for(lambda: world.deliveries(), "a delivery while storage is down", timeout=30)
-    assert first[0]["status"] == 500  # no lock (nor record) without storage: failed, retried
-    assert world.puts(svc, succeeded=False) == []
+    wait_for(lambda: GAVE_UP in " ".join(log.retries("storage ")), "a failed attempt", 60)
+    assert world.puts(svc, succeeded=False) == []  # no lock (nor record): nothing written
     world.stack.admin("POST", "/storage", {"available": True})
     world.wait_delivered()
 
     world.assert_on(svc, v2)
     assert len(world.puts(svc)) == 1
+    assert [d["outcome"] for d in world.deliveries()] == ["Succeeded"]
     lines = log.retries("storage ", "(ServiceRequestError)")
     assert [line.rsplit("; ", 1)[1] for line in lines[:4]] == [
         "retrying in 1.0s",

@@ -35,6 +35,7 @@ from emulators.provision import APP_ROLES, NS, OPERATOR_ROLES, Operator, cscfg, 
 from emulators.stack import app_settings
 from shared.config import Settings
 from shared.engine import Engine
+from shared.messages import HINTS_QUEUE
 from tests.conftest import LocalStack
 from tests.infra.bicep import variable
 
@@ -299,11 +300,20 @@ class World:
         ]
 
     def wait_delivered(self, count: int = 1, event_id: str | None = None) -> list[dict[str, Any]]:
-        """Until ``count`` deliveries (of ``event_id``) succeeded: the invocations finished."""
-        return wait_for(
+        """Until ``count`` deliveries (of ``event_id``) succeeded and the hints they queued
+        have been worked: the rotations they started have run."""
+        found: list[dict[str, Any]] = wait_for(
             lambda: (found := self.delivered(event_id)) and len(found) >= count and found,
             f"{count} successful deliveries to {self.subscription}",
         )
+        self.wait_hints_worked()
+        return found
+
+    def wait_hints_worked(self, timeout: float = 60) -> None:
+        """Until the hint queue is empty: a hint leaves it only once its worker returned
+        (or, after its last attempt, into the poison queue). Invisible messages (being
+        worked, or waiting out a failed attempt) count, as they do in Azure."""
+        wait_for(lambda: self.op.queued(HINTS_QUEUE) == 0, "the hint queue to drain", timeout)
 
     def records(self) -> list[dict[str, Any]]:
         """This vault's run records, found in the app's storage and read over HTTP."""

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from emulators.polling import wait_for
 from emulators.provision import Operator
 from shared.config import Settings
 from tests.conftest import LocalStack
@@ -138,12 +139,18 @@ def test_event_of_a_vault_in_another_subscription_is_ignored_without_a_request(
 
     assert answer.status_code == 202, answer.text
     (line,) = log.matching(f"event {forged['id']} ignored")
+    world.wait_hints_worked()
     assert f"subscription {OTHER_SUBSCRIPTION}, which is not in ROTATION_SUBSCRIPTIONS" in line
     assert world.vault_name in line
     assert product_requests(world, mark) == []
-    # The same event from the vault's real subscription does reach the engine.
+    # The same event from the vault's real subscription does reach the engine (through
+    # the hint queue, after the delivery was answered): the positive control.
     deliver(stack, [event(world)])
-    assert any(c["service"] == "keyvault" for c in world.product_calls(mark))
+    wait_for(
+        lambda: any(c["service"] == "keyvault" for c in world.product_calls(mark)),
+        "the hint worker to read the vault",
+    )
+    world.wait_hints_worked()
 
 
 # -- broken and foreign deliveries -------------------------------------------------------------
@@ -189,6 +196,8 @@ def test_broken_or_foreign_event_is_logged_acknowledged_and_costs_no_request(
 
     assert answer.status_code == 202, answer.text  # acknowledged: a retry cannot fix it
     assert len(log.matching("certrotate.events", logged)) == 1, log.lines()
+    assert not log.matching("certrotate.events", "accepted")  # no hint was queued
+    world.wait_hints_worked()  # (had one been, its work would show below)
     assert not [line for line in log.lines() if line.startswith("2026-01-01 INFO certrotate")]
     assert product_requests(world, mark) == []
 
