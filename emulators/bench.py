@@ -58,12 +58,15 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+from azure.keyvault.certificates import KeyVaultCertificate
 
 from emulators.polling import wait_for
 from emulators.provision import APP_ROLES, OPERATOR_ROLES, Operator, cscfg, thumbprint
 from emulators.stack import ROOT, Stack, app_settings, functions_host_command
 from shared.config import Settings
 from shared.engine import Engine
+from shared.events import NEW_VERSION, CertificateEvent
+from shared.messages import HINTS_QUEUE
 
 AGENT = "certrotate"  # in the User-Agent of every call the product makes
 CERT = "web-tls"
@@ -72,8 +75,12 @@ UPDATE_SECONDS = 0.5  # how long the emulated platform takes to apply an update
 PAGE_SIZE = 100  # the emulator's default ARM page size; Azure does not document one
 SCALE_CERTIFICATES = 5  # the scale services share this many certificates of one vault
 PROVISION_THREADS = 8
+RUNS_CONTAINER = Settings.runs_container  # where the app keeps its run records
 FOREVER = 10**9  # a delay fault's count: every request until the faults are cleared
 ROTATION_TIMEOUT_S = 120.0
+FANOUT_TIMEOUT_S = 900.0  # hundreds of services converged one after another
+FANOUT_CERT = "fan-tls"
+DELIVERY_TIMEOUT_S = 30.0  # Event Grid abandons a delivery unanswered after this long
 SCALE_REPEATS = 3  # warm discoveries and reconciles per size (the median is reported)
 
 KV_PAGE = 25  # Key Vault's default (and largest) page of a list
@@ -108,6 +115,8 @@ class Options:
     sizes: tuple[int, ...] = (10, 100, 1000)
     cold_starts: int = 5
     json_path: Path | None = None
+    fanout: tuple[int, ...] = (1, 100, 500)
+    duplicates: int = 5
 
 
 # -- the emulators' admin API and request log -------------------------------------------
@@ -243,16 +252,17 @@ class RotationWorld:
         return (cs.properties.configuration if cs.properties else None) or ""
 
     def rotate(self, log: RequestLog) -> dict[str, Any]:
-        """One new version, followed until the function returned; its timings and calls."""
+        """One new version, followed until its run ended; its timings and calls."""
         log.take()
         delivered = len(self.deliveries())
         new = self.op.new_version(self.vault_url, CERT)
         self.versions += 1
-        done = wait_for(
+        acknowledged = wait_for(
             lambda: [d for d in self.deliveries()[delivered:] if d.get("outcome") == "Succeeded"],
             "the event's delivery to keyvault_events",
             ROTATION_TIMEOUT_S,
         )[0]
+        record = run_of(self.op, acknowledged["event_ids"][0])
         calls = log.take()
         if thumbprint(new) not in self.configuration():
             version = new.properties.version if new.properties else "?"
@@ -275,13 +285,29 @@ class RotationWorld:
         operation = self.op.arm("GET", poll["path"], api=parse_qs(poll["query"])["api-version"][0])
         event = logged_at(created)
         return {
+            "event_to_ack_s": round(logged_at(acknowledged) - event, 3),
             "event_to_put_s": round(logged_at(put) - event, 3),
             "event_to_succeeded_s": round(logged_at(operation, "endTime") - event, 3),
-            "event_to_done_s": round(logged_at(done) - event, 3),
+            "event_to_done_s": round(logged_at(record, "finished") - event, 3),
             "delivery_attempts": len(self.deliveries()) - delivered,
             "calls": kinds(calls),
             "minimum": rotation_minimum(self.versions),
         }
+
+
+def run_of(op: Operator, event_id: str, timeout: float = ROTATION_TIMEOUT_S) -> dict[str, Any]:
+    """The run record of ``event_id`` once its run has ended (the hint worker wrote it)."""
+    container = op.blobs.get_container_client(RUNS_CONTAINER)
+
+    def ended() -> dict[str, Any] | None:
+        for blob in container.list_blobs():
+            record: dict[str, Any] = json.loads(container.download_blob(blob.name).readall())
+            if record["trigger"].get("eventId") == event_id and record.get("finished"):
+                return record
+        return None
+
+    found: dict[str, Any] = wait_for(ended, f"the run of event {event_id} to end", timeout)
+    return found
 
 
 def rotation_phase(world: RotationWorld, log: RequestLog, count: int) -> dict[str, Any]:
@@ -300,6 +326,7 @@ def rotation_phase(world: RotationWorld, log: RequestLog, count: int) -> dict[st
         "rotations": count,
         "event_to_put_s": summary([s["event_to_put_s"] for s in samples]),
         "event_to_succeeded_s": summary([s["event_to_succeeded_s"] for s in samples]),
+        "event_to_ack_s": summary([s["event_to_ack_s"] for s in samples]),
         "event_to_done_s": summary([s["event_to_done_s"] for s in samples]),
         "redeliveries": sum(s["delivery_attempts"] - 1 for s in samples),
         "calls_per_rotation": calls,
@@ -418,6 +445,164 @@ def fresh_host(env: dict[str, str], folder: Path, world: RotationWorld) -> dict[
         except subprocess.TimeoutExpired:
             host.kill()
             host.wait()
+
+
+# -- fan-out: one certificate, many services --------------------------------------------
+
+
+@dataclass
+class FanoutWorld:
+    """``size`` managed services in one resource group, all using one certificate."""
+
+    op: Operator
+    rg: str
+    vault_id: str
+    vault_url: str
+    size: int
+
+    @classmethod
+    def create(cls, op: Operator, prefix: str, size: int) -> FanoutWorld:
+        rg = op.resource_group(f"{prefix}-fan{size}")
+        vault_id, vault_url = op.vault(
+            rg, f"{prefix}f{size}"[:24], rbac=True, roles=(*OPERATOR_ROLES, *APP_ROLES))
+        first = op.new_version(vault_url, FANOUT_CERT)
+        assert first.secret_id
+        package = op.package("packages", f"{prefix}-fan{size}.cspkg", b"PK\x03\x04" + b"f" * 4096)
+        config = cscfg("Fan", {role: {"SslCert": thumbprint(first)} for role in ROLES})
+
+        def deploy(index: int) -> None:
+            assert first.secret_id
+            op.cloud_service(
+                rg, f"fan{index:04d}", config, list(ROLES), vault_id, [first.secret_id], *package
+            )
+
+        admin(op.env, "POST", "/cloudservices/settings", {"update_seconds": 0})
+        try:
+            with ThreadPoolExecutor(PROVISION_THREADS) as pool:
+                list(pool.map(deploy, range(size)))
+        finally:
+            admin(op.env, "POST", "/cloudservices/settings", {"update_seconds": None})
+        return cls(op, rg, vault_id, vault_url, size)
+
+
+def in_delivery(env: dict[str, str], vault_id: str, version: str) -> dict[str, Any]:
+    """In a fresh process: what the event invocation did before the hint queue, the whole
+    rotation inside the delivery (``engine.handle_event``, following updates for
+    ``EVENT_WAIT_SECONDS``). Its duration is how long Event Grid would have waited for
+    the answer; then the updates it left running are finished, untimed."""
+    os.environ.update(env)
+    engine = Engine.from_settings(Settings.from_env(env))
+    event = CertificateEvent(
+        NEW_VERSION, str(uuid.uuid4()), vault_id, vault_id.rsplit("/", 1)[-1], FANOUT_CERT,
+        version, None, None, None,
+    )
+    started = time.perf_counter()
+    run = engine.handle_event(event)
+    seconds = time.perf_counter() - started
+    engine.finish_pending(wait_seconds=ROTATION_TIMEOUT_S)
+    return {
+        "ack_s": round(seconds, 3),
+        "abandoned": seconds > DELIVERY_TIMEOUT_S,
+        "outcomes": dict(Counter(r.outcome for r in run.results)) if run else {},
+    }
+
+
+def fanout_phase(
+    env: dict[str, str], op: Operator, prefix: str, sizes: Iterable[int], duplicates: int
+) -> list[dict[str, Any]]:
+    """Per size: the old design (the rotation inside the delivery), then the queue pipeline
+    on a real event and ``duplicates`` re-deliveries of it (each a run of no-ops)."""
+    log = RequestLog.from_now(env)
+    return [fanout(env, op, prefix, size, duplicates, log) for size in sorted(set(sizes))]
+
+
+def fanout(
+    env: dict[str, str], op: Operator, prefix: str, size: int, duplicates: int, log: RequestLog
+) -> dict[str, Any]:
+    progress(f"fan-out: provisioning {size} cloud services using one certificate")
+    world = FanoutWorld.create(op, prefix, size)
+    old_version = op.new_version(world.vault_url, FANOUT_CERT)  # nobody subscribed yet
+    assert old_version.properties is not None and old_version.properties.version
+    progress(f"fan-out: {size} services, the rotation inside the delivery (old design)")
+    engine_env = {
+        **os.environ, **app_settings(env), "ROTATION_RESOURCE_GROUPS": world.rg.rsplit("/")[-1]
+    }
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        old = pool.submit(
+            in_delivery, engine_env, world.vault_id, old_version.properties.version
+        ).result()
+    progress(f"fan-out: {size} services through the hint queue")
+    subscription = f"{prefix}-fan{size}"
+    op.subscribe(world.rg, world.vault_id, subscription)
+    log.take()
+    new = op.new_version(world.vault_url, FANOUT_CERT)
+    delivery = wait_for(
+        lambda: [d for d in _notifications(env, subscription) if d["outcome"] == "Succeeded"],
+        "the event's delivery",
+        ROTATION_TIMEOUT_S,
+    )[0]
+    event_id = delivery["event_ids"][0]
+    record = run_of(op, event_id, timeout=FANOUT_TIMEOUT_S)
+    calls = log.take()
+    created = next(c for c in calls if c["method"] == "POST" and c["path"].endswith("/create"))
+    puts = [
+        c for c in product(calls)
+        if c["method"] == "PUT" and c["status"] < 300 and "/cloudservices/fan" in c["path"].lower()
+    ]
+    event = logged_at(created)
+    for _ in range(duplicates):  # the same event again: Event Grid delivers at least once
+        _redeliver(env, world, new, event_id)
+
+    def answered() -> list[dict[str, Any]]:
+        found = _notifications(env, subscription)
+        return found if len(found) > duplicates else []
+
+    acks = [float(d["answered_s"]) for d in wait_for(answered, "the duplicates", 60.0)]
+    wait_for(lambda: op.queued(HINTS_QUEUE) == 0, "the hint queue to drain", FANOUT_TIMEOUT_S)
+    return {
+        "services": size,
+        "in_delivery": old,
+        "queue": {
+            "ack_s": summary(acks),
+            "event_to_ack_s": round(logged_at(delivery) - event, 3),
+            "event_to_all_puts_s": round(max(logged_at(c) for c in puts) - event, 3)
+            if puts else None,
+            "event_to_run_ended_s": round(logged_at(record, "finished") - event, 3),
+            "puts": len(puts),
+            "outcomes": dict(Counter(str(e["outcome"]) for e in record["services"])),
+            "deliveries": len(acks),
+        },
+    }
+
+
+def _notifications(env: dict[str, str], subscription: str) -> list[dict[str, Any]]:
+    return [
+        d for d in admin(env, "GET", "/eventgrid/deliveries")
+        if d.get("kind") == "Notification" and d.get("name") == subscription
+    ]
+
+
+def _redeliver(
+    env: dict[str, str], world: FanoutWorld, cert: KeyVaultCertificate, event_id: str
+) -> None:
+    """Raise ``event_id`` again through Event Grid's delivery path (a duplicate)."""
+    props = cert.properties
+    assert props is not None and props.version
+    admin(env, "POST", "/eventgrid/system-events", {
+        "id": event_id,
+        "source": world.vault_id,
+        "eventType": NEW_VERSION,
+        "subject": FANOUT_CERT,
+        "data": {
+            "Id": f"{world.vault_url}certificates/{FANOUT_CERT}/{props.version}",
+            "VaultName": world.vault_id.rsplit("/", 1)[-1],
+            "ObjectType": "Certificate",
+            "ObjectName": FANOUT_CERT,
+            "Version": props.version,
+            "NBF": int(props.not_before.timestamp()) if props.not_before else None,
+            "EXP": int(props.expires_on.timestamp()) if props.expires_on else None,
+        },
+    })
 
 
 # -- scale: discovery and reconcile ------------------------------------------------------
@@ -574,6 +759,8 @@ def run(env: dict[str, str], folder: Path, options: Options, page_size: int) -> 
             "update_seconds": admin(env, "GET", "/cloudservices")["update_seconds"],
             "arm_polling_interval_s": float(app_settings(env)["ARM_POLLING_INTERVAL"]),
             "scale_certificates": SCALE_CERTIFICATES,
+            "fanout": list(options.fanout),
+            "duplicates": options.duplicates,
         },
     }
     op = Operator(env)
@@ -597,6 +784,8 @@ def run(env: dict[str, str], folder: Path, options: Options, page_size: int) -> 
         "import_function_app": import_times(options.cold_starts),
         "fresh_host": fresh_hosts(env, folder, world, options.cold_starts),
     }
+    # Before the scale services exist: the host lists every service of the subscription.
+    result["fanout"] = fanout_phase(env, op, prefix, options.fanout, options.duplicates)
     result["scale"] = scale_phase(
         env, ScaleWorld.create(op, prefix), options.sizes, page_size, SCALE_REPEATS
     )
@@ -630,6 +819,7 @@ def table(result: dict[str, Any]) -> str:
             f"{s['arm_polling_interval_s']} s, page size {s['page_size']}",
             *_latency_rows(result["rotation"]["first_event"], phases),
             *_call_rows(phases),
+            *_fanout_rows(result["fanout"]),
             *_scale_rows(result["scale"]),
             "",
             _cold_line(result["cold_start"]),
@@ -643,10 +833,11 @@ def table(result: dict[str, Any]) -> str:
 
 
 def _latency_rows(first: dict[str, Any], phases: dict[str, dict[str, Any]]) -> list[str]:
-    figures = ("event_to_put_s", "event_to_succeeded_s", "event_to_done_s")
+    figures = ("event_to_ack_s", "event_to_put_s", "event_to_succeeded_s", "event_to_done_s")
     rows = [
         "",
-        f"{'event -> (s)':<24}{'PUT accepted':>18}{'Succeeded':>18}{'function done':>18}",
+        f"{'event -> (s)':<24}{'acknowledged':>18}{'PUT accepted':>18}{'Succeeded':>18}"
+        f"{'run ended':>18}",
         f"{'first event, cold host':<24}" + "".join(f"{first[f]:>18.3f}" for f in figures),
     ]
     for label, phase in phases.items():
@@ -679,6 +870,28 @@ def _call_rows(phases: dict[str, dict[str, Any]]) -> list[str]:
             for p in phases.values()
         )
     )
+    return rows
+
+
+def _fanout_rows(fanout: list[dict[str, Any]]) -> list[str]:
+    """Old design (the rotation inside the delivery) next to the queue pipeline."""
+    rows = [
+        "",
+        f"{'one certificate,':<18}{'in the delivery (old)':>26}{'hint queue (new)':>40}",
+        f"{'services':<18}{'ack s':>10}{'outcomes':>16}{'ack p50/p95 s':>18}"
+        f"{'all PUTs s':>12}{'run ended s':>12}",
+    ]
+    for row in fanout:
+        old, new = row["in_delivery"], row["queue"]
+        ack = f"{old['ack_s']:.3f}" + (" (>30)" if old["abandoned"] else "")
+        outcomes = ",".join(f"{k}={v}" for k, v in sorted(old["outcomes"].items()))
+        puts = new["event_to_all_puts_s"]
+        rows.append(
+            f"{row['services']:<18}{ack:>10}{outcomes:>16}"
+            + f"{new['ack_s']['median']:.3f}/{new['ack_s']['p95']:.3f}".rjust(18)
+            + ("-" if puts is None else f"{puts:.2f}").rjust(12)
+            + f"{new['event_to_run_ended_s']:.2f}".rjust(12)
+        )
     return rows
 
 
@@ -767,9 +980,25 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=5,
         help="fresh interpreters importing function_app, and fresh Functions hosts (default 5)",
     )
+    parser.add_argument(
+        "--fanout",
+        type=_sizes,
+        default=(1, 100, 500),
+        help="cloud services using one certificate, for delivery -> acknowledgement and "
+        "fan-out, old design next to the queue (default 1,100,500)",
+    )
+    parser.add_argument(
+        "--duplicates",
+        type=_at_least(0),
+        default=5,
+        help="re-deliveries of each fan-out event, more acknowledgement samples (default 5)",
+    )
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the JSON here")
     args = parser.parse_args(argv)
-    return Options(args.rotations, args.latency_ms, args.sizes, args.cold_starts, args.json_path)
+    return Options(
+        args.rotations, args.latency_ms, args.sizes, args.cold_starts, args.json_path,
+        args.fanout, args.duplicates,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,9 @@ SUMMARY = {"median", "p95", "min", "max"}
 
 
 def test_bench_runs_every_scenario_with_tiny_sizes(stack: LocalStack) -> None:
-    options = bench.Options(rotations=2, latency_ms=1, sizes=(3,), cold_starts=1)
+    options = bench.Options(
+        rotations=2, latency_ms=1, sizes=(3,), cold_starts=1, fanout=(2,), duplicates=1
+    )
     result = bench.run(stack.env, stack.folder, options, page_size=2)  # conftest's page size
 
     json.dumps(result)  # plain JSON all the way down
@@ -23,6 +25,7 @@ def test_bench_runs_every_scenario_with_tiny_sizes(stack: LocalStack) -> None:
         "rotation",
         "cold_start",
         "scale",
+        "fanout",
         "memory",
         "total_s",
     }
@@ -30,11 +33,20 @@ def test_bench_runs_every_scenario_with_tiny_sizes(stack: LocalStack) -> None:
     for phase in ("latency_0ms", "latency_1ms"):
         rotations = result["rotation"][phase]
         assert rotations["rotations"] == 2
-        for figure in ("event_to_put_s", "event_to_succeeded_s", "event_to_done_s"):
+        for figure in (
+            "event_to_ack_s", "event_to_put_s", "event_to_succeeded_s", "event_to_done_s"
+        ):
             assert set(rotations[figure]) == SUMMARY
         calls = rotations["calls_per_rotation"]
         assert calls["arm PUT cloud service"]["median"] == 1  # one PUT per rotation
         assert all({"median", "max", "minimum", "why"} <= set(c) for c in calls.values())
+
+    [fan] = result["fanout"]
+    assert fan["services"] == 2
+    assert fan["in_delivery"]["outcomes"] == {"rotated": 2}
+    assert set(fan["queue"]["ack_s"]) == SUMMARY
+    assert fan["queue"]["deliveries"] == 2  # the event and its duplicate
+    assert fan["queue"]["puts"] == 2 and fan["queue"]["outcomes"] == {"rotated": 2}
 
     [scale] = result["scale"]
     assert scale["services"] == 3
@@ -50,3 +62,4 @@ def test_bench_runs_every_scenario_with_tiny_sizes(stack: LocalStack) -> None:
     )
     assert result["memory"]["functions_host_rotations"] == 5
     assert "calls per rotation" in bench.table(result)
+    assert "hint queue (new)" in bench.table(result)
