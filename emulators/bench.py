@@ -66,7 +66,7 @@ from emulators.stack import ROOT, Stack, app_settings, functions_host_command
 from shared.config import Settings
 from shared.engine import Engine
 from shared.events import NEW_VERSION, CertificateEvent
-from shared.messages import HINTS_QUEUE
+from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 
 AGENT = "certrotate"  # in the User-Agent of every call the product makes
 CERT = "web-tls"
@@ -80,6 +80,7 @@ FOREVER = 10**9  # a delay fault's count: every request until the faults are cle
 ROTATION_TIMEOUT_S = 120.0
 FANOUT_TIMEOUT_S = 900.0  # hundreds of services converged one after another
 FANOUT_CERT = "fan-tls"
+FANOUT_UPDATE_S = 2.0  # updates of a few seconds, followed at the stack's poll pace
 DELIVERY_TIMEOUT_S = 30.0  # Event Grid abandons a delivery unanswered after this long
 SCALE_REPEATS = 3  # warm discoveries and reconciles per size (the median is reported)
 
@@ -117,6 +118,7 @@ class Options:
     json_path: Path | None = None
     fanout: tuple[int, ...] = (1, 100, 500)
     duplicates: int = 5
+    hosts: tuple[int, ...] = (1, 2, 4)
 
 
 # -- the emulators' admin API and request log -------------------------------------------
@@ -295,19 +297,22 @@ class RotationWorld:
         }
 
 
-def run_of(op: Operator, event_id: str, timeout: float = ROTATION_TIMEOUT_S) -> dict[str, Any]:
+def run_of(op: Operator, event_id: str) -> dict[str, Any]:
     """The run record of ``event_id`` once its run has ended (the hint worker wrote it)."""
+    found: list[dict[str, Any]] = wait_for(
+        lambda: runs_of(op, event_id), f"the run of event {event_id} to end", ROTATION_TIMEOUT_S
+    )
+    return found[0]
+
+
+def runs_of(op: Operator, event_id: str) -> list[dict[str, Any]]:
+    """The ended run records of ``event_id`` (the hint's run and its batches' runs)."""
     container = op.blobs.get_container_client(RUNS_CONTAINER)
-
-    def ended() -> dict[str, Any] | None:
-        for blob in container.list_blobs():
-            record: dict[str, Any] = json.loads(container.download_blob(blob.name).readall())
-            if record["trigger"].get("eventId") == event_id and record.get("finished"):
-                return record
-        return None
-
-    found: dict[str, Any] = wait_for(ended, f"the run of event {event_id} to end", timeout)
-    return found
+    records = (
+        json.loads(container.download_blob(blob.name).readall())
+        for blob in container.list_blobs()
+    )
+    return [r for r in records if r["trigger"].get("eventId") == event_id and r.get("finished")]
 
 
 def rotation_phase(world: RotationWorld, log: RequestLog, count: int) -> dict[str, Any]:
@@ -460,6 +465,10 @@ class FanoutWorld:
     vault_url: str
     size: int
 
+    @property
+    def subscription(self) -> str:
+        return f"{self.rg.rsplit('/', 1)[-1]}-events"
+
     @classmethod
     def create(cls, op: Operator, prefix: str, size: int) -> FanoutWorld:
         rg = op.resource_group(f"{prefix}-fan{size}")
@@ -508,41 +517,68 @@ def in_delivery(env: dict[str, str], vault_id: str, version: str) -> dict[str, A
 
 
 def fanout_phase(
-    env: dict[str, str], op: Operator, prefix: str, sizes: Iterable[int], duplicates: int
+    stack: Stack, op: Operator, prefix: str, sizes: Iterable[int], hosts: Iterable[int],
+    duplicates: int,
 ) -> list[dict[str, Any]]:
-    """Per size: the old design (the rotation inside the delivery), then the queue pipeline
-    on a real event and ``duplicates`` re-deliveries of it (each a run of no-ops)."""
+    """Per size: the old design (the rotation inside the delivery) once; then, with 1, 2
+    and 4 host instances sharing the queues, the queue pipeline on a new version's event
+    and ``duplicates`` re-deliveries of it (each a run of no-ops). Updates take
+    ``FANOUT_UPDATE_S`` here: long enough that following them costs, as in Azure."""
+    env = stack.env
     log = RequestLog.from_now(env)
-    return [fanout(env, op, prefix, size, duplicates, log) for size in sorted(set(sizes))]
+    worlds = {size: FanoutWorld.create(op, prefix, size) for size in sorted(set(sizes))}
+    admin(env, "POST", "/cloudservices/settings", {"update_seconds": FANOUT_UPDATE_S})
+    results: list[dict[str, Any]] = []
+    try:
+        for size, world in worlds.items():
+            progress(f"fan-out: {size} services, the rotation inside the delivery (old design)")
+            results.append({"services": size, "in_delivery": in_delivery_phase(env, world)})
+            op.subscribe(world.rg, world.vault_id, world.subscription)
+        started = 1
+        for count in sorted(set(hosts)):
+            while started < count:
+                stack.start_host()
+                started += 1
+            for row, world in zip(results, worlds.values(), strict=True):
+                progress(f"fan-out: {world.size} services through the queues, {count} host(s)")
+                row[f"queue_{count}_hosts"] = queue_phase(env, op, world, duplicates, log)
+    finally:
+        admin(env, "POST", "/cloudservices/settings", {"update_seconds": None})
+    return results
 
 
-def fanout(
-    env: dict[str, str], op: Operator, prefix: str, size: int, duplicates: int, log: RequestLog
-) -> dict[str, Any]:
-    progress(f"fan-out: provisioning {size} cloud services using one certificate")
-    world = FanoutWorld.create(op, prefix, size)
-    old_version = op.new_version(world.vault_url, FANOUT_CERT)  # nobody subscribed yet
+def in_delivery_phase(env: dict[str, str], world: FanoutWorld) -> dict[str, Any]:
+    old_version = world.op.new_version(world.vault_url, FANOUT_CERT)  # nobody subscribed yet
     assert old_version.properties is not None and old_version.properties.version
-    progress(f"fan-out: {size} services, the rotation inside the delivery (old design)")
     engine_env = {
         **os.environ, **app_settings(env), "ROTATION_RESOURCE_GROUPS": world.rg.rsplit("/")[-1]
     }
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        old = pool.submit(
+        measured: dict[str, Any] = pool.submit(
             in_delivery, engine_env, world.vault_id, old_version.properties.version
         ).result()
-    progress(f"fan-out: {size} services through the hint queue")
-    subscription = f"{prefix}-fan{size}"
-    op.subscribe(world.rg, world.vault_id, subscription)
+    return measured
+
+
+def queue_phase(
+    env: dict[str, str], op: Operator, world: FanoutWorld, duplicates: int, log: RequestLog
+) -> dict[str, Any]:
+    """A new version's event through Event Grid, the hint and the batches, to the end of
+    every run it started; then its duplicates (acknowledgement samples)."""
+    seen = len(_notifications(env, world.subscription))
     log.take()
     new = op.new_version(world.vault_url, FANOUT_CERT)
     delivery = wait_for(
-        lambda: [d for d in _notifications(env, subscription) if d["outcome"] == "Succeeded"],
+        lambda: [
+            d for d in _notifications(env, world.subscription)[seen:]
+            if d["outcome"] == "Succeeded"
+        ],
         "the event's delivery",
         ROTATION_TIMEOUT_S,
     )[0]
     event_id = delivery["event_ids"][0]
-    record = run_of(op, event_id, timeout=FANOUT_TIMEOUT_S)
+    drained(op)
+    records = runs_of(op, event_id)
     calls = log.take()
     created = next(c for c in calls if c["method"] == "POST" and c["path"].endswith("/create"))
     puts = [
@@ -554,25 +590,31 @@ def fanout(
         _redeliver(env, world, new, event_id)
 
     def answered() -> list[dict[str, Any]]:
-        found = _notifications(env, subscription)
+        found = _notifications(env, world.subscription)[seen:]
         return found if len(found) > duplicates else []
 
     acks = [float(d["answered_s"]) for d in wait_for(answered, "the duplicates", 60.0)]
-    wait_for(lambda: op.queued(HINTS_QUEUE) == 0, "the hint queue to drain", FANOUT_TIMEOUT_S)
+    drained(op)
     return {
-        "services": size,
-        "in_delivery": old,
-        "queue": {
-            "ack_s": summary(acks),
-            "event_to_ack_s": round(logged_at(delivery) - event, 3),
-            "event_to_all_puts_s": round(max(logged_at(c) for c in puts) - event, 3)
-            if puts else None,
-            "event_to_run_ended_s": round(logged_at(record, "finished") - event, 3),
-            "puts": len(puts),
-            "outcomes": dict(Counter(str(e["outcome"]) for e in record["services"])),
-            "deliveries": len(acks),
-        },
+        "ack_s": summary(acks),
+        "event_to_ack_s": round(logged_at(delivery) - event, 3),
+        "event_to_all_puts_s": round(max(logged_at(c) for c in puts) - event, 3)
+        if puts else None,
+        "event_to_runs_ended_s": round(max(logged_at(r, "finished") for r in records) - event, 3),
+        "puts": len(puts),
+        "runs": len(records),
+        "outcomes": dict(Counter(str(e["outcome"]) for r in records for e in r["services"])),
+        "deliveries": len(acks),
     }
+
+
+def drained(op: Operator) -> None:
+    """Until no hint or batch is owed (being worked or waiting for an attempt)."""
+    wait_for(
+        lambda: op.queued(HINTS_QUEUE) == 0 and op.queued(SERVICES_QUEUE) == 0,
+        "the work queues to drain",
+        FANOUT_TIMEOUT_S,
+    )
 
 
 def _notifications(env: dict[str, str], subscription: str) -> list[dict[str, Any]]:
@@ -760,6 +802,8 @@ def run(env: dict[str, str], folder: Path, options: Options, page_size: int) -> 
             "arm_polling_interval_s": float(app_settings(env)["ARM_POLLING_INTERVAL"]),
             "scale_certificates": SCALE_CERTIFICATES,
             "fanout": list(options.fanout),
+            "hosts": list(options.hosts),
+            "fanout_update_seconds": FANOUT_UPDATE_S,
             "duplicates": options.duplicates,
         },
     }
@@ -785,7 +829,9 @@ def run(env: dict[str, str], folder: Path, options: Options, page_size: int) -> 
         "fresh_host": fresh_hosts(env, folder, world, options.cold_starts),
     }
     # Before the scale services exist: the host lists every service of the subscription.
-    result["fanout"] = fanout_phase(env, op, prefix, options.fanout, options.duplicates)
+    result["fanout"] = fanout_phase(
+        Stack(folder, env), op, prefix, options.fanout, options.hosts, options.duplicates
+    )
     result["scale"] = scale_phase(
         env, ScaleWorld.create(op, prefix), options.sizes, page_size, SCALE_REPEATS
     )
@@ -874,23 +920,30 @@ def _call_rows(phases: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _fanout_rows(fanout: list[dict[str, Any]]) -> list[str]:
-    """Old design (the rotation inside the delivery) next to the queue pipeline."""
+    """Old design (the rotation inside the delivery) next to the queues, per host count."""
+    if not fanout:
+        return []
+    counts = [k for k in fanout[0] if k.startswith("queue_")]
     rows = [
         "",
-        f"{'one certificate,':<18}{'in the delivery (old)':>26}{'hint queue (new)':>40}",
-        f"{'services':<18}{'ack s':>10}{'outcomes':>16}{'ack p50/p95 s':>18}"
-        f"{'all PUTs s':>12}{'run ended s':>12}",
+        "one certificate, N services: event -> acknowledged (s); queues: ack p50/p95, "
+        "event -> all PUTs accepted / all runs ended (s)",
+        f"{'N':>5}{'in the delivery (old)':>24}"
+        + "".join(f"{k.split('_')[1] + ' host(s)':>30}" for k in counts),
     ]
     for row in fanout:
-        old, new = row["in_delivery"], row["queue"]
-        ack = f"{old['ack_s']:.3f}" + (" (>30)" if old["abandoned"] else "")
-        outcomes = ",".join(f"{k}={v}" for k, v in sorted(old["outcomes"].items()))
-        puts = new["event_to_all_puts_s"]
+        old = row["in_delivery"]
+        cells = [f"{old['ack_s']:.2f}" + (" (>30: abandoned)" if old["abandoned"] else "")]
+        for key in counts:
+            new = row[key]
+            puts = new["event_to_all_puts_s"]
+            cells.append(
+                f"{new['ack_s']['median']:.3f}/{new['ack_s']['p95']:.3f} "
+                + ("-" if puts is None else f"{puts:.1f}")
+                + f"/{new['event_to_runs_ended_s']:.1f}"
+            )
         rows.append(
-            f"{row['services']:<18}{ack:>10}{outcomes:>16}"
-            + f"{new['ack_s']['median']:.3f}/{new['ack_s']['p95']:.3f}".rjust(18)
-            + ("-" if puts is None else f"{puts:.2f}").rjust(12)
-            + f"{new['event_to_run_ended_s']:.2f}".rjust(12)
+            f"{row['services']:>5}{cells[0]:>24}" + "".join(f"{c:>30}" for c in cells[1:])
         )
     return rows
 
@@ -993,11 +1046,17 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=5,
         help="re-deliveries of each fan-out event, more acknowledgement samples (default 5)",
     )
+    parser.add_argument(
+        "--hosts",
+        type=_sizes,
+        default=(1, 2, 4),
+        help="Functions host instances sharing the queues in the fan-out (default 1,2,4)",
+    )
     parser.add_argument("--json", type=Path, dest="json_path", help="also write the JSON here")
     args = parser.parse_args(argv)
     return Options(
         args.rotations, args.latency_ms, args.sizes, args.cold_starts, args.json_path,
-        args.fanout, args.duplicates,
+        args.fanout, args.duplicates, args.hosts,
     )
 
 

@@ -1,42 +1,59 @@
-"""``rotation_hints``: the queue worker that runs an event's rotation, and its poison twin.
+"""The queue workers that do an event's rotation, and their poison twins.
 
-``keyvault_events`` answers Event Grid at once and queues a :class:`shared.messages.Hint`;
-this worker takes it from ``cert-rotation-hints`` and converges every service using the
-certificate (the same engine call an event used to make inside its delivery); each
-attempt is a run of its own. The queue gives the retry semantics: a run that hit transient
-failures raises, the host makes the message visible again after host.json's
+``keyvault_events`` answers Event Grid at once and queues a :class:`shared.messages.Hint`.
+
+``rotation_hints`` takes it from ``cert-rotation-hints``, discovers the services that use
+the certificate and converges the first ``SERVICES_PER_MESSAGE`` of them itself (the same
+engine call an event used to make inside its delivery; each attempt is a run of its own).
+The other services, and any of its own that hit a transient failure, go out as
+:class:`shared.messages.ServiceBatch` messages on ``cert-rotation-services`` through the
+queue output binding, written by the host once the function returned.
+
+``rotation_services`` converges one batch as a run of its own, on whichever instance takes
+it, so hundreds of services are neither one invocation's serial work (a PUT takes tens of
+seconds in Azure, under a 30 min timeout) nor one instance's.
+
+The queue gives the retry semantics: an attempt that fails (discovery failed; a batch run
+hit transient failures) raises, the host makes the message visible again after host.json's
 ``visibilityTimeout`` and delivers it again (``dequeueCount`` one higher), which is safe
 because every attempt re-plans from the truth; after ``maxDequeueCount`` attempts the host
-moves it to ``cert-rotation-hints-poison``.
+moves it to ``<queue>-poison``.
 
-``rotation_hints_poison`` takes those: the hint is never dropped silently. It is logged as
-an error and announced as a ``gave-up`` action on its run (chat and CloudEvent
-notifications, and the run's record, so status shows it), and the ``reconcile`` timer
-converges the services later all the same. A message that is not a valid hint (only
-someone with queue-write access can send one) is refused the same way, naming the field,
-without any request to Azure.
+The poison functions take those: a message is never dropped silently. It is logged as an
+error and announced as a ``gave-up`` action on a run of its own (chat and CloudEvent
+notifications, and the run's record, so status shows it); the ``reconcile`` timer
+converges the services later all the same. A message that is not valid (only someone with
+queue-write access can send one) is refused the same way, naming the field, without any
+request to Azure.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import List  # noqa: UP035 (the worker's binding check refuses list[str])
 
 import azure.functions as func
 
 from handlers.runtime import engine
 from shared.errors import InvalidInput, TransientError
-from shared.messages import HINTS_QUEUE, parse
+from shared.messages import HINTS_QUEUE, SERVICES_QUEUE, parse, parse_batch, to_text
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.hints")
-POISON_QUEUE = f"{HINTS_QUEUE}-poison"
+CONNECTION = "AzureWebJobsStorage"
+POISON = "-poison"
+
+
+def _text(msg: func.QueueMessage) -> str:
+    return msg.get_body().decode("utf-8", "replace")
 
 
 @bp.function_name("rotation_hints")
-@bp.queue_trigger(arg_name="msg", queue_name=HINTS_QUEUE, connection="AzureWebJobsStorage")
-def rotation_hints(msg: func.QueueMessage) -> None:
+@bp.queue_trigger(arg_name="msg", queue_name=HINTS_QUEUE, connection=CONNECTION)
+@bp.queue_output(arg_name="batches", queue_name=SERVICES_QUEUE, connection=CONNECTION)
+def rotation_hints(msg: func.QueueMessage, batches: func.Out[List[str]]) -> None:  # noqa: UP006
     try:
-        hint = parse(msg.get_body().decode("utf-8", "replace"))
+        hint = parse(_text(msg))
     except InvalidInput as exc:
         # Retrying cannot make it valid: acknowledged, and said loudly.
         log.error("hint message %s refused: %s", msg.id, exc)
@@ -48,23 +65,58 @@ def rotation_hints(msg: func.QueueMessage) -> None:
         hint.origin.event_id,
         msg.dequeue_count or 1,
     )
-    run = engine().handle_hint(hint)
+    run, more = engine().handle_hint(hint)
+    if run is not None:
+        summary = ", ".join(f"{r.service_id.rsplit('/', 1)[-1]}={r.outcome}" for r in run.results)
+        log.info("run %s finished: %s", run.id, summary or "no services")
+    if more:
+        log.info(
+            "hint for %s: %d service(s) queued in %d batch(es)",
+            hint.certificate, sum(len(b.services) for b in more), len(more),
+        )
+    batches.set([to_text(b) for b in more])
+
+
+@bp.function_name("rotation_services")
+@bp.queue_trigger(arg_name="msg", queue_name=SERVICES_QUEUE, connection=CONNECTION)
+def rotation_services(msg: func.QueueMessage) -> None:
+    try:
+        batch = parse_batch(_text(msg))
+    except InvalidInput as exc:
+        log.error("service batch message %s refused: %s", msg.id, exc)
+        return
+    log.info(
+        "batch of %d service(s) for %s (event %s, attempt %d)",
+        len(batch.services), batch.certificate, batch.origin.event_id, msg.dequeue_count or 1,
+    )
+    run = engine().handle_batch(batch)
     if run is None:
         return
     summary = ", ".join(f"{r.service_id.rsplit('/', 1)[-1]}={r.outcome}" for r in run.results)
-    log.info("run %s finished: %s", run.id, summary or "no services")
+    log.info("run %s finished: %s", run.id, summary)
     if run.transient:
-        raise TransientError(f"run {run.id} hit transient failures; the hint is retried")
+        raise TransientError(f"run {run.id} hit transient failures; the batch is retried")
 
 
 @bp.function_name("rotation_hints_poison")
-@bp.queue_trigger(arg_name="msg", queue_name=POISON_QUEUE, connection="AzureWebJobsStorage")
+@bp.queue_trigger(arg_name="msg", queue_name=HINTS_QUEUE + POISON, connection=CONNECTION)
 def rotation_hints_poison(msg: func.QueueMessage) -> None:
-    text = msg.get_body().decode("utf-8", "replace")
     try:
-        hint = parse(text)
+        hint = parse(_text(msg))
     except InvalidInput as exc:
         log.error("poison hint message %s is not a hint (%s); dropped after logging", msg.id,
                   exc)
         return
-    engine().gave_up(hint)
+    engine().gave_up(hint.vault_id, hint.certificate, hint.origin, ())
+
+
+@bp.function_name("rotation_services_poison")
+@bp.queue_trigger(arg_name="msg", queue_name=SERVICES_QUEUE + POISON, connection=CONNECTION)
+def rotation_services_poison(msg: func.QueueMessage) -> None:
+    try:
+        batch = parse_batch(_text(msg))
+    except InvalidInput as exc:
+        log.error("poison service batch %s is not a batch (%s); dropped after logging", msg.id,
+                  exc)
+        return
+    engine().gave_up(batch.vault_id, batch.certificate, batch.origin, batch.services)

@@ -46,9 +46,14 @@ param renewOnNearExpiry bool = true
 param operationWaitSeconds int = 900
 
 @minValue(0)
-@maxValue(25)
-@description('EVENT_WAIT_SECONDS: how long an Event Grid invocation follows updates (Event Grid gives up on a delivery after 30 s).')
+@maxValue(1500)
+@description('EVENT_WAIT_SECONDS: how long a queue worker running an event\'s rotation follows its updates before leaving them to follow_updates (Event Grid is answered before the work starts).')
 param eventWaitSeconds int = 20
+
+@minValue(1)
+@maxValue(100)
+@description('SERVICES_PER_MESSAGE: services one queue message (one run) converges; a certificate used by more is fanned out over cert-rotation-services across instances.')
+param servicesPerMessage int = 10
 
 @allowed([
   'report'
@@ -142,6 +147,7 @@ module app 'app/app.bicep' = {
       RENEW_ON_NEAR_EXPIRY: string(renewOnNearExpiry)
       OPERATION_WAIT_SECONDS: string(operationWaitSeconds)
       EVENT_WAIT_SECONDS: string(eventWaitSeconds)
+      SERVICES_PER_MESSAGE: string(servicesPerMessage)
       INSTANCE_SETTLE_SECONDS: string(instanceSettleSeconds)
       ROTATION_ROLLBACK: string(rollback)
       ROTATION_UNTAGGED: rotationUntagged

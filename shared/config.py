@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from shared.destinations import Destinations
 from shared.errors import ConfigError
+from shared.messages import MAX_SERVICES
 from shared.packages import ContainerRef, parse_containers
 
 UNTAGGED_MODES = ("report", "update")
@@ -43,6 +44,13 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw} is out of range [{low}, {high}]")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _number(env, name, default, low, high)
+    if value != int(value):
+        raise ConfigError(f"{name}={env[name].strip()} is not a whole number")
+    return int(value)
 
 
 def _port_range(env: Mapping[str, str], name: str) -> tuple[int, int] | None:
@@ -80,6 +88,11 @@ class Settings:
     # rest to the journal (follow_updates): it keeps one queue worker from being held for
     # minutes. Event Grid itself is answered before any work starts.
     event_wait_seconds: float = 20.0
+    # How many services one queue message (one run) converges: a certificate used by more
+    # is fanned out over cert-rotation-services, so no invocation has hundreds of PUTs to
+    # send one after another (tens of seconds each in Azure, under a 30 min timeout), and
+    # the instances share the work.
+    services_per_message: int = 10
     arm_polling_interval: float | None = None
     # After an update succeeded, how long role instances may stay Busy/Starting before the
     # rotation is reported as not settled (never rolled back for it).
@@ -182,6 +195,7 @@ class Settings:
             renew_on_near_expiry=_flag(env, "RENEW_ON_NEAR_EXPIRY", True),
             operation_wait_seconds=_number(env, "OPERATION_WAIT_SECONDS", 900.0, 0.0, 1500.0),
             event_wait_seconds=_number(env, "EVENT_WAIT_SECONDS", 20.0, 0.0, 1500.0),
+            services_per_message=_whole(env, "SERVICES_PER_MESSAGE", 10, 1, MAX_SERVICES),
             arm_polling_interval=(
                 _number(env, "ARM_POLLING_INTERVAL", 30.0, 0.0, 300.0) if polling else None
             ),

@@ -42,7 +42,7 @@ from shared.errors import (
 from shared.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
 from shared.executor import Execution, Outcome, execute, package_of, resume
 from shared.journal import Pending
-from shared.messages import Hint
+from shared.messages import Hint, Origin, ServiceBatch, batches
 from shared.model import (
     PACKAGE_TAG,
     Certificate,
@@ -309,12 +309,68 @@ class Engine:
     # -- rotation ------------------------------------------------------------------------
 
     def handle_event(self, event: CertificateEvent) -> Run | None:
-        """Act on a Key Vault certificate event (a hint); None if nothing uses it.
+        """Act on a Key Vault certificate event (a hint) for every service using the
+        certificate, in this invocation; None if nothing uses it.
 
         Updates are followed for ``EVENT_WAIT_SECONDS`` in all, so one worker is not held
         for minutes; what is left is journaled and finished by :meth:`finish_pending` (the
         ``follow_updates`` timer).
         """
+        return self._handle(event, None)[0]
+
+    def handle_hint(self, hint: Hint) -> tuple[Run | None, list[ServiceBatch]]:
+        """Run the rotation a queued :class:`Hint` names for the first
+        ``SERVICES_PER_MESSAGE`` services using the certificate (each attempt is a run of its
+        own), and return the batches to queue: the other services, and those of this run
+        that hit a transient failure (their retry is the batch's, so one busy service does
+        not hold back the rest)."""
+        event = _event_of(hint.origin, hint.vault_id, hint.certificate, hint.version)
+        size = self.settings.services_per_message
+        run, rest = self._handle(event, size)
+        again = [r.service_id for r in run.results if r.outcome == "transient"] if run else []
+        ids = again + [s.id for s in rest]
+        return run, batches(hint.vault_id, hint.certificate, hint.origin, ids, size)
+
+    def handle_batch(self, batch: ServiceBatch) -> Run | None:
+        """Converge the services a :class:`ServiceBatch` names, as a run of its own; None if
+        none of them (still) uses the certificate.
+
+        The ids come from a queue message: each must be in scope before it is read, and
+        must still reference the certificate (a service changed or deleted since the hint
+        is skipped, as discovery would have).
+        """
+        services = []
+        for service_id in batch.services:
+            if not self._in_scope(service_id):
+                log.warning("batch names %s, which is out of scope: skipped", service_id)
+                continue
+            try:
+                snapshot = self.compute.get(service_id)
+            except NotFound:
+                log.info("%s no longer exists: skipped", service_id)
+                continue
+            if snapshot.references(batch.vault_id, batch.certificate):
+                services.append(snapshot)
+        if not services:
+            return None
+        event = _event_of(batch.origin, batch.vault_id, batch.certificate, None)
+        try:
+            cert = self.read_certificate(event.vault_id, event.certificate, services)
+        except VaultAccessDenied as exc:
+            return self._vault_refused(event, services, exc)
+        return self.rotate(
+            event.vault_id,
+            event.certificate,
+            Trigger("event", event.kind, event.event_id),
+            services=services,
+            certificate_state=cert,
+            wait_seconds=self.settings.event_wait_seconds,
+        )
+
+    def _handle(
+        self, event: CertificateEvent, first: int | None
+    ) -> tuple[Run | None, list[CloudServiceSnapshot]]:
+        """The event's run over its ``first`` services (all if None), and the others."""
         services = self.services_using(event.vault_id, event.certificate)
         if not services:
             log.info(
@@ -323,11 +379,11 @@ class Engine:
                 event.vault_name,
                 event.certificate,
             )
-            return None
+            return None, []
         try:
             cert = self.read_certificate(event.vault_id, event.certificate, services)
         except VaultAccessDenied as exc:
-            return self._vault_refused(event, services, exc)
+            return self._vault_refused(event, services, exc), []
         actions: list[Action] = []
         if event.kind == NEAR_EXPIRY:
             try:
@@ -346,56 +402,49 @@ class Engine:
             )
             log.error("%s", actions[-1].message)
         trigger = Trigger("event", event.kind, event.event_id)
-        return self.rotate(
+        mine = services if first is None else services[:first]
+        run = self.rotate(
             event.vault_id,
             event.certificate,
             trigger,
-            services=services,
+            services=mine,
             certificate_state=cert,
             actions=actions,
             wait_seconds=self.settings.event_wait_seconds,
         )
+        return run, services[len(mine) :]
 
-    def handle_hint(self, hint: Hint) -> Run | None:
-        """Run the rotation a queued :class:`Hint` names (each attempt is a run of its own)."""
-        event = CertificateEvent(
-            kind=hint.origin.event_type,
-            event_id=hint.origin.event_id,
-            vault_id=hint.vault_id,
-            vault_name=hint.vault_id.rsplit("/", 1)[-1],
-            certificate=hint.certificate,
-            version=hint.version,
-            not_before=None,
-            expires=None,
-            event_time=None,
-        )
-        return self.handle_event(event)
-
-    def gave_up(self, hint: Hint) -> None:
-        """Record and announce a hint the queue gave up on (its poison queue got it).
+    def gave_up(
+        self, vault_id: str, certificate: str, origin: Origin, services: tuple[str, ...]
+    ) -> None:
+        """Record and announce a message the queue gave up on (its poison queue got it): a
+        hint (``services`` empty) or a batch of ``services``.
 
         A run of its own records a ``gave-up`` action (the attempts' runs, where they got
         that far, hold each attempt's errors), which status and notifications raise as an
         alert; the services themselves converge on reconcile's next tick.
         """
-        message = (
-            f"GAVE UP: event {hint.origin.event_id} for certificate '{hint.certificate}' in "
-            f"vault {hint.vault_id.rsplit('/', 1)[-1]} failed every attempt the queue allows "
-            "(host.json maxDequeueCount); the event's earlier runs say why each failed; "
-            "reconcile converges them on its next tick"
+        which = (
+            "the services " + ", ".join(s.rsplit("/", 1)[-1] for s in services)
+            if services
+            else "the services using it"
         )
-        action = Action("gave-up", message)
-        trigger = Trigger("event", hint.origin.event_type, hint.origin.event_id)
+        message = (
+            f"GAVE UP: event {origin.event_id} for certificate '{certificate}' in vault "
+            f"{vault_id.rsplit('/', 1)[-1]}: converging {which} failed every attempt the "
+            "queue allows (host.json maxDequeueCount); the event's earlier runs say why "
+            "each failed; reconcile converges them on its next tick"
+        )
         run = Run(
             id=new_run_id(self.now()),
-            trigger=trigger,
-            vault_id=hint.vault_id,
-            certificate=hint.certificate,
+            trigger=Trigger("event", origin.event_type, origin.event_id),
+            vault_id=vault_id,
+            certificate=certificate,
             dry_run=False,
             started=self.now(),
             status="transient",
             finished=self.now(),
-            actions=[action],
+            actions=[Action("gave-up", message)],
         )
         log.error("run %s: %s", run.id, message)
         self.storage.save_record(run.id, run.to_json())
@@ -1036,6 +1085,23 @@ def _budget(seconds: float) -> Callable[[], float]:
     everything an invocation follows."""
     deadline = time.monotonic() + seconds
     return lambda: max(0.0, deadline - time.monotonic())
+
+
+def _event_of(
+    origin: Origin, vault_id: str, certificate: str, version: str | None
+) -> CertificateEvent:
+    """The event a queued message came from, as far as the message tells (ids only)."""
+    return CertificateEvent(
+        kind=origin.event_type,
+        event_id=origin.event_id,
+        vault_id=vault_id,
+        vault_name=vault_id.rsplit("/", 1)[-1],
+        certificate=certificate,
+        version=version,
+        not_before=None,
+        expires=None,
+        event_time=None,
+    )
 
 
 def new_run_id(now: datetime) -> str:

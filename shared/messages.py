@@ -1,9 +1,16 @@
 """The pipeline's queue messages: what one step hands the next, as ids only.
 
-``cert-rotation-hints`` carries :class:`Hint`, "look at this certificate": the Event Grid
-function only accepts the event and queues a hint, and the hint worker
-(:mod:`handlers.hints`) converges the services from the truth, out of Event Grid's 30 s
-delivery window (see the README's pipeline diagram).
+Two work queues carry the rotation out of Event Grid's 30 s delivery window (see the
+README's pipeline diagram):
+
+* ``cert-rotation-hints``: :class:`Hint`, "look at this certificate". The Event Grid
+  function only accepts the event and queues a hint; the hint worker
+  (:mod:`handlers.hints`) discovers the services that use the certificate, converges the
+  first ``SERVICES_PER_MESSAGE`` itself and fans the rest out.
+* ``cert-rotation-services``: :class:`ServiceBatch`, "converge these services" (at most
+  ``SERVICES_PER_MESSAGE`` of them), each batch a run of its own, on whichever instance
+  takes it; the services a hint's run could not finish for a transient reason come back
+  this way too.
 
 A message is data anyone with queue-write access could have written: :func:`parse` checks
 every field as strictly as an HTTP body, and a message never carries a secret, a SAS or a
@@ -17,6 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from shared.compute_ids import split_service_id
 from shared.errors import InvalidInput
 from shared.events import (
     CERTIFICATE_NAME,
@@ -29,6 +37,8 @@ from shared.events import (
 )
 
 HINTS_QUEUE = "cert-rotation-hints"
+SERVICES_QUEUE = "cert-rotation-services"
+MAX_SERVICES = 100  # per batch message (SERVICES_PER_MESSAGE is at most this)
 CERTIFICATE_EVENTS = frozenset({NEW_VERSION, NEAR_EXPIRY, EXPIRED})
 MAX_TEXT = 48 * 1024  # Azure's limit is 64 KiB of base64: 48 KiB of text
 
@@ -56,20 +66,67 @@ class Hint:
     version: str | None = None  # the event's version (NearExpiry/Expired decide on it)
 
 
-def to_text(message: Hint) -> str:
+@dataclass(frozen=True)
+class ServiceBatch:
+    """Converge ``services`` (cloud service ids) to the desired version of ``certificate``,
+    as one run; ``origin`` is the event the hint came from."""
+
+    vault_id: str
+    certificate: str
+    origin: Origin
+    services: tuple[str, ...]
+
+
+def to_text(message: Hint | ServiceBatch) -> str:
     """The message as queue text (JSON; the host base64-encodes it, as host.json says)."""
     body: dict[str, Any] = {
-        "kind": "hint",
         "vault": message.vault_id,
         "certificate": message.certificate,
         "trigger": {"eventType": message.origin.event_type, "eventId": message.origin.event_id},
-        "version": message.version,
     }
+    if isinstance(message, Hint):
+        body.update(kind="hint", version=message.version)
+    else:
+        body.update(kind="services", cloudServices=list(message.services))
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
 def parse(text: str) -> Hint:
     """The hint in ``text``, or InvalidInput naming the first field that is wrong."""
+    body = _body(text, "hint", {"version"})
+    version = body.get("version")
+    if version is not None and not (
+        isinstance(version, str) and CERTIFICATE_VERSION.fullmatch(version)
+    ):
+        raise InvalidInput("version", "not a Key Vault certificate version")
+    vault_id, certificate, origin = _common(body)
+    return Hint(vault_id, certificate, origin, version)
+
+
+def parse_batch(text: str) -> ServiceBatch:
+    """The service batch in ``text``, or InvalidInput naming the first field that is wrong
+    (the worker still checks each service is in scope before reading it)."""
+    body = _body(text, "services", {"cloudServices"})
+    services = body.get("cloudServices")
+    if not isinstance(services, list) or not 1 <= len(services) <= MAX_SERVICES:
+        raise InvalidInput("cloudServices", f"must be a list of 1 to {MAX_SERVICES} service ids")
+    for item in services:
+        split_service_id(_text(item, "cloudServices", 400))
+    vault_id, certificate, origin = _common(body)
+    return ServiceBatch(vault_id, certificate, origin, tuple(services))
+
+
+def batches(
+    vault_id: str, certificate: str, origin: Origin, services: list[str], size: int
+) -> list[ServiceBatch]:
+    """``services`` in batches of at most ``size``, in order."""
+    return [
+        ServiceBatch(vault_id, certificate, origin, tuple(services[i : i + size]))
+        for i in range(0, len(services), size)
+    ]
+
+
+def _body(text: str, kind: str, extra: set[str]) -> dict[str, Any]:
     if len(text) > MAX_TEXT:
         raise InvalidInput("message", f"longer than {MAX_TEXT} characters")
     try:
@@ -78,19 +135,18 @@ def parse(text: str) -> Hint:
         raise InvalidInput("message", "not JSON") from exc
     if not isinstance(body, dict):
         raise InvalidInput("message", "not a JSON object")
-    if body.get("kind") != "hint":
-        raise InvalidInput("kind", "must be 'hint' on this queue")
-    _only(body, {"kind", "vault", "certificate", "trigger", "version"})
+    if body.get("kind") != kind:
+        raise InvalidInput("kind", f"must be {kind!r} on this queue")
+    _only(body, {"kind", "vault", "certificate", "trigger"} | extra)
+    return body
+
+
+def _common(body: dict[str, Any]) -> tuple[str, str, Origin]:
     vault_id, _ = parse_vault_id(_text(body.get("vault"), "vault", 400), "vault")
     certificate = _text(body.get("certificate"), "certificate", 127)
     if not CERTIFICATE_NAME.fullmatch(certificate):
         raise InvalidInput("certificate", "not a Key Vault certificate name")
-    version = body.get("version")
-    if version is not None and not (
-        isinstance(version, str) and CERTIFICATE_VERSION.fullmatch(version)
-    ):
-        raise InvalidInput("version", "not a Key Vault certificate version")
-    return Hint(vault_id, certificate, _origin(body.get("trigger")), version)
+    return vault_id, certificate, _origin(body.get("trigger"))
 
 
 def _only(body: dict[str, Any], allowed: set[str]) -> None:

@@ -1,7 +1,9 @@
-"""End-to-end: the hint queue with two Functions host instances, one killed mid-update.
+"""End-to-end: the work queues with two Functions host instances: fan-out in batches, the
+batch poison path, and an instance killed mid-update.
 
 The module has a stack of its own with two host instances sharing the queues, as a
-scaled-out app's instances do, so a test may kill one. Their queue-message lease is 4 s
+scaled-out app's instances do, so a test may kill one, and ``SERVICES_PER_MESSAGE`` 2, so
+a handful of services is fanned out. Their queue-message lease is 4 s
 (``LOCAL_QUEUE_MESSAGE_LEASE_SECONDS``; 10 minutes in Azure) and a failed attempt comes
 back after 5 s (host.json ``visibilityTimeout`` overridden), so a dead instance's hint
 returns to the living one within seconds.
@@ -13,13 +15,14 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from emulators.polling import wait_for
 from emulators.provision import Operator
 from emulators.stack import QUEUE_RETRY_SETTING, Stack
-from shared.messages import HINTS_QUEUE
+from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 from tests.conftest import LocalStack
 from tests.e2e.world import RUNS_CONTAINER, World
 
@@ -29,6 +32,7 @@ MESSAGE_LEASE_S = 4
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, Stack]]:
     settings = {
+        "SERVICES_PER_MESSAGE": "2",
         "LOCAL_QUEUE_MESSAGE_LEASE_SECONDS": str(MESSAGE_LEASE_S),
         QUEUE_RETRY_SETTING: "00:00:05",
     }
@@ -45,9 +49,81 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack,
         os.environ.update(saved)
 
 
+def stored_records(world: World) -> list[dict[str, Any]]:
+    """This world's run records, read from storage (any instance may have written them)."""
+    container = world.op.blobs.get_container_client(RUNS_CONTAINER)
+    records = [
+        json.loads(container.download_blob(blob.name).readall())
+        for blob in container.list_blobs()
+    ]
+    return [r for r in records if r["vault"].lower() == world.vault_id.lower()]
+
+
+def test_a_certificate_used_by_more_services_than_a_message_takes_is_fanned_out(
+    pair: tuple[LocalStack, Stack],
+) -> None:
+    """SERVICES_PER_MESSAGE is 2 here: the hint's run converges 2 of the 5 services and
+    queues the other 3 as batches of at most 2, each a run of its own."""
+    stack, running = pair
+    world = World(stack, Operator(stack.env))
+    v1 = world.new_version()
+    services = [world.deploy(v1) for _ in range(5)]
+    world.subscribe()
+
+    v2 = world.new_version()
+    world.wait_delivered()
+
+    for svc in services:
+        world.assert_on(svc, v2)
+        assert len(world.puts(svc, succeeded=False)) == 1
+    assert [d["outcome"] for d in world.deliveries()] == ["Succeeded"]
+    records = stored_records(world)
+    assert sorted(len(r["services"]) for r in records) == [1, 2, 2]
+    assert {r["trigger"]["eventId"] for r in records} == {world.deliveries()[0]["event_ids"][0]}
+    assert {e["outcome"] for r in records for e in r["services"]} == {"rotated"}
+    logs = "".join(h.log.read_text() for h in running.instances())
+    assert "3 service(s) queued in 2 batch(es)" in logs
+
+
+def test_a_batch_that_fails_every_attempt_ends_as_a_gave_up_run_naming_its_service(
+    pair: tuple[LocalStack, Stack],
+) -> None:
+    """One service cannot be read (ARM 500 on its GET, always): its run is transient,
+    its batch is tried maxDequeueCount times and reaches cert-rotation-services-poison,
+    whose function records a gave-up run naming it. The other services converge."""
+    stack, _ = pair
+    world = World(stack, Operator(stack.env))
+    v1 = world.new_version()
+    good, broken = [world.deploy(v1) for _ in range(2)], world.deploy(v1)
+    world.subscribe()
+    stack.admin("POST", "/faults", {
+        "service": "arm", "method": "GET", "path": f"(?i)/cloudServices/{broken.name}$",
+        "status": 500, "retry_after": 0, "count": 10_000,
+    })
+    try:
+        v2 = world.new_version()
+        gave_up = wait_for(
+            lambda: [r for r in stored_records(world) if r["actions"]],
+            "the gave-up run", timeout=120,
+        )
+        world.wait_hints_worked()
+    finally:
+        stack.admin("DELETE", "/faults")
+
+    ((action,),) = [r["actions"] for r in gave_up]
+    assert action["kind"] == "gave-up"
+    assert f"converging the services {broken.name} failed every attempt" in action["message"]
+    for svc in good:
+        world.assert_on(svc, v2)
+    world.assert_on(broken, v1)
+    assert world.puts(broken, succeeded=False) == []
+    assert world.op.queued(f"{SERVICES_QUEUE}-poison") == 0  # taken by its function
+
+
 def test_a_host_killed_mid_update_leaves_the_hint_to_the_other_one_which_finishes_it(
     pair: tuple[LocalStack, Stack],
 ) -> None:
+    """Last in the module: it kills an instance, maybe the one Event Grid delivers to."""
     stack, running = pair
     world = World(stack, Operator(stack.env))
     hosts = running.instances()
@@ -72,13 +148,13 @@ def test_a_host_killed_mid_update_leaves_the_hint_to_the_other_one_which_finishe
     assert world.puts(svc, succeeded=False) == [put]  # the operation was followed, not resent
     assert "Executing 'Functions.rotation_hints'" in survivor.log.read_text()
     # Read from storage: the instance that answers the stack's HTTP API may be the dead one.
-    container = world.op.blobs.get_container_client(RUNS_CONTAINER)
-    records = [
-        json.loads(container.download_blob(blob.name).readall())
-        for blob in container.list_blobs()
+    records = stored_records(world)
+    # The dead instance's run (it may have died before recording its PUT) was finished
+    # by the survivor's run, which found the journal.
+    (dead,) = [
+        r for r in records
+        if r["services"] and "finished by run" in r["services"][0]["message"]
     ]
-    first = next(r for r in records if r["services"] and r["services"][0].get("operationId"))
-    assert first["status"] == "done" and first["services"][0]["outcome"] == "rotated", first
-    assert "finished by run" in first["services"][0]["message"]
+    assert dead["status"] == "done" and dead["services"][0]["outcome"] == "rotated", records
     assert world.op.queued(HINTS_QUEUE) == 0
     assert world.op.queued(f"{HINTS_QUEUE}-poison") == 0

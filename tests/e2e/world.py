@@ -35,7 +35,7 @@ from emulators.provision import APP_ROLES, NS, OPERATOR_ROLES, Operator, cscfg, 
 from emulators.stack import app_settings
 from shared.config import Settings
 from shared.engine import Engine
-from shared.messages import HINTS_QUEUE
+from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 from tests.conftest import LocalStack
 from tests.infra.bicep import variable
 
@@ -310,10 +310,15 @@ class World:
         return found
 
     def wait_hints_worked(self, timeout: float = 60) -> None:
-        """Until the hint queue is empty: a hint leaves it only once its worker returned
-        (or, after its last attempt, into the poison queue). Invisible messages (being
-        worked, or waiting out a failed attempt) count, as they do in Azure."""
-        wait_for(lambda: self.op.queued(HINTS_QUEUE) == 0, "the hint queue to drain", timeout)
+        """Until the work queues (hints, service batches) are empty: a message leaves its
+        queue only once its worker returned (or, after its last attempt, into the poison
+        queue). Invisible messages (being worked, or waiting out a failed attempt) count,
+        as they do in Azure."""
+        wait_for(
+            lambda: self.op.queued(HINTS_QUEUE) == 0 and self.op.queued(SERVICES_QUEUE) == 0,
+            "the work queues to drain",
+            timeout,
+        )
 
     def records(self) -> list[dict[str, Any]]:
         """This vault's run records, found in the app's storage and read over HTTP."""

@@ -26,6 +26,8 @@ def test_defaults_are_the_production_ones() -> None:
         ({"EVENT_WAIT_SECONDS": "1500"}, ("event_wait_seconds", 1500.0)),
         ({"OPERATION_WAIT_SECONDS": "1500"}, ("operation_wait_seconds", 1500.0)),
         ({"ROTATION_ROLLBACK": "yes"}, ("rollback", True)),
+        ({"SERVICES_PER_MESSAGE": "1"}, ("services_per_message", 1)),
+        ({"SERVICES_PER_MESSAGE": "100"}, ("services_per_message", 100)),
         ({"WEBSITE_OWNER_NAME": f"{SUB}+rg-westeuropewebspace", "ROTATION_SUBSCRIPTIONS": ""},
          ("subscriptions", (SUB,))),
     ],
@@ -37,8 +39,12 @@ def test_accepted(extra: dict[str, str], value: tuple[str, object]) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        # Event Grid abandons a delivery after 30 s; an event invocation must end before.
+        # Under host.json's 30 min functionTimeout, like OPERATION_WAIT_SECONDS.
         ({"EVENT_WAIT_SECONDS": "1501"}, "EVENT_WAIT_SECONDS=1501 is out of range [0.0, 1500.0]"),
+        # A batch message holds at most 100 service ids (shared.messages.MAX_SERVICES).
+        ({"SERVICES_PER_MESSAGE": "0"}, "SERVICES_PER_MESSAGE=0 is out of range [1, 100]"),
+        ({"SERVICES_PER_MESSAGE": "101"}, "SERVICES_PER_MESSAGE=101 is out of range [1, 100]"),
+        ({"SERVICES_PER_MESSAGE": "2.5"}, "SERVICES_PER_MESSAGE=2.5 is not a whole number"),
         # host.json functionTimeout is 30 min: following longer would be killed mid-way.
         ({"OPERATION_WAIT_SECONDS": "3600"},
          "OPERATION_WAIT_SECONDS=3600 is out of range [0.0, 1500.0]"),

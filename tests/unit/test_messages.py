@@ -9,7 +9,17 @@ import pytest
 
 from shared.errors import InvalidInput
 from shared.events import NEAR_EXPIRY, NEW_VERSION
-from shared.messages import MAX_TEXT, Hint, Origin, parse, to_text
+from shared.messages import (
+    MAX_SERVICES,
+    MAX_TEXT,
+    Hint,
+    Origin,
+    ServiceBatch,
+    batches,
+    parse,
+    parse_batch,
+    to_text,
+)
 
 VAULT = (
     "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
@@ -67,3 +77,57 @@ def test_a_malformed_hint_is_refused_naming_the_field(text: str, field: str) -> 
     with pytest.raises(InvalidInput) as raised:
         parse(text)
     assert raised.value.field == field
+
+
+SERVICE = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
+    "/providers/Microsoft.Compute/cloudServices/cs{}"
+)
+BATCH = ServiceBatch(VAULT, "web-tls", Origin(NEW_VERSION, "e-1"), (SERVICE.format(1),))
+
+
+def batch_body(**changes: Any) -> str:
+    data = json.loads(to_text(BATCH))
+    data.update(changes)
+    return json.dumps(data)
+
+
+def test_a_service_batch_survives_the_queue_and_carries_ids_only() -> None:
+    assert parse_batch(to_text(BATCH)) == BATCH
+    assert set(json.loads(to_text(BATCH))) == {
+        "kind", "vault", "certificate", "trigger", "cloudServices"
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (to_text(HINT), "kind"),  # a hint on the services queue
+        (batch_body(cloudServices=[]), "cloudServices"),
+        (batch_body(cloudServices=SERVICE.format(1)), "cloudServices"),
+        (batch_body(cloudServices=[SERVICE.format(i) for i in range(MAX_SERVICES + 1)]),
+         "cloudServices"),
+        (batch_body(cloudServices=["/subscriptions/x/resourceGroups/rg"]), "cloudServices"),
+        (batch_body(cloudServices=[7]), "cloudServices"),
+        (batch_body(version="abc"), "version"),  # a hint's field
+        (batch_body(vault="kv1"), "vault"),
+    ],
+)
+def test_a_malformed_batch_is_refused_naming_the_field(text: str, field: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        parse_batch(text)
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "sizes"),
+    [(0, 10, []), (1, 10, [1]), (10, 10, [10]), (11, 10, [10, 1]), (25, 10, [10, 10, 5]),
+     (3, 1, [1, 1, 1])],
+)
+def test_services_are_batched_in_order_at_most_size_each(
+    count: int, size: int, sizes: list[int]
+) -> None:
+    ids = [SERVICE.format(i) for i in range(count)]
+    made = batches(VAULT, "web-tls", Origin(NEW_VERSION, "e-1"), ids, size)
+    assert [len(b.services) for b in made] == sizes
+    assert [s for b in made for s in b.services] == ids
