@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # module constants holding a setting's name (NAME = "SOME_SETTING").
 READ = re.compile(
     r"""(?:env|environ)(?:\.get\(|\[)\s*"([A-Za-z][A-Za-z0-9_]+)"|"""
-    r"""_(?:flag|number|whole|list|port_range)\(env,\s*"([A-Z][A-Z0-9_]+)"|"""
+    r"""_(?:flag|number|whole|https|list|port_range)\(env,\s*"([A-Za-z][A-Za-z0-9_]+)"|"""
     r"""^[A-Z_]+ = "([A-Z][A-Z0-9]+(?:_[A-Z0-9]+)+)"$""",
     re.M,
 )

@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+from azure.core.exceptions import ResourceNotFoundError
 from azure.keyvault.certificates import KeyVaultCertificate
 
 from emulators.polling import wait_for
@@ -308,10 +309,13 @@ def run_of(op: Operator, event_id: str) -> dict[str, Any]:
 def runs_of(op: Operator, event_id: str) -> list[dict[str, Any]]:
     """The ended run records of ``event_id`` (the hint's run and its batches' runs)."""
     container = op.blobs.get_container_client(RUNS_CONTAINER)
-    records = (
-        json.loads(container.download_blob(blob.name).readall())
-        for blob in container.list_blobs()
-    )
+    try:
+        records = [
+            json.loads(container.download_blob(blob.name).readall())
+            for blob in container.list_blobs()
+        ]
+    except ResourceNotFoundError:  # no run recorded yet: the app creates it with the first
+        return []
     return [r for r in records if r["trigger"].get("eventId") == event_id and r.get("finished")]
 
 

@@ -14,7 +14,7 @@ less time than an update takes (``EVENT_WAIT_SECONDS`` below ``update_seconds``)
 updates outlive the invocation that sent them and are finished by a later one, as long CSES
 updates are in Azure; a failed attempt at a hint is retried by the queue (2 s
 ``visibilityTimeout`` here). When the stream ends the faults are cleared and both timers
-run until everything settles and no hint is left in the queue.
+run until everything settles and no hint or batch is left in the queues.
 
 The checks, per service: the cscfg and ``osProfile`` name the newest version of every
 certificate it uses; it is ``Succeeded`` with no journaled write left; the successful PUTs
@@ -59,7 +59,7 @@ from azure.keyvault.certificates import KeyVaultCertificate
 from emulators.provision import APP_ROLES, OPERATOR_ROLES, Operator, cscfg, thumbprint
 from emulators.stack import QUEUE_RETRY_SETTING, Stack
 from shared import cscfg as parser
-from shared.messages import HINTS_QUEUE
+from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 
 RUNS_CONTAINER = "cert-rotation-runs"
 LOCKS_CONTAINER = "cert-rotation-locks"
@@ -471,6 +471,7 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
         "EVENT_WAIT_SECONDS": str(config.event_wait_seconds),
         "ARM_POLLING_INTERVAL": str(config.polling_seconds),
         QUEUE_RETRY_SETTING: "00:00:02",  # a failed hint is retried in 2 s, not 30
+        "QUEUE_WAIT_SECONDS": "1",  # a waiting batch comes back from 1 s on, not 30
     }
     if config.azure:
         settings["ROTATION_ROLLBACK"] = "true"
@@ -501,6 +502,7 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
             or pending_journals(world)
             or undelivered(stack)
             or world.op.queued(HINTS_QUEUE)
+            or world.op.queued(SERVICES_QUEUE)
         ) and time.monotonic() - settle_started < SETTLE_TIMEOUT_S:
             run_timer(stack, "follow_updates")
             run_timer(stack, "reconcile")

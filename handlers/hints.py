@@ -11,7 +11,10 @@ queue output binding, written by the host once the function returned.
 
 ``rotation_services`` converges one batch as a run of its own, on whichever instance takes
 it, so hundreds of services are neither one invocation's serial work (a PUT takes tens of
-seconds in Azure, under a 30 min timeout) nor one instance's.
+seconds in Azure, under a 30 min timeout) nor one instance's. Services that only wait for
+something in progress (another invocation's lease, an update still running) are sent
+again with a growing visibility delay (``QUEUE_WAIT_SECONDS``, doubling, at most 12 times)
+instead of failing the attempt: waiting spends none of the message's attempts.
 
 The queue gives the retry semantics: an attempt that fails (discovery failed; a batch run
 hit transient failures) raises, the host makes the message visible again after host.json's
@@ -30,13 +33,23 @@ request to Azure.
 from __future__ import annotations
 
 import logging
-from typing import List  # noqa: UP035 (the worker's binding check refuses list[str])
+from collections.abc import Callable
+from typing import List, TypeVar  # noqa: UP035 (the worker's binding check refuses list[str])
 
 import azure.functions as func
 
 from handlers.runtime import engine
+from shared.engine import Run
 from shared.errors import InvalidInput, TransientError
-from shared.messages import HINTS_QUEUE, SERVICES_QUEUE, parse, parse_batch, to_text
+from shared.messages import (
+    HINTS_QUEUE,
+    SERVICES_QUEUE,
+    Hint,
+    ServiceBatch,
+    parse,
+    parse_batch,
+    to_text,
+)
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.hints")
@@ -44,19 +57,30 @@ CONNECTION = "AzureWebJobsStorage"
 POISON = "-poison"
 
 
-def _text(msg: func.QueueMessage) -> str:
-    return msg.get_body().decode("utf-8", "replace")
+M = TypeVar("M", bound=Hint | ServiceBatch)
+
+
+def _received(msg: func.QueueMessage, kind: str, parser: Callable[[str], M]) -> M | None:
+    """The message, or None after saying loudly why it is refused (a retry cannot make it
+    valid, so it is acknowledged)."""
+    try:
+        return parser(msg.get_body().decode("utf-8", "replace"))
+    except InvalidInput as exc:
+        log.error("%s message %s refused: %s", kind, msg.id, exc)
+        return None
+
+
+def _finished(run: Run) -> None:
+    summary = ", ".join(f"{r.service_id.rsplit('/', 1)[-1]}={r.outcome}" for r in run.results)
+    log.info("run %s finished: %s", run.id, summary or "no services")
 
 
 @bp.function_name("rotation_hints")
 @bp.queue_trigger(arg_name="msg", queue_name=HINTS_QUEUE, connection=CONNECTION)
 @bp.queue_output(arg_name="batches", queue_name=SERVICES_QUEUE, connection=CONNECTION)
 def rotation_hints(msg: func.QueueMessage, batches: func.Out[List[str]]) -> None:  # noqa: UP006
-    try:
-        hint = parse(_text(msg))
-    except InvalidInput as exc:
-        # Retrying cannot make it valid: acknowledged, and said loudly.
-        log.error("hint message %s refused: %s", msg.id, exc)
+    hint = _received(msg, "hint", parse)
+    if hint is None:
         return
     log.info(
         "hint for %s/%s (event %s, attempt %d)",
@@ -67,8 +91,7 @@ def rotation_hints(msg: func.QueueMessage, batches: func.Out[List[str]]) -> None
     )
     run, more = engine().handle_hint(hint)
     if run is not None:
-        summary = ", ".join(f"{r.service_id.rsplit('/', 1)[-1]}={r.outcome}" for r in run.results)
-        log.info("run %s finished: %s", run.id, summary or "no services")
+        _finished(run)
     if more:
         log.info(
             "hint for %s: %d service(s) queued in %d batch(es)",
@@ -80,10 +103,8 @@ def rotation_hints(msg: func.QueueMessage, batches: func.Out[List[str]]) -> None
 @bp.function_name("rotation_services")
 @bp.queue_trigger(arg_name="msg", queue_name=SERVICES_QUEUE, connection=CONNECTION)
 def rotation_services(msg: func.QueueMessage) -> None:
-    try:
-        batch = parse_batch(_text(msg))
-    except InvalidInput as exc:
-        log.error("service batch message %s refused: %s", msg.id, exc)
+    batch = _received(msg, "service batch", parse_batch)
+    if batch is None:
         return
     log.info(
         "batch of %d service(s) for %s (event %s, attempt %d)",
@@ -92,31 +113,30 @@ def rotation_services(msg: func.QueueMessage) -> None:
     run = engine().handle_batch(batch)
     if run is None:
         return
-    summary = ", ".join(f"{r.service_id.rsplit('/', 1)[-1]}={r.outcome}" for r in run.results)
-    log.info("run %s finished: %s", run.id, summary)
-    if run.transient:
+    _finished(run)
+    if run.transient and not engine().wait_again(batch, run):
         raise TransientError(f"run {run.id} hit transient failures; the batch is retried")
 
 
 @bp.function_name("rotation_hints_poison")
 @bp.queue_trigger(arg_name="msg", queue_name=HINTS_QUEUE + POISON, connection=CONNECTION)
 def rotation_hints_poison(msg: func.QueueMessage) -> None:
-    try:
-        hint = parse(_text(msg))
-    except InvalidInput as exc:
-        log.error("poison hint message %s is not a hint (%s); dropped after logging", msg.id,
-                  exc)
-        return
-    engine().gave_up(hint.vault_id, hint.certificate, hint.origin, ())
+    _give_up(msg, "hint", parse)
 
 
 @bp.function_name("rotation_services_poison")
 @bp.queue_trigger(arg_name="msg", queue_name=SERVICES_QUEUE + POISON, connection=CONNECTION)
 def rotation_services_poison(msg: func.QueueMessage) -> None:
-    try:
-        batch = parse_batch(_text(msg))
-    except InvalidInput as exc:
-        log.error("poison service batch %s is not a batch (%s); dropped after logging", msg.id,
-                  exc)
+    _give_up(msg, "service batch", parse_batch)
+
+
+def _give_up(
+    msg: func.QueueMessage, kind: str, parser: Callable[[str], Hint | ServiceBatch]
+) -> None:
+    """Record and announce a message the queue gave up on; one that does not even parse
+    is logged (naming the field) and dropped: there is nothing to record it against."""
+    message = _received(msg, f"poison {kind}", parser)
+    if message is None:
         return
-    engine().gave_up(batch.vault_id, batch.certificate, batch.origin, batch.services)
+    services = message.services if isinstance(message, ServiceBatch) else ()
+    engine().gave_up(message.vault_id, message.certificate, message.origin, services)

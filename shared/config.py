@@ -53,6 +53,13 @@ def _whole(env: Mapping[str, str], name: str, default: int, low: int, high: int)
     return int(value)
 
 
+def _https(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip().rstrip("/")
+    if raw and not raw.startswith("https://"):
+        raise ConfigError(f"{name} must be an https URL")
+    return raw or None
+
+
 def _port_range(env: Mapping[str, str], name: str) -> tuple[int, int] | None:
     raw = env.get(name, "").strip()
     if not raw:
@@ -93,6 +100,11 @@ class Settings:
     # send one after another (tens of seconds each in Azure, under a 30 min timeout), and
     # the instances share the work.
     services_per_message: int = 10
+    # The app's queue endpoint (the host's AzureWebJobsStorage__queueServiceUri): where a
+    # batch waiting for something in progress is sent again with a visibility delay.
+    queue_url: str | None = None
+    # The first such delay; it doubles per wait up to 15 min (shared.messages.wait_delay).
+    wait_seconds: float = 30.0
     arm_polling_interval: float | None = None
     # After an update succeeded, how long role instances may stay Busy/Starting before the
     # rotation is reported as not settled (never rolled back for it).
@@ -117,6 +129,8 @@ class Settings:
     def destinations(self) -> Destinations:
         """The only hosts a request carrying the app's token may go to."""
         exact = [self.arm_endpoint, self.storage_url, *(c.url for c in self.package_containers)]
+        if self.queue_url:
+            exact.append(self.queue_url)
         if self.notify_eventgrid_endpoint:
             exact.append(self.notify_eventgrid_endpoint)
         return Destinations.of(
@@ -196,6 +210,8 @@ class Settings:
             operation_wait_seconds=_number(env, "OPERATION_WAIT_SECONDS", 900.0, 0.0, 1500.0),
             event_wait_seconds=_number(env, "EVENT_WAIT_SECONDS", 20.0, 0.0, 1500.0),
             services_per_message=_whole(env, "SERVICES_PER_MESSAGE", 10, 1, MAX_SERVICES),
+            queue_url=_https(env, "AzureWebJobsStorage__queueServiceUri"),
+            wait_seconds=_number(env, "QUEUE_WAIT_SECONDS", 30.0, 1.0, 900.0),
             arm_polling_interval=(
                 _number(env, "ARM_POLLING_INTERVAL", 30.0, 0.0, 300.0) if polling else None
             ),

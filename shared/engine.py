@@ -24,6 +24,7 @@ from shared import backoff, logcontext, planner, renewal
 from shared.adapters.clients import Clients
 from shared.adapters.compute import Compute
 from shared.adapters.keyvault import KeyVault
+from shared.adapters.queues import Queues
 from shared.adapters.storage import Storage
 from shared.compute_ids import split_service_id
 from shared.config import Settings
@@ -38,11 +39,21 @@ from shared.errors import (
     RotationError,
     TransientError,
     VaultAccessDenied,
+    Waiting,
 )
 from shared.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
 from shared.executor import Execution, Outcome, execute, package_of, resume
 from shared.journal import Pending
-from shared.messages import Hint, Origin, ServiceBatch, batches
+from shared.messages import (
+    MAX_WAITS,
+    SERVICES_QUEUE,
+    Hint,
+    Origin,
+    ServiceBatch,
+    batches,
+    to_text,
+    wait_delay,
+)
 from shared.model import (
     PACKAGE_TAG,
     Certificate,
@@ -130,6 +141,8 @@ class ServiceResult:
     plan: Plan | None = None
     execution: Execution | None = None
     resumed: Rollout | None = None  # a write finished after its run: the plan is gone
+    # transient only because something in progress must end first (shared.errors.Waiting)
+    waiting: bool = False
 
     @property
     def open(self) -> bool:
@@ -252,6 +265,7 @@ class Engine:
         storage: Storage,
         now: Callable[[], datetime] = utcnow,
         notify: Callable[[Run], None] | None = None,
+        queues: Queues | None = None,
     ) -> None:
         self.settings = settings
         self.compute = compute
@@ -259,6 +273,7 @@ class Engine:
         self.storage = storage
         self.now = now
         self.notify = notify
+        self.queues = queues
         self.destinations = settings.destinations()
 
     @classmethod
@@ -272,6 +287,7 @@ class Engine:
             KeyVault(clients),
             Storage(clients),
             notify=observer(settings, clients),
+            queues=Queues(clients) if settings.queue_url else None,
         )
 
     # -- discovery -----------------------------------------------------------------------
@@ -366,6 +382,28 @@ class Engine:
             certificate_state=cert,
             wait_seconds=self.settings.event_wait_seconds,
         )
+
+    def wait_again(self, batch: ServiceBatch, run: Run) -> bool:
+        """Send ``batch`` again, for its services of ``run`` that are transient, with a
+        visibility delay, when each of them only waits for something in progress (another
+        invocation's lease, an update still running): True if sent, and the attempt ends
+        there. Waiting is not failing, so it spends none of the message's attempts, as
+        Event Grid's retries over hours spent none of a delivery's; after MAX_WAITS sends
+        (about 2.5 h) it fails like any other attempt. False when something else failed,
+        or the app has no queue endpoint to send with."""
+        transient = [r for r in run.results if r.outcome == "transient"]
+        if self.queues is None or not transient or not all(r.waiting for r in transient):
+            return False
+        again = batch.waits_again(tuple(r.service_id for r in transient))
+        if again is None:
+            return False
+        delay = wait_delay(self.settings.wait_seconds, again.waited)
+        self.queues.send_later(SERVICES_QUEUE, to_text(again), delay)
+        log.info(
+            "run %s: %d service(s) wait for work in progress; batch sent again, visible in "
+            "%d s (wait %d of %d)", run.id, len(transient), delay, again.waited, MAX_WAITS,
+        )
+        return True
 
     def _handle(
         self, event: CertificateEvent, first: int | None
@@ -617,9 +655,7 @@ class Engine:
                 # An earlier write is journaled: finish it before planning anything new.
                 earlier = self._finish_pending(service.id, remaining(), run.id)
                 if earlier is not None and earlier.status == "updating":
-                    raise TransientError(
-                        f"the update sent by run {earlier.run_id} is still running"
-                    )
+                    raise Waiting(f"the update sent by run {earlier.run_id} is still running")
                 service = self.compute.get(service.id)
             # A tag anyone with tag-write can set: parsed strictly before anything is read.
             package_of(service, self.settings)
@@ -724,6 +760,7 @@ class Engine:
             log.error("%s: refused: %s", service.name, exc)
         except TransientError as exc:
             result.outcome, result.message = "transient", str(exc)
+            result.waiting = isinstance(exc, Waiting)
             log.warning("%s: will retry: %s", service.name, exc)
         except (PlatformRejected, NotFound, RotationError) as exc:
             result.outcome, result.message = "failed", str(exc)

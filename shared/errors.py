@@ -59,7 +59,12 @@ class TransientError(RotationError):
     """Worth retrying later: throttling, 5xx, a concurrent operation, a held lease."""
 
 
-class Busy(TransientError):
+class Waiting(TransientError):
+    """Something already in progress on the service must end first (another invocation's
+    lease, an update still running): worth waiting for, never a reason to give up soon."""
+
+
+class Busy(Waiting):
     """Another invocation holds the service's lease: it is already converging or following it."""
 
 

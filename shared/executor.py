@@ -50,6 +50,7 @@ from shared.errors import (
     RotationError,
     TransientError,
     Unconfirmed,
+    Waiting,
 )
 from shared.instances import Settle, Verdict, judge
 from shared.journal import Pending
@@ -195,7 +196,7 @@ def execute(
             earlier, version = found.run_id, found.version
             run.resumed = follow(ctx, found)
             if run.resumed.status == "updating":
-                raise TransientError(f"the update sent by run {earlier} is still running")
+                raise Waiting(f"the update sent by run {earlier} is still running")
             ctx.ended(found, run.resumed)
             if run.resumed.status in EARLIER_FAILED and version == plan.desired.version:
                 # The write found in flight was this very version, and it failed: it now
@@ -205,7 +206,7 @@ def execute(
         # Re-read under the lock: the truth may have moved since planning.
         fresh = compute.get(service.id)
         if (fresh.provisioning_state or "").lower() in IN_PROGRESS:
-            raise TransientError(
+            raise Waiting(
                 f"{fresh.name} is {fresh.provisioning_state}: another operation is running"
             )
         plan = replan(fresh)

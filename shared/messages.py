@@ -39,6 +39,11 @@ from shared.events import (
 HINTS_QUEUE = "cert-rotation-hints"
 SERVICES_QUEUE = "cert-rotation-services"
 MAX_SERVICES = 100  # per batch message (SERVICES_PER_MESSAGE is at most this)
+# A batch waiting for something in progress (another invocation's lease, a running update)
+# is sent again with a growing delay, this many times (about 2.5 h with the 30 s default,
+# as patient as Event Grid's first retries); after that its attempts count again.
+MAX_WAITS = 12
+LONGEST_WAIT_S = 900
 CERTIFICATE_EVENTS = frozenset({NEW_VERSION, NEAR_EXPIRY, EXPIRED})
 MAX_TEXT = 48 * 1024  # Azure's limit is 64 KiB of base64: 48 KiB of text
 
@@ -75,6 +80,21 @@ class ServiceBatch:
     certificate: str
     origin: Origin
     services: tuple[str, ...]
+    waited: int = 0  # times it was sent again to wait (at most MAX_WAITS)
+
+    def waits_again(self, services: tuple[str, ...]) -> ServiceBatch | None:
+        """This batch for ``services`` once more after a wait, or None past MAX_WAITS."""
+        if self.waited >= MAX_WAITS:
+            return None
+        return ServiceBatch(
+            self.vault_id, self.certificate, self.origin, services, self.waited + 1
+        )
+
+
+def wait_delay(first: float, waited: int) -> int:
+    """Seconds before the ``waited``-th wait's message is visible: doubling from ``first``,
+    at most LONGEST_WAIT_S."""
+    return int(min(first * 2 ** max(0, waited - 1), LONGEST_WAIT_S))
 
 
 def to_text(message: Hint | ServiceBatch) -> str:
@@ -87,7 +107,7 @@ def to_text(message: Hint | ServiceBatch) -> str:
     if isinstance(message, Hint):
         body.update(kind="hint", version=message.version)
     else:
-        body.update(kind="services", cloudServices=list(message.services))
+        body.update(kind="services", cloudServices=list(message.services), waited=message.waited)
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
@@ -106,14 +126,17 @@ def parse(text: str) -> Hint:
 def parse_batch(text: str) -> ServiceBatch:
     """The service batch in ``text``, or InvalidInput naming the first field that is wrong
     (the worker still checks each service is in scope before reading it)."""
-    body = _body(text, "services", {"cloudServices"})
+    body = _body(text, "services", {"cloudServices", "waited"})
     services = body.get("cloudServices")
     if not isinstance(services, list) or not 1 <= len(services) <= MAX_SERVICES:
         raise InvalidInput("cloudServices", f"must be a list of 1 to {MAX_SERVICES} service ids")
     for item in services:
         split_service_id(_text(item, "cloudServices", 400))
+    waited = body.get("waited", 0)
+    if type(waited) is not int or not 0 <= waited <= MAX_WAITS:
+        raise InvalidInput("waited", f"must be a whole number from 0 to {MAX_WAITS}")
     vault_id, certificate, origin = _common(body)
-    return ServiceBatch(vault_id, certificate, origin, tuple(services))
+    return ServiceBatch(vault_id, certificate, origin, tuple(services), waited)
 
 
 def batches(

@@ -58,7 +58,8 @@ class LocalStack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     running = Stack.up(
         tmp_path_factory.mktemp("stack"), update_seconds=0.3, page_size=2,
-        settings={QUEUE_RETRY_SETTING: "00:00:02"},
+        # Retried hints and batches come back in 2 s, waiting batches from 1 s on.
+        settings={QUEUE_RETRY_SETTING: "00:00:02", "QUEUE_WAIT_SECONDS": "1"},
     )
     SCAN.add_literals(
         value for key, value in running.env.items()

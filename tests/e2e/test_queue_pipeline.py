@@ -24,7 +24,7 @@ from emulators.provision import Operator
 from emulators.stack import QUEUE_RETRY_SETTING, Stack
 from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 from tests.conftest import LocalStack
-from tests.e2e.world import RUNS_CONTAINER, World
+from tests.e2e.world import RUNS_CONTAINER, World, engine_for
 
 MESSAGE_LEASE_S = 4
 
@@ -33,6 +33,7 @@ MESSAGE_LEASE_S = 4
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, Stack]]:
     settings = {
         "SERVICES_PER_MESSAGE": "2",
+        "QUEUE_WAIT_SECONDS": "1",
         "LOCAL_QUEUE_MESSAGE_LEASE_SECONDS": str(MESSAGE_LEASE_S),
         QUEUE_RETRY_SETTING: "00:00:05",
     }
@@ -118,6 +119,41 @@ def test_a_batch_that_fails_every_attempt_ends_as_a_gave_up_run_naming_its_servi
     world.assert_on(broken, v1)
     assert world.puts(broken, succeeded=False) == []
     assert world.op.queued(f"{SERVICES_QUEUE}-poison") == 0  # taken by its function
+
+
+def test_a_service_held_by_another_invocation_is_waited_for_without_spending_attempts(
+    pair: tuple[LocalStack, Stack],
+) -> None:
+    """Another invocation holds the service's lease: the batch is sent again with a
+    growing delay (1 s, 2 s, ... here) as a new message, so each wait is attempt 1 and
+    the message never nears maxDequeueCount; once the lease is let go it converges."""
+    stack, running = pair
+    world = World(stack, Operator(stack.env))
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+
+    def logs() -> str:
+        return "".join(h.log.read_text() for h in running.instances())
+
+    with engine_for(world).storage.lock(svc.id):
+        v2 = world.new_version()
+        wait_for(lambda: "(wait 2 of 12)" in logs(), "the batch to wait twice", timeout=60)
+        assert world.puts(svc, succeeded=False) == []
+    world.wait_hints_worked()
+
+    world.assert_on(svc, v2)
+    assert len(world.puts(svc)) == 1
+    text = logs()
+    assert "(wait 1 of 12)" in text
+    event_id = world.deliveries()[0]["event_ids"][0]
+    attempts = [
+        line.rsplit("attempt ", 1)[1]
+        for line in text.splitlines()
+        if f"(event {event_id}, attempt " in line and "batch of" in line
+    ]
+    assert attempts and set(attempts) == {"1)"}, attempts  # waiting spent no attempt
+    assert not [r for r in stored_records(world) if r["actions"]]  # nothing given up
 
 
 def test_a_host_killed_mid_update_leaves_the_hint_to_the_other_one_which_finishes_it(

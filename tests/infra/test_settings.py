@@ -10,6 +10,7 @@ NOT_DEPLOYED = {
     "ROTATION_CA_BUNDLE": "local stack only (its private CA)",
     "KEYVAULT_VERIFY_CHALLENGE_RESOURCE": "local stack only (vaults at 127.0.0.1)",
     "ARM_POLLING_INTERVAL": "local stack only; in Azure the SDK polls every 30 s",
+    "QUEUE_WAIT_SECONDS": "local stack only (seconds, not minutes); in Azure the 30 s default",
     "LOCAL_VAULT_PORTS": "local stack only (its vaults' loopback ports)",
     "NOTIFY_EVENTGRID_KEY": "local stack only; in Azure the identity sends",
     "AZURE_SUBSCRIPTION_ID": "fallback for ROTATION_SUBSCRIPTIONS, which is always set",
@@ -22,7 +23,6 @@ NOT_DEPLOYED = {
 FOR_THE_PLATFORM = {
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
-    "AzureWebJobsStorage__queueServiceUri",  # the host's queue triggers and outputs
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
 def settings_deployed() -> set[str]:

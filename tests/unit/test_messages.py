@@ -12,6 +12,7 @@ from shared.events import NEAR_EXPIRY, NEW_VERSION
 from shared.messages import (
     MAX_SERVICES,
     MAX_TEXT,
+    MAX_WAITS,
     Hint,
     Origin,
     ServiceBatch,
@@ -19,6 +20,7 @@ from shared.messages import (
     parse,
     parse_batch,
     to_text,
+    wait_delay,
 )
 
 VAULT = (
@@ -95,7 +97,7 @@ def batch_body(**changes: Any) -> str:
 def test_a_service_batch_survives_the_queue_and_carries_ids_only() -> None:
     assert parse_batch(to_text(BATCH)) == BATCH
     assert set(json.loads(to_text(BATCH))) == {
-        "kind", "vault", "certificate", "trigger", "cloudServices"
+        "kind", "vault", "certificate", "trigger", "cloudServices", "waited"
     }
 
 
@@ -111,6 +113,10 @@ def test_a_service_batch_survives_the_queue_and_carries_ids_only() -> None:
         (batch_body(cloudServices=[7]), "cloudServices"),
         (batch_body(version="abc"), "version"),  # a hint's field
         (batch_body(vault="kv1"), "vault"),
+        (batch_body(waited=-1), "waited"),
+        (batch_body(waited=MAX_WAITS + 1), "waited"),
+        (batch_body(waited=True), "waited"),
+        (batch_body(waited="2"), "waited"),
     ],
 )
 def test_a_malformed_batch_is_refused_naming_the_field(text: str, field: str) -> None:
@@ -131,3 +137,15 @@ def test_services_are_batched_in_order_at_most_size_each(
     made = batches(VAULT, "web-tls", Origin(NEW_VERSION, "e-1"), ids, size)
     assert [len(b.services) for b in made] == sizes
     assert [s for b in made for s in b.services] == ids
+
+
+def test_a_waiting_batch_comes_back_with_a_growing_delay_a_bounded_number_of_times() -> None:
+    batch = BATCH
+    delays = []
+    while (again := batch.waits_again(batch.services)) is not None:
+        batch = again
+        delays.append(wait_delay(30.0, batch.waited))
+    assert batch.waited == MAX_WAITS
+    assert delays[:6] == [30, 60, 120, 240, 480, 900]
+    assert set(delays[5:]) == {900}
+    assert parse_batch(to_text(batch)) == batch
