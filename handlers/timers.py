@@ -5,10 +5,10 @@ created late, deliveries dead-lettered, a manual cscfg edit that reintroduced an
 thumbprint); the timer repairs all of these by running the same engine over every managed
 service in scope. Schedule: ``RECONCILE_SCHEDULE`` (NCRONTAB, default hourly).
 
-``follow_updates`` finishes updates earlier invocations left running. An Event Grid
-invocation follows its updates for ``EVENT_WAIT_SECONDS`` only (Event Grid abandons a
-delivery after 30 s and would redeliver one still running), so an update that takes
-minutes outlives it; its journal (the continuation token in the service's lock blob) is
+``follow_updates`` finishes updates earlier invocations left running. A queue worker
+running an event's rotation follows its updates for ``EVENT_WAIT_SECONDS`` only (so one
+invocation is not held for the minutes an update takes), so such an update outlives it;
+its journal (the continuation token in the service's lock blob) is
 what this timer follows, to the end, recording the outcome in the run that sent the update.
 With nothing journaled a tick costs one blob listing and logs nothing. A service whose lease
 another invocation holds is being followed already. Schedule: ``FOLLOW_SCHEDULE`` (default

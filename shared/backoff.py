@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Rotation is level-triggered, so without memory a version that fails (a platform
-``Failed``, a rollback, a PUT Azure refuses) is planned again by every redelivery, every
+``Failed``, a rollback, a PUT Azure refuses) is planned again by every retried message, every
 other event and every hourly reconcile: two production updates and an alert an hour. So
 the last failure of each (service, certificate) is kept with its version, in the app's
 storage (a service using two certificates keeps one record each: a rotation of the other

@@ -494,8 +494,8 @@ class Engine:
         exc: VaultAccessDenied,
     ) -> Run:
         """The vault refused to let the app read the certificate: a stored run in which every
-        service is ``refused`` with Key Vault's reason, so the event is acknowledged (a
-        redelivery would be refused the same way) and the status page shows why."""
+        service is ``refused`` with Key Vault's reason, so the message is done (another
+        attempt would be refused the same way) and the status page shows why."""
         log.error("event %s: %s", event.event_id, exc)
         run = Run(
             id=new_run_id(self.now()),
