@@ -8,7 +8,9 @@ STACK_DIR ?= .local
 
 .PHONY: install chromium test lint demo soak bench stack-up stack-down clean
 
-install: $(VENV)/.installed $(INFRA_VENV)/.installed emulators/node_modules/.installed
+# What the app, its local stack and its tools need; checkov (infra checks) only for make test.
+RUNTIME := $(VENV)/.installed emulators/node_modules/.installed
+install: $(RUNTIME) $(INFRA_VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,25 +46,25 @@ test: install chromium
 	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
 	$(PY) -m pytest -q
 
-lint: install
+lint: $(RUNTIME)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-demo: install
+demo: $(RUNTIME)
 	$(PY) -m emulators.demo
 
 # Benchmark figures on a fresh stack (JSON + a table); e.g. BENCH_ARGS="--latency-ms 100".
 BENCH_ARGS ?=
-bench: install
+bench: $(RUNTIME)
 	$(PY) -m emulators.bench $(BENCH_ARGS)
 
 # Bounded chaos on a fresh stack (a few minutes at most); prints figures, exits 1 on a violation.
 # SOAK_ARGS="--azure" uses Azure's timings and faults (scaled); "--small" the quick version.
 SOAK_ARGS ?=
-soak: install
+soak: $(RUNTIME)
 	$(PY) -m emulators.soak $(SOAK_ARGS)
 
-stack-up: install
+stack-up: $(RUNTIME)
 	$(PY) -m emulators.stack up --dir $(STACK_DIR)
 
 stack-down:
