@@ -3,13 +3,21 @@
 Starts a fresh stack, plays the operator (vault, certificate, package, a cloud service
 with two roles using the certificate, Event Grid subscription to ``keyvault_events``),
 then creates a new certificate version and follows the product's own log and run record
-until the service serves the new thumbprint. Exits non-zero if it does not.
+until the service serves the new thumbprint. Ends with a before/after table and the run's
+id. Exits non-zero if the service did not converge.
+
+The first ``make demo`` on a fresh machine spends a few minutes installing the pinned
+packages and Azurite; the demo itself takes about 15 s. Its temporary folder (the stack's
+TLS key, the vault's certificates, logs) is removed at the end, or kept and named when
+the demo failed, for its logs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -22,8 +30,12 @@ from azure.mgmt.compute.models import CloudService, CloudServiceProperties
 from emulators.provision import APP_POLICY, OPERATOR_POLICY, Operator, combined, cscfg, thumbprint
 from emulators.stack import Stack
 from shared import cscfg as parser
+from shared.config import Settings
 
 TIMEOUT_S = 90
+ARM_ID = re.compile(  # a resource id: /subscriptions/S/resourceGroups/G/providers/NS/TYPE/NAME
+    r"/subscriptions/[^/\s]+/resourceGroups/[^/\s]+/providers/[^/\s]+/[^/\s]+/([^/\s,=)]+)"
+)
 
 
 def step(t0: float, text: str) -> None:
@@ -31,13 +43,15 @@ def step(t0: float, text: str) -> None:
 
 
 def follow_log(log: Path, offset: int, t0: float) -> int:
-    """Print the product's own log lines (certrotate loggers) that appeared since offset."""
+    """Print the product's own log lines (certrotate loggers) that appeared since offset,
+    with ARM ids shortened to their last segment (the service, the vault)."""
     with log.open("rb") as handle:
         handle.seek(offset)
         data = handle.read()
     for line in data.decode(errors="replace").splitlines():
-        if " certrotate" in line or "Functions.keyvault_events" in line:
-            step(t0, "  app: " + line.split("certrotate", 1)[-1].lstrip(".:] "))
+        if " certrotate" in line:
+            text = line.split("certrotate", 1)[-1].lstrip(".:] ")
+            step(t0, "  app: " + ARM_ID.sub(lambda m: m.group(1), text))
     return offset + len(data)
 
 
@@ -46,12 +60,18 @@ def main() -> int:
     t0 = time.monotonic()
     step(t0, f"starting the local stack in {folder}")
     stack = Stack.up(folder, update_seconds=2.0)
+    status = 1
     try:
         os.environ.update(stack.env)
-        return run(stack, folder, t0)
+        status = run(stack, folder, t0)
+        return status
     finally:
         stack.down()
-        step(t0, "local stack stopped")
+        if status == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            step(t0, f"local stack stopped; {folder} removed (it held keys and logs)")
+        else:
+            step(t0, f"local stack stopped; its logs are kept in {folder}")
 
 
 def version(cert: KeyVaultCertificate) -> str:
@@ -107,12 +127,6 @@ def run(stack: Stack, folder: Path, t0: float) -> int:
     follow_log(log, offset, t0)
 
     final = op.compute.cloud_services.get("demo-rg", "contoso")
-    for cert in parser.parse(props(final).configuration or "").certificates:
-        step(t0, f"final {cert.role}/{cert.name} = {cert.thumbprint}")
-    profile = props(final).os_profile
-    groups = (profile.secrets if profile else None) or []
-    urls = [c.certificate_url for g in groups for c in g.vault_certificates or []]
-    step(t0, f"final osProfile secrets: {urls}")
     calls = requests.get(f"{admin}/requests?since={mark}", timeout=10).json()
     counts: dict[str, int] = {}
     for call in calls:
@@ -121,14 +135,58 @@ def run(stack: Stack, folder: Path, t0: float) -> int:
         key = f"{call['service']} {call['method']}"
         counts[key] = counts.get(key, 0) + 1
     step(t0, "product calls for this rotation: " + json.dumps(counts, sort_keys=True))
+    print()
+    print(before_after(config, props(final).configuration or "", {
+        thumbprint(v1).upper(): version(v1), want.upper(): version(v2)
+    }, secrets(cs), secrets(final)))
+    run_id = run_of(op)
+    if run_id:
+        print(f"\nrun {run_id}; on a running stack (make stack-up) `certrotate show RUN_ID` "
+              "prints a run's record (this stack is gone with the demo)")
     if done:
         print(
-            f"RESULT: rotated contoso (2 roles) to web-tls {version(v2)} "
+            f"\nRESULT: rotated contoso (2 roles) to web-tls {version(v2)} "
             f"{elapsed:.1f}s after the new version was created"
         )
         return 0
-    print(f"RESULT: FAILED: contoso not on {want} after {TIMEOUT_S}s; see {log}")
+    print(f"\nRESULT: FAILED: contoso not on {want} after {TIMEOUT_S}s; see {log}")
     return 1
+
+
+def secrets(service: CloudService) -> list[str]:
+    """The versions of the osProfile secret URLs (…/secrets/NAME/VERSION)."""
+    profile = props(service).os_profile
+    groups = (profile.secrets if profile else None) or []
+    return [
+        (c.certificate_url or "").rstrip("/").rsplit("/", 1)[-1]
+        for g in groups for c in g.vault_certificates or []
+    ]
+
+
+def before_after(
+    before: str, after: str, versions: dict[str, str], old: list[str], new: list[str]
+) -> str:
+    """Per role and certificate: thumbprint (version) before -> after; then osProfile."""
+    was = {(c.role, c.name): c.thumbprint for c in parser.parse(before).certificates}
+    rows = [f"{'role/certificate':<22} {'before':<32} after"]
+    for cert in parser.parse(after).certificates:
+        old_tp = was.get((cert.role, cert.name), "?").upper()
+        new_tp = cert.thumbprint.upper()
+        rows.append(
+            f"{cert.role + '/' + cert.name:<22} "
+            f"{old_tp[:12] + '… (' + versions.get(old_tp, '?')[:12] + '…)':<32} "
+            f"{new_tp[:12]}… ({versions.get(new_tp, '?')[:12]}…)"
+        )
+    rows.append(f"{'osProfile secret':<22} {', '.join(v[:12] + '…' for v in old):<32} "
+                + ", ".join(v[:12] + "…" for v in new))
+    return "\n".join(rows)
+
+
+def run_of(op: Operator) -> str | None:
+    """The id of the demo's run (the only run record on its fresh stack)."""
+    container = op.blobs.get_container_client(Settings.runs_container)
+    names = [b.name for b in container.list_blobs()] if container.exists() else []
+    return names[-1].removesuffix(".json") if names else None
 
 
 if __name__ == "__main__":
