@@ -39,7 +39,7 @@ from azure.mgmt.compute.models import (
     SubResource,
 )
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
-from azure.storage.queue import QueueClient
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from emulators.authorization import ROLE_IDS
 
@@ -130,6 +130,19 @@ class Operator:
         return BlobServiceClient(
             self.env["AZURITE_BLOB_URL"], credential=self.credential, connection_verify=self.ca
         )
+
+    def enqueue(self, queue: str, text: str) -> None:
+        """Put ``text`` on the app's ``queue`` as anyone with queue-write access could
+        (base64, the host.json ``messageEncoding``), creating the queue on a fresh stack."""
+        client = QueueClient(
+            self.env["AZURITE_QUEUE_URL"], queue, self.credential, connection_verify=self.ca,
+            message_encode_policy=TextBase64EncodePolicy(),
+        )
+        try:
+            client.send_message(text)
+        except ResourceNotFoundError:  # infra creates every queue; a fresh stack has none yet
+            client.create_queue()
+            client.send_message(text)
 
     def queued(self, queue: str) -> int:
         """Messages in the app's ``queue``, visible or not (0 before its first message

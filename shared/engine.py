@@ -340,6 +340,8 @@ class Engine:
         own), and return the batches to queue: the other services, and those of this run
         that hit a transient failure (their retry is the batch's, so one busy service does
         not hold back the rest)."""
+        if not self._vault_in_scope(hint.vault_id):
+            return None, []
         event = _event_of(hint.origin, hint.vault_id, hint.certificate, hint.version)
         size = self.settings.services_per_message
         run, rest = self._handle(event, size)
@@ -355,6 +357,8 @@ class Engine:
         must still reference the certificate (a service changed or deleted since the hint
         is skipped, as discovery would have).
         """
+        if not self._vault_in_scope(batch.vault_id):
+            return None
         services = []
         for service_id in batch.services:
             if not self._in_scope(service_id):
@@ -404,6 +408,16 @@ class Engine:
             "%d s (wait %d of %d)", run.id, len(transient), delay, again.waited, MAX_WAITS,
         )
         return True
+
+    def _vault_in_scope(self, vault_id: str) -> bool:
+        """A queued message naming a vault outside ``ROTATION_SUBSCRIPTIONS`` (only someone
+        with queue-write access can send one) is refused at once, without a request: a
+        retry cannot bring it into scope."""
+        if self.settings.in_scope(vault_id):
+            return True
+        log.error("message for vault %s refused: its subscription is not in "
+                  "ROTATION_SUBSCRIPTIONS", vault_id.rsplit("/", 1)[-1])
+        return False
 
     def _handle(
         self, event: CertificateEvent, first: int | None

@@ -21,6 +21,7 @@ import requests
 from emulators.polling import wait_for
 from emulators.provision import Operator
 from shared.config import Settings
+from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 from tests.conftest import LocalStack
 from tests.e2e.world import CERT, NEW_VERSION, World
 
@@ -270,3 +271,49 @@ def test_webhook_validation_needs_the_key_too(deployed: World) -> None:
     )
     assert answer.status_code == 401
     assert "512d38b6" not in answer.text
+
+
+# -- forged queue messages -------------------------------------------------------------------
+
+
+def forged_messages(world: World) -> list[tuple[str, str, str]]:
+    """(queue, message text, what the worker logs) for messages only someone with
+    queue-write access could send: each is refused without any request to Azure."""
+    foreign = world.vault_id.replace(world.stack.subscription, OTHER_SUBSCRIPTION)
+    foreign_service = (
+        f"/subscriptions/{OTHER_SUBSCRIPTION}/resourceGroups/rg/providers/"
+        "Microsoft.Compute/cloudServices/cs-other"
+    )
+    origin = {"eventType": NEW_VERSION, "eventId": str(uuid.uuid4())}
+
+    def text(**body: Any) -> str:
+        return json.dumps({"vault": world.vault_id, "certificate": CERT, "trigger": origin,
+                           **body})
+
+    return [
+        (HINTS_QUEUE, text(kind="hint", vault=foreign, version=None),
+         "its subscription is not in ROTATION_SUBSCRIPTIONS"),
+        (HINTS_QUEUE, text(kind="hint", version="../../x"), "hint message"),
+        (SERVICES_QUEUE, text(kind="services", vault=foreign,
+                              cloudServices=[foreign_service]),
+         "its subscription is not in ROTATION_SUBSCRIPTIONS"),
+        (SERVICES_QUEUE, text(kind="services", cloudServices=[foreign_service]),
+         "which is out of scope: skipped"),
+        (SERVICES_QUEUE, text(kind="hint", version=None), "service batch message"),
+    ]
+
+
+def test_forged_queue_messages_are_refused_without_a_request(deployed: World) -> None:
+    world, stack = deployed, deployed.stack
+    log, mark = HostLog(stack), stack.request_mark()
+
+    cases = forged_messages(world)
+    for queue, text, _ in cases:
+        world.op.enqueue(queue, text)
+    world.wait_hints_worked()  # every message was taken and its function returned
+
+    for _, _, logged in cases:
+        assert log.matching("certrotate", logged), (logged, log.lines()[-20:])
+    assert product_requests(world, mark) == []
+    assert world.op.queued(f"{HINTS_QUEUE}-poison") == 0
+    assert world.op.queued(f"{SERVICES_QUEUE}-poison") == 0
