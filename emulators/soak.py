@@ -57,7 +57,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.keyvault.certificates import KeyVaultCertificate
 
 from emulators.provision import APP_ROLES, OPERATOR_ROLES, Operator, cscfg, thumbprint
-from emulators.stack import QUEUE_RETRY_SETTING, Stack
+from emulators.stack import QUEUE_POLL_SETTING, QUEUE_RETRY_SETTING, Stack
 from shared import cscfg as parser
 from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 
@@ -471,6 +471,7 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
         "EVENT_WAIT_SECONDS": str(config.event_wait_seconds),
         "ARM_POLLING_INTERVAL": str(config.polling_seconds),
         QUEUE_RETRY_SETTING: "00:00:02",  # a failed hint is retried in 2 s, not 30
+        QUEUE_POLL_SETTING: "00:00:01",  # and seen within a second
         "QUEUE_WAIT_SECONDS": "1",  # a waiting batch comes back from 1 s on, not 30
     }
     if config.azure:

@@ -73,6 +73,9 @@ def _free_ports(count: int) -> list[int]:
 # visibilityTimeout (30 s). Stacks that exercise retries (the suite, the soak) shorten it
 # with this app setting, as an override of host.json would in Azure.
 QUEUE_RETRY_SETTING = "AzureFunctionsJobHost__extensions__queues__visibilityTimeout"
+# Likewise an idle queue is polled at most every maxPollingInterval (5 s): such a retry is
+# seen up to that much later. The same stacks poll at most every second.
+QUEUE_POLL_SETTING = "AzureFunctionsJobHost__extensions__queues__maxPollingInterval"
 VAULT_PORTS = 1024  # vaults a stack can hold at once (one listener each)
 # Below Linux's ephemeral range (32768-60999), so no port-0 listener (a test's hostile
 # server, Azurite, another emulator) can ever land inside the vaults' range.

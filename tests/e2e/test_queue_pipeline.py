@@ -21,7 +21,7 @@ import pytest
 
 from emulators.polling import wait_for
 from emulators.provision import Operator
-from emulators.stack import QUEUE_RETRY_SETTING, Stack
+from emulators.stack import QUEUE_POLL_SETTING, QUEUE_RETRY_SETTING, Stack
 from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 from tests.conftest import LocalStack
 from tests.e2e.world import RUNS_CONTAINER, World, engine_for
@@ -36,6 +36,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack,
         "QUEUE_WAIT_SECONDS": "1",
         "LOCAL_QUEUE_MESSAGE_LEASE_SECONDS": str(MESSAGE_LEASE_S),
         QUEUE_RETRY_SETTING: "00:00:05",
+        QUEUE_POLL_SETTING: "00:00:01",
     }
     running = Stack.up(
         tmp_path_factory.mktemp("pipeline"), update_seconds=0.3, settings=settings, hosts=2

@@ -318,6 +318,7 @@ class World:
             lambda: self.op.queued(HINTS_QUEUE) == 0 and self.op.queued(SERVICES_QUEUE) == 0,
             "the work queues to drain",
             timeout,
+            interval=0.25,  # two queue requests a look: spare the stack's storage
         )
 
     def records(self) -> list[dict[str, Any]]:
