@@ -132,6 +132,8 @@ def parse_batch(text: str) -> ServiceBatch:
         raise InvalidInput("cloudServices", f"must be a list of 1 to {MAX_SERVICES} service ids")
     for item in services:
         split_service_id(_text(item, "cloudServices", 400))
+        if any(ord(c) < 0x20 or c == "\x7f" for c in item):  # ids end up in log lines
+            raise InvalidInput("cloudServices", "a service id holds a control character")
     waited = body.get("waited", 0)
     if type(waited) is not int or not 0 <= waited <= MAX_WAITS:
         raise InvalidInput("waited", f"must be a whole number from 0 to {MAX_WAITS}")

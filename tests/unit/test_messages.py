@@ -111,6 +111,9 @@ def test_a_service_batch_survives_the_queue_and_carries_ids_only() -> None:
          "cloudServices"),
         (batch_body(cloudServices=["/subscriptions/x/resourceGroups/rg"]), "cloudServices"),
         (batch_body(cloudServices=[7]), "cloudServices"),
+        (batch_body(cloudServices=[SERVICE.format("1\n2026-01-01 INFO certrotate: forged")]),
+         "cloudServices"),
+        (batch_body(cloudServices=[SERVICE.format("1\x1b[2K")]), "cloudServices"),
         (batch_body(version="abc"), "version"),  # a hint's field
         (batch_body(vault="kv1"), "vault"),
         (batch_body(waited=-1), "waited"),
