@@ -18,7 +18,7 @@ def split_service_id(service_id: str) -> tuple[str, str, str]:
     if match is None:
         raise InvalidInput(
             "cloudServices",
-            f"'{service_id}' is not a cloud service id "
+            f"{service_id!r} is not a cloud service id "
             "(/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/cloudServices/{name})",
         )
     return match["sub"], match["rg"], match["name"]

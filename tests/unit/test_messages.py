@@ -152,3 +152,11 @@ def test_a_waiting_batch_comes_back_with_a_growing_delay_a_bounded_number_of_tim
     assert delays[:6] == [30, 60, 120, 240, 480, 900]
     assert set(delays[5:]) == {900}
     assert parse_batch(to_text(batch)) == batch
+
+
+def test_a_refused_service_id_is_quoted_escaped_in_the_error() -> None:
+    """The error is logged: a forged id cannot write a log line of its own."""
+    forged = "/subscriptions/x\n2026-01-01 INFO certrotate: rotated everything"
+    with pytest.raises(InvalidInput) as raised:
+        parse_batch(batch_body(cloudServices=[forged]))
+    assert "\n" not in str(raised.value) and "\\n2026" in str(raised.value)
