@@ -67,7 +67,6 @@ from emulators.stack import ROOT, Stack, app_settings, functions_host_command
 from shared.config import Settings
 from shared.engine import Engine
 from shared.events import NEW_VERSION, CertificateEvent
-from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 
 AGENT = "certrotate"  # in the User-Agent of every call the product makes
 CERT = "web-tls"
@@ -498,6 +497,10 @@ class FanoutWorld:
         return cls(op, rg, vault_id, vault_url, size)
 
 
+# The old design's in-delivery follow budget (then EVENT_WAIT_SECONDS's default).
+OLD_EVENT_WAIT_S = 20
+
+
 def in_delivery(env: dict[str, str], vault_id: str, version: str) -> dict[str, Any]:
     """In a fresh process: what the event invocation did before the hint queue, the whole
     rotation inside the delivery (``engine.handle_event``, following updates for
@@ -555,7 +558,8 @@ def in_delivery_phase(env: dict[str, str], world: FanoutWorld) -> dict[str, Any]
     old_version = world.op.new_version(world.vault_url, FANOUT_CERT)  # nobody subscribed yet
     assert old_version.properties is not None and old_version.properties.version
     engine_env = {
-        **os.environ, **app_settings(env), "ROTATION_RESOURCE_GROUPS": world.rg.rsplit("/")[-1]
+        **os.environ, **app_settings(env), "ROTATION_RESOURCE_GROUPS": world.rg.rsplit("/")[-1],
+        "EVENT_WAIT_SECONDS": str(OLD_EVENT_WAIT_S),  # as the old design followed its updates
     }
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         measured: dict[str, Any] = pool.submit(
@@ -613,9 +617,9 @@ def queue_phase(
 
 
 def drained(op: Operator) -> None:
-    """Until no hint or batch is owed (being worked or waiting for an attempt)."""
+    """Until no hint, batch or follow look is owed (being worked or waiting)."""
     wait_for(
-        lambda: op.queued(HINTS_QUEUE) == 0 and op.queued(SERVICES_QUEUE) == 0,
+        lambda: op.owed() == 0,
         "the work queues to drain",
         FANOUT_TIMEOUT_S,
     )

@@ -42,6 +42,7 @@ from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_b
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from emulators.authorization import ROLE_IDS
+from shared.messages import WORK_QUEUES
 
 NS = "http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration"
 # What the operator's own steps need in a vault (it makes and imports certificates and
@@ -155,6 +156,11 @@ class Operator:
             return client.get_queue_properties().approximate_message_count or 0
         except ResourceNotFoundError:
             return 0
+
+    def owed(self) -> int:
+        """Messages in the pipeline's work queues (hints, batches, follow looks), visible
+        or not: 0 once the pipeline has nothing left to do."""
+        return sum(self.queued(queue) for queue in WORK_QUEUES)
 
     # -- ARM over plain HTTPS ------------------------------------------------------------
 

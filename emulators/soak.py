@@ -57,9 +57,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.keyvault.certificates import KeyVaultCertificate
 
 from emulators.provision import APP_ROLES, OPERATOR_ROLES, Operator, cscfg, thumbprint
-from emulators.stack import QUEUE_POLL_SETTING, QUEUE_RETRY_SETTING, Stack
+from emulators.stack import QUICK_QUEUES, Stack
 from shared import cscfg as parser
-from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 
 RUNS_CONTAINER = "cert-rotation-runs"
 LOCKS_CONTAINER = "cert-rotation-locks"
@@ -470,9 +469,7 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
     settings = {
         "EVENT_WAIT_SECONDS": str(config.event_wait_seconds),
         "ARM_POLLING_INTERVAL": str(config.polling_seconds),
-        QUEUE_RETRY_SETTING: "00:00:02",  # a failed hint is retried in 2 s, not 30
-        QUEUE_POLL_SETTING: "00:00:01",  # and seen within a second
-        "QUEUE_WAIT_SECONDS": "1",  # a waiting batch comes back from 1 s on, not 30
+        **QUICK_QUEUES,
     }
     if config.azure:
         settings["ROTATION_ROLLBACK"] = "true"
@@ -502,8 +499,7 @@ def run(config: Config, folder: Path, out: Any = sys.stdout) -> int:
             problems
             or pending_journals(world)
             or undelivered(stack)
-            or world.op.queued(HINTS_QUEUE)
-            or world.op.queued(SERVICES_QUEUE)
+            or world.op.owed()
         ) and time.monotonic() - settle_started < SETTLE_TIMEOUT_S:
             run_timer(stack, "follow_updates")
             run_timer(stack, "reconcile")

@@ -31,17 +31,21 @@ import random
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from emulators.appsettings import settings_read_by_the_app
+from emulators.queue_trigger import POISON_SUFFIX
 from emulators.storagegate import ENV as STORAGE_GATE_ENV
 from emulators.tls import ensure_tls
+from shared.messages import WORK_QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = ROOT / "emulators" / "node_modules" / ".bin" / "azurite-blob"
@@ -76,6 +80,15 @@ QUEUE_RETRY_SETTING = "AzureFunctionsJobHost__extensions__queues__visibilityTime
 # Likewise an idle queue is polled at most every maxPollingInterval (5 s): such a retry is
 # seen up to that much later. The same stacks poll at most every second.
 QUEUE_POLL_SETTING = "AzureFunctionsJobHost__extensions__queues__maxPollingInterval"
+# The pipeline at the pace of a test rather than of Azure: a failed hint or batch retried
+# in 2 s (not 30), an idle queue polled every second (not 5), a waiting batch back from 1 s
+# on and a running update looked at every second (not 30).
+QUICK_QUEUES = {
+    QUEUE_RETRY_SETTING: "00:00:02",
+    QUEUE_POLL_SETTING: "00:00:01",
+    "QUEUE_WAIT_SECONDS": "1",
+    "FOLLOW_POLL_SECONDS": "1",
+}
 VAULT_PORTS = 1024  # vaults a stack can hold at once (one listener each)
 # Below Linux's ephemeral range (32768-60999), so no port-0 listener (a test's hostile
 # server, Azurite, another emulator) can ever land inside the vaults' range.
@@ -402,6 +415,7 @@ class Stack:
                 "LOCAL_VAULT_PORTS": f"{vault_low}-{vault_high}",
                 **settings,
             }
+            _create_queues(env)
             for stale in folder.glob("functions*.json"):  # instance numbers start at 1 again
                 stale.unlink()
             instances = [_start_host(folder, {**env, **keys}, deadline) for _ in range(hosts)]
@@ -427,6 +441,30 @@ class Stack:
 
     def down(self) -> None:
         stop(self.folder)
+
+
+def _create_queues(env: dict[str, str]) -> None:
+    """Create the pipeline's work queues and their poison companions, as infra does
+    (``infra/app/app.bicep``): neither the host nor the app creates them in Azure, and the
+    app's identity holds no right to. Created through the queue endpoint with a token of
+    the stack's identity (Azurite checks the token's form, the gate passes it through)."""
+    query = urllib.parse.urlencode(
+        {"api-version": "2019-08-01", "resource": "https://storage.azure.com/"}
+    )
+    token_request = urllib.request.Request(
+        f"{env['IDENTITY_ENDPOINT']}?{query}",
+        headers={"X-IDENTITY-HEADER": env["IDENTITY_HEADER"]},
+    )
+    with urllib.request.urlopen(token_request, timeout=30) as resp:
+        token = json.loads(resp.read())["access_token"]
+    tls = ssl.create_default_context(cafile=env["STACK_CA_BUNDLE"])
+    for name in WORK_QUEUES + tuple(q + POISON_SUFFIX for q in WORK_QUEUES):
+        create = urllib.request.Request(
+            f"{env['AZURITE_QUEUE_URL']}/{name}", method="PUT",
+            headers={"Authorization": f"Bearer {token}", "x-ms-version": "2021-12-02"},
+        )
+        with urllib.request.urlopen(create, timeout=30, context=tls) as resp:
+            resp.read()
 
 
 def _register_function_app(env: dict[str, str], eventgrid_key: str) -> None:

@@ -22,6 +22,12 @@ hit transient failures) raises, the host makes the message visible again after h
 because every attempt re-plans from the truth; after ``maxDequeueCount`` attempts the host
 moves it to ``<queue>-poison``.
 
+``rotation_follow`` looks at updates still running (:class:`shared.messages.Follow`, sent
+by the run that sent them, visible ``FOLLOW_POLL_SECONDS`` later): one read while Azure
+applies the update; once it has ended, verify, walk the next update domain, record it in
+the run that sent it and notify; otherwise the next look is queued. No worker sits in a
+poll loop for the minutes an update takes.
+
 The poison functions take those: a message is never dropped silently. It is logged as an
 error and announced as a ``gave-up`` action on a run of its own (chat and CloudEvent
 notifications, and the run's record, so status shows it); the ``reconcile`` timer
@@ -42,12 +48,15 @@ from handlers.runtime import engine
 from shared.engine import Run
 from shared.errors import InvalidInput, TransientError
 from shared.messages import (
+    FOLLOW_QUEUE,
     HINTS_QUEUE,
     SERVICES_QUEUE,
+    Follow,
     Hint,
     ServiceBatch,
     parse,
     parse_batch,
+    parse_follow,
     to_text,
 )
 
@@ -57,7 +66,7 @@ CONNECTION = "AzureWebJobsStorage"
 POISON = "-poison"
 
 
-M = TypeVar("M", bound=Hint | ServiceBatch)
+M = TypeVar("M", bound=Hint | ServiceBatch | Follow)
 
 
 def _received(msg: func.QueueMessage, kind: str, parser: Callable[[str], M]) -> M | None:
@@ -118,6 +127,19 @@ def rotation_services(msg: func.QueueMessage) -> None:
         raise TransientError(f"run {run.id} hit transient failures; the batch is retried")
 
 
+@bp.function_name("rotation_follow")
+@bp.queue_trigger(arg_name="msg", queue_name=FOLLOW_QUEUE, connection=CONNECTION)
+def rotation_follow(msg: func.QueueMessage) -> None:
+    follow = _received(msg, "follow", parse_follow)
+    if follow is None:
+        return
+    log.info("look %d at the update(s) of %d service(s)", follow.followed + 1,
+             len(follow.services))
+    again = engine().handle_follow(follow)
+    if again is not None:
+        engine().follow_again(again)
+
+
 @bp.function_name("rotation_hints_poison")
 @bp.queue_trigger(arg_name="msg", queue_name=HINTS_QUEUE + POISON, connection=CONNECTION)
 def rotation_hints_poison(msg: func.QueueMessage) -> None:
@@ -128,6 +150,20 @@ def rotation_hints_poison(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=SERVICES_QUEUE + POISON, connection=CONNECTION)
 def rotation_services_poison(msg: func.QueueMessage) -> None:
     _give_up(msg, "service batch", parse_batch)
+
+
+@bp.function_name("rotation_follow_poison")
+@bp.queue_trigger(arg_name="msg", queue_name=FOLLOW_QUEUE + POISON, connection=CONNECTION)
+def rotation_follow_poison(msg: func.QueueMessage) -> None:
+    """A look that failed every attempt (only the send of the next look can fail it):
+    nothing is lost, the journals still hold the updates and the ``follow_updates`` sweep
+    finishes them; said loudly all the same."""
+    follow = _received(msg, "poison follow", parse_follow)
+    if follow is not None:
+        log.error(
+            "gave up following the update(s) of %s by message; the follow_updates sweep "
+            "finishes them", ", ".join(s.rsplit("/", 1)[-1] for s in follow.services),
+        )
 
 
 def _give_up(

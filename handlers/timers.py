@@ -5,14 +5,15 @@ created late, deliveries dead-lettered, a manual cscfg edit that reintroduced an
 thumbprint); the timer repairs all of these by running the same engine over every managed
 service in scope. Schedule: ``RECONCILE_SCHEDULE`` (NCRONTAB, default hourly).
 
-``follow_updates`` finishes updates earlier invocations left running. A queue worker
-running an event's rotation follows its updates for ``EVENT_WAIT_SECONDS`` only (so one
-invocation is not held for the minutes an update takes), so such an update outlives it;
-its journal (the continuation token in the service's lock blob) is
-what this timer follows, to the end, recording the outcome in the run that sent the update.
+``follow_updates`` is the backstop sweep of updates still running. A run does not wait for
+its updates: it queues a follow message that looks at them until they end
+(:mod:`handlers.hints`). Should that message be lost (its queue unreachable when it was
+sent, a poison look), the update's journal (the continuation token in the service's lock
+blob) is still there, and this timer looks at every journal in scope: an update that has
+ended is verified and recorded in the run that sent it; one still running is left to run.
 With nothing journaled a tick costs one blob listing and logs nothing. A service whose lease
-another invocation holds is being followed already. Schedule: ``FOLLOW_SCHEDULE`` (default
-every minute).
+another invocation holds is being looked at already. Schedule: ``FOLLOW_SCHEDULE``
+(default every five minutes).
 
 Either invocation fails when some work could not be done (transient errors), so it shows up
 in monitoring; the next tick tries again. The Functions host never runs a timer function
@@ -54,11 +55,11 @@ def reconcile(timer: func.TimerRequest) -> None:
 @bp.function_name("follow_updates")
 @bp.timer_trigger(
     arg_name="timer",
-    schedule=os.environ.get("FOLLOW_SCHEDULE") or "0 * * * * *",
+    schedule=os.environ.get("FOLLOW_SCHEDULE") or "0 */5 * * * *",
     run_on_startup=False,
 )
 def follow_updates(timer: func.TimerRequest) -> None:
-    outcomes = engine().finish_pending()
+    outcomes = engine().finish_pending(look=True)
     if outcomes:
         log.info("follow_updates: %s", dict(sorted(outcomes.items())))
     _fail_on_transient("follow_updates", outcomes)

@@ -47,8 +47,8 @@ param operationWaitSeconds int = 900
 
 @minValue(0)
 @maxValue(1500)
-@description('EVENT_WAIT_SECONDS: how long a queue worker running an event\'s rotation follows its updates before leaving them to follow_updates (Event Grid is answered before the work starts).')
-param eventWaitSeconds int = 20
+@description('EVENT_WAIT_SECONDS: how long a queue worker follows the updates it sent before returning; 0 (default): it returns after the PUT and follow messages look at the update (Event Grid is answered before the work starts).')
+param eventWaitSeconds int = 0
 
 @minValue(1)
 @maxValue(100)
@@ -73,8 +73,8 @@ param rollback bool = false
 @description('RECONCILE_SCHEDULE: NCRONTAB schedule of the backstop reconcile run.')
 param reconcileSchedule string = '0 0 * * * *'
 
-@description('FOLLOW_SCHEDULE: NCRONTAB schedule of the run that follows updates left running by earlier invocations.')
-param followSchedule string = '0 * * * * *'
+@description('FOLLOW_SCHEDULE: NCRONTAB schedule of the sweep that looks at journaled updates whose follow message was lost.')
+param followSchedule string = '0 */5 * * * *'
 
 @description('Optional ARM id of an Event Grid custom topic to publish run notifications to (access.bicep grants EventGrid Data Sender on it).')
 param notifyEventGridTopicId string = ''

@@ -91,10 +91,11 @@ class Settings:
     rewrite_settings: bool = False
     renew_on_near_expiry: bool = True
     operation_wait_seconds: float = 900.0
-    # How long the hint worker follows the updates of an event's run before leaving the
-    # rest to the journal (follow_updates): it keeps one queue worker from being held for
-    # minutes. Event Grid itself is answered before any work starts.
-    event_wait_seconds: float = 20.0
+    # How long a queue worker follows the updates it sent before returning; by default it
+    # does not wait at all (an update takes minutes in Azure: a worker held for them is a
+    # worker the other services wait for): what is still running is followed by message
+    # (cert-rotation-follow). Event Grid itself is answered before any work starts.
+    event_wait_seconds: float = 0.0
     # How many services one queue message (one run) converges: a certificate used by more
     # is fanned out over cert-rotation-services, so no invocation has hundreds of PUTs to
     # send one after another (tens of seconds each in Azure, under a 30 min timeout), and
@@ -105,6 +106,9 @@ class Settings:
     queue_url: str | None = None
     # The first such delay; it doubles per wait up to 15 min (shared.messages.wait_delay).
     wait_seconds: float = 30.0
+    # How long after each look a running update is looked at again (a follow message's
+    # visibility delay): Azure's own polling pace for cloud service updates.
+    follow_seconds: float = 30.0
     arm_polling_interval: float | None = None
     # After an update succeeded, how long role instances may stay Busy/Starting before the
     # rotation is reported as not settled (never rolled back for it).
@@ -208,10 +212,11 @@ class Settings:
             rewrite_settings=_flag(env, "ROTATION_REWRITE_SETTINGS", False),
             renew_on_near_expiry=_flag(env, "RENEW_ON_NEAR_EXPIRY", True),
             operation_wait_seconds=_number(env, "OPERATION_WAIT_SECONDS", 900.0, 0.0, 1500.0),
-            event_wait_seconds=_number(env, "EVENT_WAIT_SECONDS", 20.0, 0.0, 1500.0),
+            event_wait_seconds=_number(env, "EVENT_WAIT_SECONDS", 0.0, 0.0, 1500.0),
             services_per_message=_whole(env, "SERVICES_PER_MESSAGE", 10, 1, MAX_SERVICES),
             queue_url=_https(env, "AzureWebJobsStorage__queueServiceUri"),
             wait_seconds=_number(env, "QUEUE_WAIT_SECONDS", 30.0, 1.0, 900.0),
+            follow_seconds=_number(env, "FOLLOW_POLL_SECONDS", 30.0, 1.0, 300.0),
             arm_polling_interval=(
                 _number(env, "ARM_POLLING_INTERVAL", 30.0, 0.0, 300.0) if polling else None
             ),

@@ -31,6 +31,7 @@ from shared.config import Settings
 from shared.errors import (
     BackingOff,
     Busy,
+    ConfigError,
     InvalidInput,
     NotFound,
     PlanRefused,
@@ -45,12 +46,16 @@ from shared.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
 from shared.executor import Execution, Outcome, execute, package_of, resume
 from shared.journal import Pending
 from shared.messages import (
+    FOLLOW_QUEUE,
+    MAX_FOLLOWS,
     MAX_WAITS,
     SERVICES_QUEUE,
+    Follow,
     Hint,
     Origin,
     ServiceBatch,
     batches,
+    follows,
     to_text,
     wait_delay,
 )
@@ -64,6 +69,9 @@ from shared.model import (
 from shared.plan_diff import redacted_diff
 
 log = logging.getLogger("certrotate")
+# A follow message's look at an update that has ended: long enough for one status poll
+# and the role instances' view, never a wait for the update itself.
+FOLLOW_STEP_S = 10.0
 
 
 def utcnow() -> datetime:
@@ -641,7 +649,77 @@ class Engine:
             self._save(run)
             if self.notify is not None and not dry_run:
                 self.notify(run)
+            self._follow_later(run)
         return run
+
+    # -- following updates by message ----------------------------------------------------
+
+    def _follow_later(self, run: Run) -> None:
+        """Queue a look at the run's updates still running, ``FOLLOW_POLL_SECONDS`` from
+        now (:class:`Follow` messages), so no invocation sits in a poll loop for them.
+
+        Best effort: the journals hold the updates whatever happens here, and the
+        ``follow_updates`` sweep finishes any whose message was lost or never sent.
+        """
+        running = [r.service_id for r in run.results if r.outcome == "updating"]
+        if not running or self.queues is None:
+            return
+        delay = int(self.settings.follow_seconds)
+        try:
+            for message in follows(running, self.settings.services_per_message):
+                self.queues.send_later(FOLLOW_QUEUE, to_text(message), delay)
+        except RotationError as exc:
+            log.warning("run %s: updates not queued to follow (%s); the follow_updates "
+                        "sweep follows them", run.id, exc)
+            return
+        log.info("run %s: %d update(s) still running; looked at again in %d s",
+                 run.id, len(running), delay)
+
+    def handle_follow(self, message: Follow) -> Follow | None:
+        """Look once at each journaled update ``message`` names and finish those that ended
+        (verify, walk the next update domain, record in the run that sent it, notify);
+        return the look to queue for the rest, or None when nothing is left to follow.
+
+        A look is one read while Azure still applies the update (no poller left running);
+        a service another invocation holds (the sweep, a run) is looked at again too, as
+        is one that could not be read now. Past MAX_FOLLOWS looks the update is left to
+        the ``follow_updates`` sweep.
+        """
+        still: list[str] = []
+        for service_id in message.services:
+            if not self._in_scope(service_id):
+                log.warning("follow message names %s, which is out of scope: skipped",
+                            service_id)
+                continue
+            with logcontext.bound(service_id=service_id):
+                try:
+                    outcome = self._finish_pending(service_id, FOLLOW_STEP_S, None, look=True)
+                except Busy:
+                    log.info("%s: another invocation holds it; looked at again later",
+                             service_id)
+                    still.append(service_id)
+                    continue
+                except RotationError as exc:
+                    log.warning("%s: could not look at its update: %s", service_id, exc)
+                    still.append(service_id)
+                    continue
+            if outcome is not None and outcome.status == "updating":
+                still.append(service_id)
+        again = message.again(tuple(still))
+        if still and again is None:
+            log.warning("%d update(s) still running after %d looks; the follow_updates "
+                        "sweep follows them", len(still), MAX_FOLLOWS)
+        return again
+
+    def follow_again(self, message: Follow) -> None:
+        """Queue ``message`` (the next look), ``FOLLOW_POLL_SECONDS`` from now. Raises
+        TransientError when storage cannot take it: the look that asked for it is then
+        retried by the queue, nothing is lost."""
+        if self.queues is None:
+            raise ConfigError("no queue endpoint to send the next look with")
+        self.queues.send_later(
+            FOLLOW_QUEUE, to_text(message), int(self.settings.follow_seconds)
+        )
 
     def _converge(
         self,
@@ -855,8 +933,11 @@ class Engine:
 
     # -- writes that outlived their invocation -------------------------------------------
 
-    def _finish_pending(self, service_id: str, wait: float, by_run: str | None) -> Outcome | None:
-        """Follow the service's journaled write to its end and record it in its own run."""
+    def _finish_pending(
+        self, service_id: str, wait: float, by_run: str | None, look: bool = False
+    ) -> Outcome | None:
+        """Follow the service's journaled write to its end and record it in its own run;
+        ``look``: one read while Azure still applies it (a follow message's look)."""
         outcome = resume(
             service_id,
             self.compute,
@@ -865,6 +946,7 @@ class Engine:
             self.now,
             wait,
             ended=self._write_ended(service_id),
+            look=look,
         )
         if outcome is not None:
             self._record_resumed(service_id, outcome, by_run)
@@ -951,10 +1033,12 @@ class Engine:
     # -- the backstop -------------------------------------------------------------------
 
     def finish_pending(
-        self, wait_seconds: float | None = None, by: str = "follow_updates"
+        self, wait_seconds: float | None = None, by: str = "follow_updates", look: bool = False
     ) -> Counter[str]:
         """Follow every journaled write in scope to its end and record it in the run that
         sent it; for ``wait_seconds`` in all (default ``OPERATION_WAIT_SECONDS``).
+        ``look``: only look at each (the sweep for journals whose follow message was lost:
+        it finishes those that ended and leaves the rest running, waiting for none).
 
         Counts ``resumed-<status>`` per write, ``busy`` where another invocation holds the
         service (it is following it already: not a failure) and ``transient`` where the
@@ -967,7 +1051,7 @@ class Engine:
         for service_id in sorted(filter(self._in_scope, self.storage.pending_services())):
             with logcontext.bound(service_id=service_id):
                 try:
-                    earlier = self._finish_pending(service_id, remaining(), by)
+                    earlier = self._finish_pending(service_id, remaining(), by, look)
                 except Busy:
                     log.info("%s: another invocation is following its update", service_id)
                     outcomes["busy"] += 1

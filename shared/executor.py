@@ -123,6 +123,11 @@ class Context:
     lease: Lease
     deadline: float
     ended: Ended = field(default=lambda entry, outcome: None)
+    # A look (a follow message): the service as read under the lease. While its state says
+    # the update is running nothing else is asked (no poller is left polling after the
+    # invocation); and role instances not settled yet are looked at again later, not
+    # waited for.
+    looked: CloudServiceSnapshot | None = None
 
     @classmethod
     def locked(
@@ -135,8 +140,10 @@ class Context:
         lease: Lease,
         wait_seconds: float,
         ended: Ended | None = None,
+        look: bool = False,
     ) -> Context:
-        """The context of work on ``service`` under ``lease``, for ``wait_seconds`` from now."""
+        """The context of work on ``service`` under ``lease``, for ``wait_seconds`` from now;
+        ``look``: a follow message's look at ``service`` (see ``looked``)."""
         return cls(
             service.id,
             service.name,
@@ -148,6 +155,7 @@ class Context:
             lease,
             time.monotonic() + wait_seconds,
             ended or (lambda entry, outcome: None),
+            service if look else None,
         )
 
     def remaining(self) -> float:
@@ -190,7 +198,11 @@ def execute(
 
     with storage.lock(service.id) as lease:
         mark("locked")
-        ctx = Context.locked(service, compute, storage, settings, now, lease, wait_seconds, ended)
+        # With no time to wait, a write found in flight is only looked at (no poller).
+        ctx = Context.locked(
+            service, compute, storage, settings, now, lease, wait_seconds, ended,
+            look=wait_seconds <= 0,
+        )
         if lease.pending is not None:
             found = lease.pending
             earlier, version = found.run_id, found.version
@@ -241,8 +253,13 @@ def execute(
         entry, poller = submit(ctx, fresh, entry, plan.configuration_after, plan.secrets_after, run)
         mark("submitted")
         progress(run)
-        # Unconfirmed (no poller): this first look at an untouched service is not final.
-        outcome = follow(ctx, entry, poller, final_look=poller is not None)
+        if poller is not None and ctx.remaining() <= 0:
+            # Not followed here (an Unpolled poller): the update runs on in Azure, and a
+            # follow look (or the sweep) follows it by its journaled token.
+            outcome = Outcome(entry.run_id, "updating", "update still running")
+        else:
+            # Unconfirmed (no poller): this first look at an untouched service is not final.
+            outcome = follow(ctx, entry, poller, final_look=poller is not None)
         if outcome.status == "not-applied":
             raise TransientError(outcome.message)
         if outcome.status != "updating":
@@ -274,14 +291,18 @@ def resume(
     wait_seconds: float,
     *,
     ended: Ended | None = None,
+    look: bool = False,
 ) -> Outcome | None:
-    """Finish the journaled write of ``service_id``, if any (no new write is planned)."""
+    """Finish the journaled write of ``service_id``, if any (no new write is planned);
+    ``look``: only look at it, as a follow message does (see :class:`Context`)."""
     with storage.lock(service_id) as lease:
         if lease.pending is None:
             return None
         found = lease.pending
         service = compute.get(service_id)
-        ctx = Context.locked(service, compute, storage, settings, now, lease, wait_seconds, ended)
+        ctx = Context.locked(
+            service, compute, storage, settings, now, lease, wait_seconds, ended, look
+        )
         log.info("%s: following the update sent by run %s", service.name, found.run_id)
         outcome = follow(ctx, found)
         if outcome.status != "updating":
@@ -322,7 +343,9 @@ def submit(
         )
     ctx.lease.write(entry)  # before the PUT: a crash after it is noticed by the next holder
     try:
-        poller = ctx.compute.begin_update(service, configuration, secrets, sas_url)
+        poller = ctx.compute.begin_update(
+            service, configuration, secrets, sas_url, poll=ctx.remaining() > 0
+        )
     except Unconfirmed as exc:
         entry = replace(entry, unconfirmed=str(exc))
         ctx.lease.write(entry)  # it may be running: tracked until the service tells
@@ -455,6 +478,9 @@ def _model_applied(
     poll of the service); None while it still runs; PlatformRejected if it failed.
     """
     tick = ctx.ticker("update")
+    looked = (ctx.looked.provisioning_state or "").lower() if ctx.looked else None
+    if poller is None and entry.continuation_token and looked in IN_PROGRESS:
+        return None  # a look: still running, and the operation is asked only once it ended
     if poller is None and entry.continuation_token:
         poller = ctx.compute.resume(ctx.service_id, entry.continuation_token)
     if poller is not None:
@@ -466,7 +492,7 @@ def _model_applied(
         state = (service.provisioning_state or "").lower()
         if state not in IN_PROGRESS:
             break
-        if ctx.remaining() <= 0:
+        if ctx.remaining() <= 0 or ctx.looked is not None:
             return None
         time.sleep(min(ctx.remaining(), ctx.settings.arm_polling_interval or 30.0))
         tick()
@@ -496,7 +522,7 @@ def _settle(ctx: Context, entry: Pending) -> tuple[Pending, Verdict | None]:
         left = (ends - ctx.now()).total_seconds()
         if verdict.settle is not Settle.WAITING or left <= 0:
             return entry, verdict
-        if ctx.remaining() <= 0:
+        if ctx.remaining() <= 0 or ctx.looked is not None:
             return entry, None
         log.info("%s: role instances report %s; waiting", ctx.name, verdict.describe())
         time.sleep(min(left, ctx.remaining(), ctx.settings.arm_polling_interval or 30.0))

@@ -11,6 +11,11 @@ README's pipeline diagram):
   ``SERVICES_PER_MESSAGE`` of them), each batch a run of its own, on whichever instance
   takes it; the services a hint's run could not finish for a transient reason come back
   this way too.
+* ``cert-rotation-follow``: :class:`Follow`, "look at these updates again". A run does not
+  sit in a poll loop while Azure applies an update (minutes): what is still running when
+  its short wait ends is followed by a message made visible ``FOLLOW_POLL_SECONDS`` later,
+  each look one read, sent again until the update has ended; then it is verified, the
+  next update domain walked (Manual mode) and the outcome recorded in the run that sent it.
 
 A message is data anyone with queue-write access could have written: :func:`parse` checks
 every field as strictly as an HTTP body, and a message never carries a secret, a SAS or a
@@ -38,12 +43,17 @@ from shared.events import (
 
 HINTS_QUEUE = "cert-rotation-hints"
 SERVICES_QUEUE = "cert-rotation-services"
+FOLLOW_QUEUE = "cert-rotation-follow"
+WORK_QUEUES = (HINTS_QUEUE, SERVICES_QUEUE, FOLLOW_QUEUE)
 MAX_SERVICES = 100  # per batch message (SERVICES_PER_MESSAGE is at most this)
 # A batch waiting for something in progress (another invocation's lease, a running update)
 # is sent again with a growing delay, this many times (about 2.5 h with the 30 s default,
 # as patient as Event Grid's first retries); after that its attempts count again.
 MAX_WAITS = 12
 LONGEST_WAIT_S = 900
+# A follow message is sent again at most this many times (2 h at the 30 s default); an
+# update running longer is left to the follow_updates sweep, which follows it to the end.
+MAX_FOLLOWS = 240
 CERTIFICATE_EVENTS = frozenset({NEW_VERSION, NEAR_EXPIRY, EXPIRED})
 MAX_TEXT = 48 * 1024  # Azure's limit is 64 KiB of base64: 48 KiB of text
 
@@ -91,23 +101,53 @@ class ServiceBatch:
         )
 
 
+@dataclass(frozen=True)
+class Follow:
+    """Look again at the journaled updates of ``services`` (cloud service ids): the journal
+    (in each service's lock blob) says which run sent the update and what it must hold, so
+    the message carries nothing else. ``followed``: how many looks came before."""
+
+    services: tuple[str, ...]
+    followed: int = 0
+
+    def again(self, services: tuple[str, ...]) -> Follow | None:
+        """The next look at ``services`` (those still running), or None past MAX_FOLLOWS."""
+        if not services or self.followed >= MAX_FOLLOWS:
+            return None
+        return Follow(services, self.followed + 1)
+
+
+def follows(services: list[str], size: int) -> list[Follow]:
+    """Follow messages for ``services``, at most ``size`` each."""
+    return [Follow(tuple(services[i : i + size])) for i in range(0, len(services), size)]
+
+
 def wait_delay(first: float, waited: int) -> int:
     """Seconds before the ``waited``-th wait's message is visible: doubling from ``first``,
     at most LONGEST_WAIT_S."""
     return int(min(first * 2 ** max(0, waited - 1), LONGEST_WAIT_S))
 
 
-def to_text(message: Hint | ServiceBatch) -> str:
+def to_text(message: Hint | ServiceBatch | Follow) -> str:
     """The message as queue text (JSON; the host base64-encodes it, as host.json says)."""
-    body: dict[str, Any] = {
-        "vault": message.vault_id,
-        "certificate": message.certificate,
-        "trigger": {"eventType": message.origin.event_type, "eventId": message.origin.event_id},
-    }
-    if isinstance(message, Hint):
-        body.update(kind="hint", version=message.version)
+    body: dict[str, Any]
+    if isinstance(message, Follow):
+        body = {"kind": "follow", "cloudServices": list(message.services)}
+        body.update(followed=message.followed)
     else:
-        body.update(kind="services", cloudServices=list(message.services), waited=message.waited)
+        body = {
+            "vault": message.vault_id,
+            "certificate": message.certificate,
+            "trigger": {
+                "eventType": message.origin.event_type, "eventId": message.origin.event_id
+            },
+        }
+        if isinstance(message, Hint):
+            body.update(kind="hint", version=message.version)
+        else:
+            body.update(
+                kind="services", cloudServices=list(message.services), waited=message.waited
+            )
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
@@ -127,6 +167,21 @@ def parse_batch(text: str) -> ServiceBatch:
     """The service batch in ``text``, or InvalidInput naming the first field that is wrong
     (the worker still checks each service is in scope before reading it)."""
     body = _body(text, "services", {"cloudServices", "waited"})
+    services = _services(body)
+    waited = _count(body, "waited", MAX_WAITS)
+    vault_id, certificate, origin = _common(body)
+    return ServiceBatch(vault_id, certificate, origin, services, waited)
+
+
+def parse_follow(text: str) -> Follow:
+    """The follow message in ``text``, or InvalidInput naming the first field that is wrong
+    (the worker still checks each service is in scope, and follows only what its journal
+    holds: a forged message can make it look, never write)."""
+    body = _body(text, "follow", {"cloudServices", "followed"}, common=False)
+    return Follow(_services(body), _count(body, "followed", MAX_FOLLOWS))
+
+
+def _services(body: dict[str, Any]) -> tuple[str, ...]:
     services = body.get("cloudServices")
     if not isinstance(services, list) or not 1 <= len(services) <= MAX_SERVICES:
         raise InvalidInput("cloudServices", f"must be a list of 1 to {MAX_SERVICES} service ids")
@@ -134,11 +189,14 @@ def parse_batch(text: str) -> ServiceBatch:
         split_service_id(_text(item, "cloudServices", 400))
         if any(ord(c) < 0x20 or c == "\x7f" for c in item):  # ids end up in log lines
             raise InvalidInput("cloudServices", "a service id holds a control character")
-    waited = body.get("waited", 0)
-    if type(waited) is not int or not 0 <= waited <= MAX_WAITS:
-        raise InvalidInput("waited", f"must be a whole number from 0 to {MAX_WAITS}")
-    vault_id, certificate, origin = _common(body)
-    return ServiceBatch(vault_id, certificate, origin, tuple(services), waited)
+    return tuple(services)
+
+
+def _count(body: dict[str, Any], field: str, most: int) -> int:
+    value = body.get(field, 0)
+    if type(value) is not int or not 0 <= value <= most:
+        raise InvalidInput(field, f"must be a whole number from 0 to {most}")
+    return value
 
 
 def batches(
@@ -151,7 +209,7 @@ def batches(
     ]
 
 
-def _body(text: str, kind: str, extra: set[str]) -> dict[str, Any]:
+def _body(text: str, kind: str, extra: set[str], common: bool = True) -> dict[str, Any]:
     if len(text) > MAX_TEXT:
         raise InvalidInput("message", f"longer than {MAX_TEXT} characters")
     try:
@@ -162,7 +220,7 @@ def _body(text: str, kind: str, extra: set[str]) -> dict[str, Any]:
         raise InvalidInput("message", "not a JSON object")
     if body.get("kind") != kind:
         raise InvalidInput("kind", f"must be {kind!r} on this queue")
-    _only(body, {"kind", "vault", "certificate", "trigger"} | extra)
+    _only(body, ({"kind", "vault", "certificate", "trigger"} if common else {"kind"}) | extra)
     return body
 
 

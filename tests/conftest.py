@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from emulators.stack import QUEUE_POLL_SETTING, QUEUE_RETRY_SETTING, Stack
+from emulators.stack import QUICK_QUEUES, Stack
 from tests.security.secret_scan import Scanner, ScanningHandler
 
 
@@ -58,11 +58,7 @@ class LocalStack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     running = Stack.up(
         tmp_path_factory.mktemp("stack"), update_seconds=0.3, page_size=2,
-        # Retried hints and batches come back in 2 s, waiting batches from 1 s on.
-        settings={
-            QUEUE_RETRY_SETTING: "00:00:02", QUEUE_POLL_SETTING: "00:00:01",
-            "QUEUE_WAIT_SECONDS": "1",
-        },
+        settings=QUICK_QUEUES,
     )
     SCAN.add_literals(
         value for key, value in running.env.items()

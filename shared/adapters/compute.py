@@ -24,6 +24,7 @@ from azure.mgmt.compute.models import (
     CloudServiceVaultSecretGroup,
     SubResource,
 )
+from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from shared.adapters.arm_errors import error_code, translate
 from shared.adapters.clients import Clients
@@ -84,8 +85,11 @@ class Compute:
         configuration: str,
         secrets: tuple[SecretGroup, ...],
         package_url: str | None,
+        poll: bool = True,
     ) -> LROPoller[CloudService]:
-        """Send the one PUT; the poller follows the long-running operation.
+        """Send the one PUT; the poller follows the long-running operation, or with
+        ``poll`` False never polls it (:class:`Unpolled`: the caller does not wait, and
+        follows it later by continuation token).
 
         ``package_url`` None: a configuration-only update (no ``packageUrl`` in the body),
         which Azure accepts and which keeps the deployed package (Update-AzCloudService
@@ -107,7 +111,11 @@ class Compute:
         props.os_profile = props.os_profile or CloudServiceOsProfile()
         props.os_profile.secrets = _secret_models(props.os_profile.secrets or [], secrets)
         try:
-            return self._client(sub).cloud_services.begin_create_or_update(rg, name, model)
+            if poll:
+                return self._client(sub).cloud_services.begin_create_or_update(rg, name, model)
+            return self._client(sub).cloud_services.begin_create_or_update(
+                rg, name, model, polling=Unpolled()
+            )
         except AzureError as exc:
             if unconfirmed(exc):
                 raise Unconfirmed(
@@ -229,6 +237,21 @@ def _answer(exc: AzureError) -> str:
         code, message = error_code(exc)
         return f"Azure answered {exc.status_code} {code}: {message}"
     return f"no answer ({type(exc).__name__})"
+
+
+class Unpolled(ARMPolling):
+    """ARM polling initialized from the PUT's answer (so the poller has its continuation
+    token and operation URL) that never polls: ``LROPoller`` starts a thread that polls
+    until the operation ends, which in Azure is minutes after an invocation that does not
+    wait has returned (a thread per update, polling every 30 s, for nothing: a follow look
+    reads the service instead). ``run`` is the public ``PollingMethod`` step the thread
+    calls; made a no-op, the thread ends at once. Such a poller is never waited on or
+    asked for its result (its resource would be the PUT's answer); it is only resumed by
+    its token.
+    """
+
+    def run(self) -> None:
+        return None
 
 
 def operation_id(poller: LROPoller[Any]) -> str | None:

@@ -21,10 +21,10 @@ import pytest
 
 from emulators.polling import wait_for
 from emulators.provision import Operator
-from emulators.stack import QUEUE_POLL_SETTING, QUEUE_RETRY_SETTING, Stack
+from emulators.stack import QUEUE_RETRY_SETTING, QUICK_QUEUES, Stack
 from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 from tests.conftest import LocalStack
-from tests.e2e.world import RUNS_CONTAINER, World, engine_for
+from tests.e2e.world import RUNS_CONTAINER, World, call_kind, engine_for
 
 MESSAGE_LEASE_S = 4
 
@@ -33,10 +33,9 @@ MESSAGE_LEASE_S = 4
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, Stack]]:
     settings = {
         "SERVICES_PER_MESSAGE": "2",
-        "QUEUE_WAIT_SECONDS": "1",
+        **QUICK_QUEUES,
         "LOCAL_QUEUE_MESSAGE_LEASE_SECONDS": str(MESSAGE_LEASE_S),
         QUEUE_RETRY_SETTING: "00:00:05",
-        QUEUE_POLL_SETTING: "00:00:01",
     }
     running = Stack.up(
         tmp_path_factory.mktemp("pipeline"), update_seconds=0.3, settings=settings, hosts=2
@@ -155,6 +154,41 @@ def test_a_service_held_by_another_invocation_is_waited_for_without_spending_att
     ]
     assert attempts and set(attempts) == {"1)"}, attempts  # waiting spent no attempt
     assert not [r for r in stored_records(world) if r["actions"]]  # nothing given up
+
+
+def test_an_update_is_followed_by_looks_not_by_a_worker_in_a_poll_loop(
+    pair: tuple[LocalStack, Stack],
+) -> None:
+    """EVENT_WAIT_SECONDS is 0 (the default): the worker returns once the PUT is accepted
+    and the run says ``updating``; follow looks (FOLLOW_POLL_SECONDS 1 here) read the
+    service while the 4 s update runs, ask the operation only once it has ended, and
+    write ``rotated`` into the run that sent it."""
+    stack, running = pair
+    world = World(stack, Operator(stack.env))
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    stack.admin("POST", "/cloudservices/settings", {"update_seconds": 4})
+    try:
+        v2 = world.new_version()
+        world.wait_delivered()
+    finally:
+        stack.admin("POST", "/cloudservices/settings", {"update_seconds": None})
+
+    world.assert_on(svc, v2)
+    (record,) = stored_records(world)
+    (entry,) = record["services"]
+    assert (record["status"], entry["outcome"]) == ("done", "rotated"), record
+    logs = "".join(h.log.read_text() for h in running.instances())
+    assert f"run {record['id']}: 1 update(s) still running; looked at again in 1 s" in logs
+    assert "look 2 at the update(s) of 1 service(s)" in logs  # the update outlived a look
+    (put,) = world.puts(svc)
+    calls = world.product_calls()
+    after = calls[calls.index(put) + 1 :]
+    kinds = [call_kind(c["path"]) for c in after if c["service"] == "arm"]
+    # One operation poll, after the update ended: no poller ran while it did.
+    assert kinds.count("operation") == 1, kinds
+    assert kinds.count("service") >= 3, kinds  # the looks' reads of the service
 
 
 def test_a_host_killed_mid_update_leaves_the_hint_to_the_other_one_which_finishes_it(

@@ -35,7 +35,6 @@ from emulators.provision import APP_ROLES, NS, OPERATOR_ROLES, Operator, cscfg, 
 from emulators.stack import app_settings
 from shared.config import Settings
 from shared.engine import Engine
-from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
 from tests.conftest import LocalStack
 from tests.infra.bicep import variable
 
@@ -310,12 +309,12 @@ class World:
         return found
 
     def wait_hints_worked(self, timeout: float = 60) -> None:
-        """Until the work queues (hints, service batches) are empty: a message leaves its
-        queue only once its worker returned (or, after its last attempt, into the poison
-        queue). Invisible messages (being worked, or waiting out a failed attempt) count,
-        as they do in Azure."""
+        """Until the work queues (hints, service batches, follow looks) are empty: a
+        message leaves its queue only once its worker returned (or, after its last attempt,
+        into the poison queue). Invisible messages (being worked, or waiting out a failed
+        attempt or a look's delay) count, as they do in Azure."""
         wait_for(
-            lambda: self.op.queued(HINTS_QUEUE) == 0 and self.op.queued(SERVICES_QUEUE) == 0,
+            lambda: self.op.owed() == 0,
             "the work queues to drain",
             timeout,
             interval=0.25,  # two queue requests a look: spare the stack's storage
@@ -429,11 +428,16 @@ def rotate_over_http(world: World, service: Service) -> str:
 
 
 def engine_for(world: World, **settings: str) -> Engine:
-    """A fresh engine as a new worker builds it, scoped to the world's resource group."""
+    """A fresh engine as a new worker builds it, scoped to the world's resource group.
+
+    It follows its updates for up to 20 s (``EVENT_WAIT_SECONDS``; the app's workers do not
+    wait, follow looks do), so a test calling it in-process sees the whole rotation in that
+    one call; a test of following by message goes through the host."""
     env = {
         **os.environ,
         **app_settings(world.stack.env),
         "ROTATION_RESOURCE_GROUPS": world.rg_name,
+        "EVENT_WAIT_SECONDS": "20",
         **settings,
     }
     return Engine.from_settings(Settings.from_env(env))

@@ -11,6 +11,7 @@ NOT_DEPLOYED = {
     "KEYVAULT_VERIFY_CHALLENGE_RESOURCE": "local stack only (vaults at 127.0.0.1)",
     "ARM_POLLING_INTERVAL": "local stack only; in Azure the SDK polls every 30 s",
     "QUEUE_WAIT_SECONDS": "local stack only (seconds, not minutes); in Azure the 30 s default",
+    "FOLLOW_POLL_SECONDS": "local stack only (a second); in Azure the 30 s default, its pace",
     "LOCAL_VAULT_PORTS": "local stack only (its vaults' loopback ports)",
     "NOTIFY_EVENTGRID_KEY": "local stack only; in Azure the identity sends",
     "AZURE_SUBSCRIPTION_ID": "fallback for ROTATION_SUBSCRIPTIONS, which is always set",

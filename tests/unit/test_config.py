@@ -15,14 +15,16 @@ def test_defaults_are_the_production_ones() -> None:
     s = Settings.from_env(BASE)
     assert s.subscriptions == (SUB,)
     assert s.storage_url == "https://st.blob.core.windows.net"
-    assert (s.operation_wait_seconds, s.event_wait_seconds) == (900.0, 20.0)
+    assert (s.operation_wait_seconds, s.event_wait_seconds) == (900.0, 0.0)
+    assert (s.wait_seconds, s.follow_seconds) == (30.0, 30.0)
     assert s.verify_challenge_resource and s.renew_on_near_expiry and not s.rollback
 
 
 @pytest.mark.parametrize(
     ("extra", "value"),
     [
-        ({"EVENT_WAIT_SECONDS": "0"}, ("event_wait_seconds", 0.0)),
+        ({"EVENT_WAIT_SECONDS": "20"}, ("event_wait_seconds", 20.0)),
+        ({"FOLLOW_POLL_SECONDS": "1"}, ("follow_seconds", 1.0)),
         ({"EVENT_WAIT_SECONDS": "1500"}, ("event_wait_seconds", 1500.0)),
         ({"OPERATION_WAIT_SECONDS": "1500"}, ("operation_wait_seconds", 1500.0)),
         ({"ROTATION_ROLLBACK": "yes"}, ("rollback", True)),

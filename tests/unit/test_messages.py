@@ -1,4 +1,5 @@
-"""Hint messages: a round trip, and every malformed field refused by name (no I/O)."""
+"""Queue messages (hints, batches, follow looks): a round trip, and every malformed field
+refused by name (no I/O)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ import pytest
 from shared.errors import InvalidInput
 from shared.events import NEAR_EXPIRY, NEW_VERSION
 from shared.messages import (
+    MAX_FOLLOWS,
     MAX_SERVICES,
     MAX_TEXT,
     MAX_WAITS,
+    Follow,
     Hint,
     Origin,
     ServiceBatch,
     batches,
+    follows,
     parse,
     parse_batch,
+    parse_follow,
     to_text,
     wait_delay,
 )
@@ -160,3 +165,41 @@ def test_a_refused_service_id_is_quoted_escaped_in_the_error() -> None:
     with pytest.raises(InvalidInput) as raised:
         parse_batch(batch_body(cloudServices=[forged]))
     assert "\n" not in str(raised.value) and "\\n2026" in str(raised.value)
+
+
+SERVICE_1, SERVICE_2 = SERVICE.format(1), SERVICE.format(2)
+
+
+def test_a_follow_look_survives_the_queue_and_carries_ids_only() -> None:
+    look = Follow((SERVICE_1,), followed=3)
+    text = to_text(look)
+    assert parse_follow(text) == look
+    assert json.loads(text) == {"kind": "follow", "cloudServices": [SERVICE_1], "followed": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"kind": "services", "cloudServices": []}', "kind"),
+        ('{"kind": "follow", "cloudServices": []}', "cloudServices"),
+        ('{"kind": "follow", "cloudServices": ["/subscriptions/x"]}', "cloudServices"),
+        ('{"kind": "follow", "cloudServices": [SVC], "followed": -1}', "followed"),
+        ('{"kind": "follow", "cloudServices": [SVC], "followed": 241}', "followed"),
+        ('{"kind": "follow", "cloudServices": [SVC], "followed": true}', "followed"),
+        ('{"kind": "follow", "cloudServices": [SVC], "vault": "x"}', "vault"),
+    ],
+)
+def test_a_malformed_follow_look_is_refused_naming_the_field(text: str, field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_follow(text.replace("SVC", json.dumps(SERVICE_1)))
+    assert caught.value.field == field
+
+
+def test_a_follow_look_comes_back_for_what_still_runs_a_bounded_number_of_times() -> None:
+    look = Follow((SERVICE_1, SERVICE_2))
+    assert look.again((SERVICE_1,)) == Follow((SERVICE_1,), 1)
+    assert look.again(()) is None  # nothing left running: no next look
+    assert Follow((SERVICE_1,), MAX_FOLLOWS).again((SERVICE_1,)) is None  # the sweep's, then
+    assert follows([SERVICE_1] * 5, 2) == [
+        Follow((SERVICE_1, SERVICE_1)), Follow((SERVICE_1, SERVICE_1)), Follow((SERVICE_1,))
+    ]
