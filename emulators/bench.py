@@ -306,7 +306,8 @@ def run_of(op: Operator, event_id: str) -> dict[str, Any]:
 
 
 def runs_of(op: Operator, event_id: str) -> list[dict[str, Any]]:
-    """The ended run records of ``event_id`` (the hint's run and its batches' runs)."""
+    """The ended run records of ``event_id`` (the hint's run and its batches' runs): ended
+    once no update of theirs still runs (a follow look then writes how it ended)."""
     container = op.blobs.get_container_client(RUNS_CONTAINER)
     try:
         records = [
@@ -315,7 +316,11 @@ def runs_of(op: Operator, event_id: str) -> list[dict[str, Any]]:
         ]
     except ResourceNotFoundError:  # no run recorded yet: the app creates it with the first
         return []
-    return [r for r in records if r["trigger"].get("eventId") == event_id and r.get("finished")]
+    return [
+        r for r in records
+        if r["trigger"].get("eventId") == event_id and r.get("finished")
+        and r.get("status") != "updating"
+    ]
 
 
 def rotation_phase(world: RotationWorld, log: RequestLog, count: int) -> dict[str, Any]:
@@ -1072,7 +1077,12 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="certrotate-bench-"))
     progress(f"starting the local stack in {folder}")
-    stack = Stack.up(folder, update_seconds=UPDATE_SECONDS, page_size=PAGE_SIZE)
+    # Running updates are looked at every second (FOLLOW_POLL_SECONDS' least; 30 s in Azure,
+    # whose polls the stack scales down to 0.1 s): the queue design's follow pace.
+    stack = Stack.up(
+        folder, update_seconds=UPDATE_SECONDS, page_size=PAGE_SIZE,
+        settings={"FOLLOW_POLL_SECONDS": "1"},
+    )
     try:
         os.environ.update(stack.env)
         result = run(stack.env, stack.folder, options, PAGE_SIZE)

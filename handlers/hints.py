@@ -57,6 +57,7 @@ from shared.messages import (
     parse,
     parse_batch,
     parse_follow,
+    source,
     to_text,
 )
 
@@ -116,8 +117,8 @@ def rotation_services(msg: func.QueueMessage) -> None:
     if batch is None:
         return
     log.info(
-        "batch of %d service(s) for %s (event %s, attempt %d)",
-        len(batch.services), batch.certificate, batch.origin.event_id, msg.dequeue_count or 1,
+        "batch of %d service(s) for %s (%s, attempt %d)",
+        len(batch.services), batch.certificate, source(batch.origin), msg.dequeue_count or 1,
     )
     run = engine().handle_batch(batch)
     if run is None:

@@ -1,9 +1,13 @@
 """The two timers: ``reconcile`` (the backstop) and ``follow_updates`` (long updates).
 
-``reconcile`` converges everything an event would have. Events can be missed (a subscription
-created late, deliveries dead-lettered, a manual cscfg edit that reintroduced an old
-thumbprint); the timer repairs all of these by running the same engine over every managed
-service in scope. Schedule: ``RECONCILE_SCHEDULE`` (NCRONTAB, default hourly).
+``reconcile`` converges everything an event would have. Events can be missed (a
+subscription created late, deliveries dead-lettered, a manual cscfg edit that reintroduced
+an old thumbprint); the timer repairs all of these over every managed service in scope. It
+plans each certificate's services (a dry run: reads only, nothing written when nothing
+changed) and queues those with a change to make as batches on ``cert-rotation-services``,
+each converged as a reconcile run by whichever instance takes it: the writes are spread
+over the instances, and this timer, which the host never runs twice at once, is not held
+for them. Schedule: ``RECONCILE_SCHEDULE`` (NCRONTAB, default hourly).
 
 ``follow_updates`` is the backstop sweep of updates still running. A run does not wait for
 its updates: it queues a follow message that looks at them until they end
@@ -49,7 +53,7 @@ def _fail_on_transient(name: str, outcomes: dict[str, int]) -> None:
 def reconcile(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.info("reconcile: timer is past due; running now")
-    _fail_on_transient("reconcile", engine().reconcile()["outcomes"])
+    _fail_on_transient("reconcile", engine().reconcile(fan_out=True)["outcomes"])
 
 
 @bp.function_name("follow_updates")

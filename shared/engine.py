@@ -56,6 +56,7 @@ from shared.messages import (
     ServiceBatch,
     batches,
     follows,
+    source,
     to_text,
     wait_delay,
 )
@@ -381,15 +382,15 @@ class Engine:
                 services.append(snapshot)
         if not services:
             return None
-        event = _event_of(batch.origin, batch.vault_id, batch.certificate, None)
+        trigger = _trigger_of(batch.origin)
         try:
-            cert = self.read_certificate(event.vault_id, event.certificate, services)
+            cert = self.read_certificate(batch.vault_id, batch.certificate, services)
         except VaultAccessDenied as exc:
-            return self._vault_refused(event, services, exc)
+            return self._vault_refused(trigger, batch.vault_id, batch.certificate, services, exc)
         return self.rotate(
-            event.vault_id,
-            event.certificate,
-            Trigger("event", event.kind, event.event_id),
+            batch.vault_id,
+            batch.certificate,
+            trigger,
             services=services,
             certificate_state=cert,
             wait_seconds=self.settings.event_wait_seconds,
@@ -440,10 +441,14 @@ class Engine:
                 event.certificate,
             )
             return None, []
+        trigger = Trigger("event", event.kind, event.event_id)
         try:
             cert = self.read_certificate(event.vault_id, event.certificate, services)
         except VaultAccessDenied as exc:
-            return self._vault_refused(event, services, exc), []
+            refused = self._vault_refused(
+                trigger, event.vault_id, event.certificate, services, exc
+            )
+            return refused, []
         actions: list[Action] = []
         if event.kind == NEAR_EXPIRY:
             try:
@@ -461,7 +466,6 @@ class Engine:
                 )
             )
             log.error("%s", actions[-1].message)
-        trigger = Trigger("event", event.kind, event.event_id)
         mine = services if first is None else services[:first]
         run = self.rotate(
             event.vault_id,
@@ -475,7 +479,7 @@ class Engine:
         return run, services[len(mine) :]
 
     def gave_up(
-        self, vault_id: str, certificate: str, origin: Origin, services: tuple[str, ...]
+        self, vault_id: str, certificate: str, origin: Origin | None, services: tuple[str, ...]
     ) -> None:
         """Record and announce a message the queue gave up on (its poison queue got it): a
         hint (``services`` empty) or a batch of ``services``.
@@ -490,14 +494,14 @@ class Engine:
             else "the services using it"
         )
         message = (
-            f"GAVE UP: event {origin.event_id} for certificate '{certificate}' in vault "
+            f"GAVE UP: {source(origin)} for certificate '{certificate}' in vault "
             f"{vault_id.rsplit('/', 1)[-1]}: converging {which} failed every attempt the "
-            "queue allows (host.json maxDequeueCount); the event's earlier runs say why "
-            "each failed; reconcile converges them on its next tick"
+            "queue allows (host.json maxDequeueCount); the earlier runs say why each "
+            "failed; reconcile converges them on its next tick"
         )
         run = Run(
             id=new_run_id(self.now()),
-            trigger=Trigger("event", origin.event_type, origin.event_id),
+            trigger=_trigger_of(origin),
             vault_id=vault_id,
             certificate=certificate,
             dry_run=False,
@@ -512,23 +516,23 @@ class Engine:
             self.notify(run)
 
     def _vault_refused(
-        self, event: CertificateEvent, services: list[CloudServiceSnapshot],
-        exc: VaultAccessDenied,
+        self, trigger: Trigger, vault_id: str, certificate: str,
+        services: list[CloudServiceSnapshot], exc: VaultAccessDenied,
     ) -> Run:
         """The vault refused to let the app read the certificate: a stored run in which every
         service is ``refused`` with Key Vault's reason, so the message is done (another
         attempt would be refused the same way) and the status page shows why."""
-        log.error("event %s: %s", event.event_id, exc)
         run = Run(
             id=new_run_id(self.now()),
-            trigger=Trigger("event", event.kind, event.event_id),
-            vault_id=event.vault_id,
-            certificate=event.certificate,
+            trigger=trigger,
+            vault_id=vault_id,
+            certificate=certificate,
             dry_run=False,
             started=self.now(),
             status="done",
             results=[ServiceResult(s.id, "refused", str(exc)) for s in services],
         )
+        log.error("run %s: %s", run.id, exc)
         run.finished = self.now()
         self._save(run)
         if self.notify is not None:
@@ -1064,7 +1068,9 @@ class Engine:
                 outcomes[f"resumed-{earlier.status}"] += 1
         return outcomes
 
-    def reconcile(self, wait_seconds: float | None = None) -> dict[str, Any]:
+    def reconcile(
+        self, wait_seconds: float | None = None, fan_out: bool = False
+    ) -> dict[str, Any]:
         """Converge every managed service in scope to the desired version of every
         certificate it uses, as events would have; finish journaled writes first.
 
@@ -1072,12 +1078,20 @@ class Engine:
         read per (vault, certificate) pair, thumbprints cached by versioned URL, and no
         write at all (runs with nothing but no-ops are not stored). ``wait_seconds`` is the
         whole run's budget for following updates, as in :meth:`rotate`.
+
+        ``fan_out`` (the timer, when the app has its queue endpoint): each certificate's
+        services are planned here, as a dry run (the same reads), and only those with a
+        change to make are queued as :class:`ServiceBatch` messages (counted ``queued``),
+        so the writes are spread over the instances like an event's, and the timer, which
+        the host never runs twice at once, is not held for hundreds of PUTs; journaled
+        writes are only looked at.
         """
         started = self.now()
         remaining = _budget(
             self.settings.operation_wait_seconds if wait_seconds is None else wait_seconds
         )
-        outcomes = self.finish_pending(remaining(), by="reconcile")
+        fan_out = fan_out and self.queues is not None
+        outcomes = self.finish_pending(remaining(), by="reconcile", look=fan_out)
         groups: dict[tuple[str, str], list[CloudServiceSnapshot]] = {}
         names: dict[tuple[str, str], tuple[str, str]] = {}
         services = 0
@@ -1103,13 +1117,19 @@ class Engine:
                     services=members,
                     wait_seconds=remaining(),
                     pending=set(),
+                    dry_run=fan_out,
                 )
+                if fan_out:
+                    self._queue_changes(run)
             except RotationError as exc:
                 log.warning("reconcile: %s/%s: %s", vault_id, certificate, exc)
                 outcomes["transient" if isinstance(exc, TransientError) else "failed"] += 1
                 continue
-            outcomes.update(r.outcome for r in run.results)
-            if not run.quiet:
+            outcomes.update(
+                "queued" if fan_out and r.outcome == "dry-run" else r.outcome
+                for r in run.results
+            )
+            if not run.quiet and not fan_out:
                 runs.append(run.id)
         report = {
             "started": started.isoformat(),
@@ -1121,6 +1141,21 @@ class Engine:
         }
         log.info("reconcile: %s", report)
         return report
+
+    def _queue_changes(self, run: Run) -> None:
+        """Queue, in batches, the services of a reconcile dry ``run`` that have a change to
+        make; each batch is then a reconcile run of its own on whichever instance takes it
+        (re-planned from the truth, so a change made meanwhile writes nothing)."""
+        changed = [r.service_id for r in run.results if r.outcome == "dry-run"]
+        if not changed or self.queues is None:
+            return
+        messages = batches(
+            run.vault_id, run.certificate, None, changed, self.settings.services_per_message
+        )
+        for message in messages:
+            self.queues.send_later(SERVICES_QUEUE, to_text(message), 0)
+        log.info("reconcile: %s: %d service(s) to converge, queued in %d batch(es)",
+                 run.certificate, len(changed), len(messages))
 
     def _in_scope(self, service_id: str) -> bool:
         """A journaled service this engine may touch (the journals' storage may be shared)."""
@@ -1220,6 +1255,13 @@ def _budget(seconds: float) -> Callable[[], float]:
     everything an invocation follows."""
     deadline = time.monotonic() + seconds
     return lambda: max(0.0, deadline - time.monotonic())
+
+
+def _trigger_of(origin: Origin | None) -> Trigger:
+    """The trigger of a run a queued message asks for: its event's, or reconcile's."""
+    if origin is None:
+        return Trigger("reconcile")
+    return Trigger("event", origin.event_type, origin.event_id)
 
 
 def _event_of(

@@ -54,6 +54,8 @@ LONGEST_WAIT_S = 900
 # A follow message is sent again at most this many times (2 h at the 30 s default); an
 # update running longer is left to the follow_updates sweep, which follows it to the end.
 MAX_FOLLOWS = 240
+# The trigger of a batch the reconcile timer queued (an event's names eventType and eventId).
+RECONCILE = {"kind": "reconcile"}
 CERTIFICATE_EVENTS = frozenset({NEW_VERSION, NEAR_EXPIRY, EXPIRED})
 MAX_TEXT = 48 * 1024  # Azure's limit is 64 KiB of base64: 48 KiB of text
 
@@ -84,11 +86,12 @@ class Hint:
 @dataclass(frozen=True)
 class ServiceBatch:
     """Converge ``services`` (cloud service ids) to the desired version of ``certificate``,
-    as one run; ``origin`` is the event the hint came from."""
+    as one run; ``origin`` is the event the hint came from, None when the reconcile timer
+    queued it."""
 
     vault_id: str
     certificate: str
-    origin: Origin
+    origin: Origin | None
     services: tuple[str, ...]
     waited: int = 0  # times it was sent again to wait (at most MAX_WAITS)
 
@@ -117,6 +120,11 @@ class Follow:
         return Follow(services, self.followed + 1)
 
 
+def source(origin: Origin | None) -> str:
+    """What queued a batch, for people: ``event ID``, or the reconcile timer."""
+    return "the reconcile timer's batch" if origin is None else f"event {origin.event_id}"
+
+
 def follows(services: list[str], size: int) -> list[Follow]:
     """Follow messages for ``services``, at most ``size`` each."""
     return [Follow(tuple(services[i : i + size])) for i in range(0, len(services), size)]
@@ -135,12 +143,12 @@ def to_text(message: Hint | ServiceBatch | Follow) -> str:
         body = {"kind": "follow", "cloudServices": list(message.services)}
         body.update(followed=message.followed)
     else:
+        origin = message.origin
         body = {
             "vault": message.vault_id,
             "certificate": message.certificate,
-            "trigger": {
-                "eventType": message.origin.event_type, "eventId": message.origin.event_id
-            },
+            "trigger": RECONCILE if origin is None
+            else {"eventType": origin.event_type, "eventId": origin.event_id},
         }
         if isinstance(message, Hint):
             body.update(kind="hint", version=message.version)
@@ -160,6 +168,8 @@ def parse(text: str) -> Hint:
     ):
         raise InvalidInput("version", "not a Key Vault certificate version")
     vault_id, certificate, origin = _common(body)
+    if origin is None:
+        raise InvalidInput("trigger", "a hint comes from an event: eventType and eventId")
     return Hint(vault_id, certificate, origin, version)
 
 
@@ -200,7 +210,7 @@ def _count(body: dict[str, Any], field: str, most: int) -> int:
 
 
 def batches(
-    vault_id: str, certificate: str, origin: Origin, services: list[str], size: int
+    vault_id: str, certificate: str, origin: Origin | None, services: list[str], size: int
 ) -> list[ServiceBatch]:
     """``services`` in batches of at most ``size``, in order."""
     return [
@@ -224,7 +234,7 @@ def _body(text: str, kind: str, extra: set[str], common: bool = True) -> dict[st
     return body
 
 
-def _common(body: dict[str, Any]) -> tuple[str, str, Origin]:
+def _common(body: dict[str, Any]) -> tuple[str, str, Origin | None]:
     vault_id, _ = parse_vault_id(_text(body.get("vault"), "vault", 400), "vault")
     certificate = _text(body.get("certificate"), "certificate", 127)
     if not CERTIFICATE_NAME.fullmatch(certificate):
@@ -232,10 +242,10 @@ def _common(body: dict[str, Any]) -> tuple[str, str, Origin]:
     return vault_id, certificate, _origin(body.get("trigger"))
 
 
-def _only(body: dict[str, Any], allowed: set[str]) -> None:
+def _only(body: dict[str, Any], allowed: set[str], prefix: str = "") -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise InvalidInput(unknown[0], "unknown field")
+        raise InvalidInput(prefix + unknown[0], "unknown field")
 
 
 def _text(value: object, field: str, limit: int) -> str:
@@ -244,10 +254,12 @@ def _text(value: object, field: str, limit: int) -> str:
     return value
 
 
-def _origin(value: object) -> Origin:
+def _origin(value: object) -> Origin | None:
+    if value == RECONCILE:
+        return None
     if not isinstance(value, dict):
         raise InvalidInput("trigger", "must be an object with eventType and eventId")
-    _only(value, {"eventType", "eventId"})
+    _only(value, {"eventType", "eventId"}, "trigger.")
     event_type = _text(value.get("eventType"), "trigger.eventType", 128)
     if event_type not in CERTIFICATE_EVENTS:
         raise InvalidInput("trigger.eventType", f"must be one of {sorted(CERTIFICATE_EVENTS)}")

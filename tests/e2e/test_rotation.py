@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 import uuid
 from collections import Counter
@@ -35,7 +36,6 @@ from azure.keyvault.certificates import (
 from emulators.polling import wait_for
 from emulators.provision import thumbprint
 from shared.events import CertificateEvent, parse_event
-from shared.messages import HINTS_QUEUE
 from tests.e2e.world import (
     CERT,
     NEAR_EXPIRY,
@@ -268,9 +268,15 @@ def test_not_yet_valid_version_is_not_chosen(world: World) -> None:
 
 def test_a_run_that_outlives_a_newer_version_does_not_undo_it(world: World) -> None:
     """Run 1 (for v2) is still busy with service A when v3 arrives and run 2 puts service B
-    on v3; when run 1 reaches B it must see v3 and leave B alone (no PUT back to v2)."""
+    on v3; when run 1 reaches B it must see v3 and leave B alone (no PUT back to v2).
+
+    Run 1 is a worker that follows its updates (an in-process engine, as a timer or an
+    HTTP run does for ``OPERATION_WAIT_SECONDS``): its read of A after A's update is held
+    3 s. Run 2 is v3's event through the host; nobody subscribed before v2, so only run 1
+    acts on v2."""
     v1 = world.new_version()
     first, second = world.deploy(v1), world.deploy(v1, roles=("WebRole1",))
+    v2 = world.new_version()
     world.subscribe()
     stack = world.stack
     # Run 1 reads A twice: under the lock (not delayed), then after its update (held 3 s).
@@ -287,22 +293,27 @@ def test_a_run_that_outlives_a_newer_version_does_not_undo_it(world: World) -> N
                 "count": 1,
             },
         )
-    world.new_version()  # run 1
-    wait_for(lambda: world.puts(first), "run 1's update of service A")
-    v3 = world.new_version()  # run 2: A is locked by run 1 (transient), B goes to v3
-    on_v3 = Deployed({"WebRole1": [thumbprint(v3)]}, [secret_of(v3)], "Succeeded")
-    wait_for(lambda: world.read(second) == on_v3, "run 2 to put B on v3")
-    assert world.op.queued(HINTS_QUEUE) > 0, "precondition: run 1 should still be busy with A"
+    runs: list[Any] = []
+    event = parse_event(event_item(world, version_of(v2)))
+    run1 = threading.Thread(target=lambda: runs.append(engine_for(world).handle_event(event)))
+    run1.start()
+    try:
+        wait_for(lambda: world.puts(first), "run 1's update of service A")
+        v3 = world.new_version()  # run 2: A is locked by run 1 (it waits), B goes to v3
+        on_v3 = Deployed({"WebRole1": [thumbprint(v3)]}, [secret_of(v3)], "Succeeded")
+        wait_for(lambda: world.read(second) == on_v3, "run 2 to put B on v3")
+        assert run1.is_alive(), "precondition: run 1 should still be busy with A"
+    finally:
+        run1.join(timeout=120)
 
-    # Run 2 found A locked: its hint is tried again once visible (host.json
-    # visibilityTimeout), and that attempt moves A to v3.
+    (first_run,) = runs
+    assert [r.outcome for r in first_run.results] == ["rotated", "noop"]
+    # Run 2 found A locked: its batch waits, and once A is free moves A to v3.
     wait_for(lambda: world.read(first).secrets == [secret_of(v3)], "A on v3", timeout=120)
     world.wait_hints_worked(timeout=120)
     world.assert_on(first, v3)
     world.assert_on(second, v3, ("WebRole1",))
     assert len(world.puts(second)) == 1  # run 2's; run 1 found B already past v2
-    run1 = world.records()[0]  # the records are sorted by start
-    assert [s["outcome"] for s in run1["services"]] == ["rotated", "noop"]
 
 
 # -- 10-12: the platform says no, or not now -------------------------------------------------

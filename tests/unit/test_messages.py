@@ -24,6 +24,7 @@ from shared.messages import (
     parse,
     parse_batch,
     parse_follow,
+    source,
     to_text,
     wait_delay,
 )
@@ -77,7 +78,7 @@ def test_a_hint_carries_ids_only() -> None:
         (body(trigger={"eventType": NEW_VERSION}), "trigger.eventId"),
         (body(trigger={"eventType": NEW_VERSION, "eventId": "e\nforged line"}),
          "trigger.eventId"),
-        (body(trigger={"eventType": NEW_VERSION, "eventId": "e", "x": 1}), "x"),
+        (body(trigger={"eventType": NEW_VERSION, "eventId": "e", "x": 1}), "trigger.x"),
     ],
 )
 def test_a_malformed_hint_is_refused_naming_the_field(text: str, field: str) -> None:
@@ -106,6 +107,17 @@ def test_a_service_batch_survives_the_queue_and_carries_ids_only() -> None:
     }
 
 
+def test_a_batch_the_reconcile_timer_queued_says_so_and_only_a_batch_may() -> None:
+    queued = ServiceBatch(VAULT, "web-tls", None, (SERVICE.format(1),))
+    assert parse_batch(to_text(queued)) == queued
+    assert json.loads(to_text(queued))["trigger"] == {"kind": "reconcile"}
+    assert source(queued.origin) == "the reconcile timer's batch"
+    assert source(BATCH.origin) == "event e-1"
+    with pytest.raises(InvalidInput) as raised:  # a hint comes from an event
+        parse(body(trigger={"kind": "reconcile"}))
+    assert raised.value.field == "trigger"
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [
@@ -125,6 +137,8 @@ def test_a_service_batch_survives_the_queue_and_carries_ids_only() -> None:
         (batch_body(waited=MAX_WAITS + 1), "waited"),
         (batch_body(waited=True), "waited"),
         (batch_body(waited="2"), "waited"),
+        (batch_body(trigger={"kind": "manual"}), "trigger.kind"),
+        (batch_body(trigger={"kind": "reconcile", "eventId": "e"}), "trigger.kind"),
     ],
 )
 def test_a_malformed_batch_is_refused_naming_the_field(text: str, field: str) -> None:

@@ -77,7 +77,7 @@ class FakePoller:
 class FakeCompute:
     steps: Steps
 
-    def begin_update(self, *_: Any) -> FakePoller:
+    def begin_update(self, *_: Any, poll: bool = True) -> FakePoller:
         self.steps.taken.append("put")
         if self.steps.put_fails is not None:
             raise self.steps.put_fails
