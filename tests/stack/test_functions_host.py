@@ -251,6 +251,9 @@ def _keyvault_event(event_id: str) -> dict[str, Any]:
         (EVENTGRID_KEY, None, 200),
         (None, EVENTGRID_KEY, 200),
     ],
+    # Named, not by value: the keys are random, and every pytest worker must collect the
+    # same test ids.
+    ids=["none", "wrong", "function-key", "master-key", "eventgrid-key", "eventgrid-header"],
 )
 def test_webhook_keys(host: Host, code: str | None, header_key: str | None, status: int) -> None:
     params = {"functionName": "on_event"} | ({"code": code} if code else {})
