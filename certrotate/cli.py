@@ -52,7 +52,9 @@ EPILOG = (
     "(arguments, env file, settings, an ambiguous name); 3 status --check found something "
     "that needs attention; 141 output pipe closed."
 )
-NOT_DONE = {"failed", "refused", "transient", "updating", "rolled-back", "backoff"}
+NOT_DONE = {"failed", "refused", "transient", "queued", "updating", "rolled-back", "backoff"}
+# A run whose record says it is still going: queued for a worker, running, or updating.
+GOING = ("queued", "running", "updating")
 _FORM_ONLY_VAULT = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
     "Microsoft.KeyVault/vaults/form-only"
@@ -356,8 +358,8 @@ def outcome_line(status: str, outcomes: Iterable[str]) -> str:
     parts = ", ".join(
         f"{counts[o]} {o}" for o in sorted(counts, key=lambda o: (o not in NOT_DONE, o))
     )
-    word = {"done": "finished", "running": "still running", "updating": "still updating"}.get(
-        status, f"ended {status}"
+    word = {"done": "finished"}.get(status) or (
+        f"still {status}" if status in GOING else f"ended {status}"
     )
     return f"{word}: {parts or 'no service'}"
 
@@ -436,7 +438,8 @@ def _show(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
 def _follow(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
     """Progress of a run until it ends (or ``--timeout``): each service's outcome as it
     changes. A run ``updating`` is followed as ``GET /api/rotations/{id}`` does (which
-    records how its updates ended); one ``running`` is another invocation's, re-read."""
+    records how its updates ended, unless a follow look is at it); one ``queued`` or
+    ``running`` is a worker's, re-read."""
     run_id = _run_id(args.run_id)
     deadline = time.monotonic() + args.timeout
     seen: dict[str, str] = {}
@@ -452,16 +455,15 @@ def _follow(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
                 print(f"{_name(entry['cloudService'])}: {entry['outcome']}{message}", file=out)
                 out.flush()
         status = str(record.get("status"))
-        if status not in ("running", "updating") or time.monotonic() >= deadline:
+        if status not in GOING or time.monotonic() >= deadline:
             break
-        if status == "running":
-            time.sleep(FOLLOW_POLL_SECONDS)
+        time.sleep(FOLLOW_POLL_SECONDS)
     outcomes = [s["outcome"] for s in record.get("services") or []]
     if args.json:
         _dump(record, out)
     else:
         print(f"run {run_id} {outcome_line(status, outcomes)}", file=out)
-    return EXIT_NOT_DONE if status in ("running", "updating") else _exit_for(outcomes)
+    return EXIT_NOT_DONE if status in GOING else _exit_for(outcomes)
 
 
 def _history(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:

@@ -1,11 +1,18 @@
 """Manual rotation over HTTP: ``POST /api/rotations``, ``GET /api/rotations/{id}`` and
 the run history ``GET /api/rotations`` (JSON, or ``?format=html`` pages for people).
 
-The same engine call as an event, with the operator choosing vault, certificate and
-optionally the services. Input is validated completely before anything is read from
-Azure, so a bad request changes nothing; every error answers JSON naming the field: 413
-for a body over ``MAX_BODY``, 400 for anything malformed (including nesting deeper than
-``MAX_DEPTH`` and a key given twice), 404 for a vault outside ``ROTATION_SUBSCRIPTIONS``.
+The same rotation as an event, with the operator choosing vault, certificate and
+optionally the services. A real run is checked here (unknown vault, certificate or
+service: 404), queued on ``cert-rotation-services`` and answered 202 with its run id at
+once; queue workers on any instance send the PUTs and follow looks the updates, so no HTTP
+request is held for PUTs sent one after another (Azure ends one after ~230 s). A dry run
+is answered with the plan. Without a queue endpoint (not in Azure) a run is done in the
+request, following its updates for up to ``HTTP_WAIT_SECONDS``.
+
+Input is validated completely before anything is read from Azure, so a bad request
+changes nothing; every error answers JSON naming the field: 413 for a body over
+``MAX_BODY``, 400 for anything malformed (including nesting deeper than ``MAX_DEPTH`` and
+a key given twice), 404 for a vault outside ``ROTATION_SUBSCRIPTIONS``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from handlers.runtime import engine
 from handlers.status import FORMATS, html_response, page_format
 from shared import run_html
 from shared.compute_ids import split_service_id
-from shared.engine import Trigger, describe
+from shared.engine import QUEUED_MESSAGE, Run, Trigger, describe
 from shared.errors import InvalidInput
 from shared.history import MAX_SCAN, recent_records
 from shared.json_body import load_object
@@ -67,6 +74,10 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
             return error_response(
                 404, "the vault is in a subscription not in ROTATION_SUBSCRIPTIONS", "vault"
             )
+        if not request.dry_run and engine().queues is not None:
+            return _queued(engine().queue_rotation(
+                request.vault_id, request.certificate, request.cloud_services, request.force
+            ))
         run = engine().rotate(
             request.vault_id,
             request.certificate,
@@ -110,6 +121,27 @@ def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
         },
         200 if finished else 202,
         {"Location": f"/api/rotations/{run.id}"},
+    )
+
+
+def _queued(runs: list[Run]) -> func.HttpResponse:
+    """202 for a rotation queued as ``runs`` (one per SERVICES_PER_MESSAGE services):
+    follow the first at Location, or each by its id."""
+    return json_response(
+        {
+            "id": runs[0].id,
+            "runs": [run.id for run in runs],
+            "status": "queued",
+            "finished": False,
+            "outcomes": {"queued": sum(len(run.waiting) for run in runs)},
+            "services": [
+                {"cloudService": service, "outcome": "queued", "message": QUEUED_MESSAGE,
+                 "run": run.id}
+                for run in runs for service in run.waiting
+            ],
+        },
+        202,
+        {"Location": f"/api/rotations/{runs[0].id}"},
     )
 
 

@@ -53,6 +53,7 @@ from shared.messages import (
     Follow,
     Hint,
     Origin,
+    Requested,
     ServiceBatch,
     batches,
     follows,
@@ -197,6 +198,10 @@ class Run:
     actions: list[Action] = field(default_factory=list)
     results: list[ServiceResult] = field(default_factory=list)
     force: bool = False  # an operator lifted the failure backoff for this run
+    # Services a queued manual run has yet to reach: its record lists them ``queued`` (as
+    # the HTTP answer did) until their result replaces them, so it never looks emptier
+    # than what the operator was told.
+    waiting: tuple[str, ...] = ()
 
     @property
     def quiet(self) -> bool:
@@ -239,7 +244,12 @@ class Run:
             "started": self.started.isoformat(),
             "finished": self.finished.isoformat() if self.finished else None,
             "actions": [{"kind": a.kind, "message": a.message} for a in self.actions],
-            "services": [r.to_json() for r in self.results],
+            "services": [r.to_json() for r in self.results] + [
+                {"cloudService": s, "outcome": "queued", "message": QUEUED_MESSAGE}
+                for s in self.waiting
+                if s.lower() not in {r.service_id.lower() for r in self.results}
+            ],
+            "force": self.force,
         }
 
 
@@ -368,6 +378,12 @@ class Engine:
         """
         if not self._vault_in_scope(batch.vault_id):
             return None
+        run_id, force = None, False
+        if isinstance(batch.origin, Requested):  # checked before anything is read from Azure
+            asked = self._requested(batch)
+            if asked is None:
+                return None
+            run_id, force = batch.origin.run_id, asked
         services = []
         for service_id in batch.services:
             if not self._in_scope(service_id):
@@ -381,6 +397,8 @@ class Engine:
             if snapshot.references(batch.vault_id, batch.certificate):
                 services.append(snapshot)
         if not services:
+            if run_id is not None:  # the operator follows this run: it must end
+                self._nothing_left(run_id, batch)
             return None
         trigger = _trigger_of(batch.origin)
         try:
@@ -394,7 +412,95 @@ class Engine:
             services=services,
             certificate_state=cert,
             wait_seconds=self.settings.event_wait_seconds,
+            force=force,
+            run_id=run_id,
         )
+
+    def _requested(self, batch: ServiceBatch) -> bool | None:
+        """For a batch an operator's request queued: its ``force``, read from the queued
+        run's record; None (refused, logged) unless that record is a manual run of this
+        vault and certificate, naming these services, that has not ended (a forged or
+        duplicate message must neither overwrite a finished run's record nor lift a
+        backoff nobody lifted)."""
+        assert isinstance(batch.origin, Requested)
+        run_id = batch.origin.run_id
+        try:
+            record = self.storage.load_record(run_id)
+        except NotFound:
+            record = {}
+        named = {e.get("cloudService", "").lower() for e in record.get("services", [])}
+        if (
+            record.get("trigger", {}).get("kind") != "manual"
+            or record.get("vault", "").lower() != batch.vault_id.lower()
+            or record.get("certificate", "").lower() != batch.certificate.lower()
+            or not {s.lower() for s in batch.services} <= named
+        ):
+            log.error("batch for manual run %s refused: no such queued run of %s/%s naming "
+                      "its services", run_id, batch.vault_id.rsplit("/", 1)[-1],
+                      batch.certificate)
+            return None
+        if record.get("status") not in RESUMABLE:
+            log.info("manual run %s is %s already: its batch has nothing to do", run_id,
+                     record.get("status"))
+            return None
+        return bool(record.get("force"))
+
+    def _nothing_left(self, run_id: str, batch: ServiceBatch) -> None:
+        """End a queued manual run none of whose services still uses the certificate."""
+        message = f"no longer uses certificate '{batch.certificate}': nothing to do"
+
+        def ended(record: dict[str, Any] | None) -> dict[str, Any] | None:
+            if record is None:
+                return None
+            for entry in record["services"]:
+                entry.update(outcome="noop", message=message)
+            record.update(status="done", finished=self.now().isoformat())
+            return record
+
+        self.storage.update_record(run_id, ended)
+        log.info("manual run %s: %s", run_id, message)
+
+    def queue_rotation(
+        self, vault_id: str, certificate: str, only: Iterable[str] = (), force: bool = False
+    ) -> list[Run]:
+        """An operator's rotation, queued: the services are checked and the certificate
+        read here (an unknown vault, certificate or service is NotFound at once), then each
+        batch of ``SERVICES_PER_MESSAGE`` services is a ``queued`` run whose record is
+        written before its message is sent, so the answer's run ids can be followed at
+        once, and the workers, on any instance, do the PUTs. A message that cannot be sent
+        leaves its run ``transient`` (saying so) and raises TransientError."""
+        if self.queues is None:
+            raise ConfigError("no queue endpoint to queue the rotation with")
+        services = self._asked_for(vault_id, certificate, only)
+        self.read_certificate(vault_id, certificate, services)
+        size = self.settings.services_per_message
+        runs = []
+        for i in range(0, len(services), size):
+            run_id = new_run_id(self.now())
+            run = Run(
+                id=run_id, trigger=Trigger("manual"), vault_id=vault_id,
+                certificate=certificate, dry_run=False, started=self.now(), status="queued",
+                force=force, waiting=tuple(s.id for s in services[i : i + size]),
+            )
+            self.storage.save_record(run.id, run.to_json())
+            runs.append(run)
+        for run in runs:
+            batch = ServiceBatch(vault_id, certificate, Requested(run.id), run.waiting)
+            try:
+                self.queues.send_later(SERVICES_QUEUE, to_text(batch), 0)
+            except RotationError as exc:
+                self._not_queued(run, exc)
+                raise
+            log.info("manual run %s: %d service(s) queued", run.id, len(run.waiting))
+        return runs
+
+    def _not_queued(self, run: Run, exc: RotationError) -> None:
+        """The run's message could not be sent: its record says so, and nothing runs."""
+        run.status, run.finished = "transient", self.now()
+        run.results = [
+            ServiceResult(s, "transient", f"could not be queued: {exc}") for s in run.waiting
+        ]
+        self.storage.save_record(run.id, run.to_json())
 
     def wait_again(self, batch: ServiceBatch, run: Run) -> bool:
         """Send ``batch`` again, for its services of ``run`` that are transient, with a
@@ -479,7 +585,8 @@ class Engine:
         return run, services[len(mine) :]
 
     def gave_up(
-        self, vault_id: str, certificate: str, origin: Origin | None, services: tuple[str, ...]
+        self, vault_id: str, certificate: str, origin: Origin | Requested | None,
+        services: tuple[str, ...],
     ) -> None:
         """Record and announce a message the queue gave up on (its poison queue got it): a
         hint (``services`` empty) or a batch of ``services``.
@@ -594,6 +701,7 @@ class Engine:
         wait_seconds: float | None = None,
         pending: set[str] | None = None,
         force: bool = False,
+        run_id: str | None = None,
     ) -> Run:
         """Converge every service in scope using the certificate; never raises for one
         service's failure (it is in the run's results).
@@ -607,7 +715,7 @@ class Engine:
         operator's explicit request, which writes a version even while it backs off.
         """
         run = Run(
-            id=new_run_id(self.now()),
+            id=run_id or new_run_id(self.now()),
             trigger=trigger,
             vault_id=vault_id,
             certificate=certificate,
@@ -616,17 +724,12 @@ class Engine:
             actions=list(actions),
             force=force,
         )
-        if not self.settings.in_scope(vault_id):
-            raise NotFound(f"vault {vault_id} is in a subscription not in ROTATION_SUBSCRIPTIONS")
-        only = tuple(only)
         if services is None:
-            services = self.services_using(vault_id, certificate, only)
-        missing = {o.lower() for o in only} - {s.id.lower() for s in services}
-        if missing:
-            raise NotFound(
-                f"cloud service(s) {sorted(missing)} do not reference certificate "
-                f"'{certificate}' of vault {vault_id} (or are out of scope)"
-            )
+            services = self._asked_for(vault_id, certificate, only)
+        else:
+            _in_scope_or_not_found(self.settings, vault_id)
+        if run_id is not None:
+            run.waiting = tuple(s.id for s in services)
         with logcontext.bound(run_id=run.id):
             cert = certificate_state or self.read_certificate(vault_id, certificate, services)
             log.info(
@@ -655,6 +758,23 @@ class Engine:
                 self.notify(run)
             self._follow_later(run)
         return run
+
+    def _asked_for(
+        self, vault_id: str, certificate: str, only: Iterable[str]
+    ) -> list[CloudServiceSnapshot]:
+        """The services an operator's rotation covers: those in scope using the certificate
+        (``only`` these, if given); NotFound for a vault out of scope or a service that
+        does not use it."""
+        _in_scope_or_not_found(self.settings, vault_id)
+        only = tuple(only)
+        services = self.services_using(vault_id, certificate, only)
+        missing = {o.lower() for o in only} - {s.id.lower() for s in services}
+        if missing:
+            raise NotFound(
+                f"cloud service(s) {sorted(missing)} do not reference certificate "
+                f"'{certificate}' of vault {vault_id} (or are out of scope)"
+            )
+        return services
 
     # -- following updates by message ----------------------------------------------------
 
@@ -1023,7 +1143,8 @@ class Engine:
         )
 
     def resume_run(self, run_id: str, wait_seconds: float) -> dict[str, Any]:
-        """The run's record, after following any of its updates still running."""
+        """The run's record, after following any of its updates still running (those
+        another invocation follows right now are left to it)."""
         record = self.storage.load_record(run_id)
         if record.get("status") != "updating":
             return record
@@ -1031,7 +1152,11 @@ class Engine:
             for entry in record["services"]:
                 if entry["outcome"] == "updating":
                     with logcontext.bound(service_id=entry["cloudService"]):
-                        self._finish_pending(entry["cloudService"], wait_seconds, None)
+                        try:
+                            self._finish_pending(entry["cloudService"], wait_seconds, None)
+                        except Busy:  # a follow look (or the sweep) is at it: it records
+                            log.info("%s: another invocation is following its update",
+                                     entry["cloudService"])
         return self.storage.load_record(run_id)
 
     # -- the backstop -------------------------------------------------------------------
@@ -1205,6 +1330,10 @@ class Engine:
             run.adopt(saved["services"])
 
 
+# Statuses of a queued manual run its batch may (still, or again) run: queued, an attempt
+# that died (running) or failed transiently. One that ended or left updates running is done.
+RESUMABLE = {"queued", "running", "transient"}
+QUEUED_MESSAGE = f"queued on {SERVICES_QUEUE}: a worker takes it"
 QUIET_OUTCOMES = {"noop", "unmanaged", "opted-out", "backoff"}
 # Outcomes of a write that reached Azure and failed: their version backs off (shared.backoff).
 FAILED_WRITES = {"failed", "rolled-back"}
@@ -1231,8 +1360,13 @@ def _open(entry: dict[str, Any]) -> bool:
 
 
 def _ended(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A record's service entries whose write has ended (not open), by service."""
-    return {e["cloudService"].lower(): e for e in entries if not _open(e)}
+    """A record's service entries whose write has ended (not open, not still queued), by
+    service."""
+    return {
+        e["cloudService"].lower(): e
+        for e in entries
+        if not _open(e) and e["outcome"] != "queued"
+    }
 
 
 def _keep_finished(
@@ -1257,10 +1391,18 @@ def _budget(seconds: float) -> Callable[[], float]:
     return lambda: max(0.0, deadline - time.monotonic())
 
 
-def _trigger_of(origin: Origin | None) -> Trigger:
-    """The trigger of a run a queued message asks for: its event's, or reconcile's."""
+def _in_scope_or_not_found(settings: Settings, vault_id: str) -> None:
+    if not settings.in_scope(vault_id):
+        raise NotFound(f"vault {vault_id} is in a subscription not in ROTATION_SUBSCRIPTIONS")
+
+
+def _trigger_of(origin: Origin | Requested | None) -> Trigger:
+    """The trigger of a run a queued message asks for: its event's, an operator's, or
+    reconcile's."""
     if origin is None:
         return Trigger("reconcile")
+    if isinstance(origin, Requested):
+        return Trigger("manual")
     return Trigger("event", origin.event_type, origin.event_id)
 
 

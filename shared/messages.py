@@ -26,6 +26,7 @@ so a duplicate or stale message writes nothing.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,7 @@ LONGEST_WAIT_S = 900
 MAX_FOLLOWS = 240
 # The trigger of a batch the reconcile timer queued (an event's names eventType and eventId).
 RECONCILE = {"kind": "reconcile"}
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}")  # shared.engine.new_run_id
 CERTIFICATE_EVENTS = frozenset({NEW_VERSION, NEAR_EXPIRY, EXPIRED})
 MAX_TEXT = 48 * 1024  # Azure's limit is 64 KiB of base64: 48 KiB of text
 
@@ -66,6 +68,16 @@ class Origin:
 
     event_type: str
     event_id: str
+
+
+@dataclass(frozen=True)
+class Requested:
+    """An operator's rotation (``POST /api/rotations``), queued as run ``run_id``. The
+    worker takes what it may do (vault, certificate, services, ``force``) from that run's
+    queued record, never from the message: a forged one can only start a run an operator
+    asked for and that has not ended."""
+
+    run_id: str
 
 
 @dataclass(frozen=True)
@@ -86,12 +98,12 @@ class Hint:
 @dataclass(frozen=True)
 class ServiceBatch:
     """Converge ``services`` (cloud service ids) to the desired version of ``certificate``,
-    as one run; ``origin`` is the event the hint came from, None when the reconcile timer
-    queued it."""
+    as one run; ``origin`` is the event the hint came from, the operator's request, or
+    None when the reconcile timer queued it."""
 
     vault_id: str
     certificate: str
-    origin: Origin | None
+    origin: Origin | Requested | None
     services: tuple[str, ...]
     waited: int = 0  # times it was sent again to wait (at most MAX_WAITS)
 
@@ -120,9 +132,21 @@ class Follow:
         return Follow(services, self.followed + 1)
 
 
-def source(origin: Origin | None) -> str:
-    """What queued a batch, for people: ``event ID``, or the reconcile timer."""
-    return "the reconcile timer's batch" if origin is None else f"event {origin.event_id}"
+def source(origin: Origin | Requested | None) -> str:
+    """What queued a batch, for people: ``event ID``, ``manual run ID``, or the timer."""
+    if origin is None:
+        return "the reconcile timer's batch"
+    if isinstance(origin, Requested):
+        return f"manual run {origin.run_id}"
+    return f"event {origin.event_id}"
+
+
+def _trigger(origin: Origin | Requested | None) -> dict[str, str]:
+    if origin is None:
+        return RECONCILE
+    if isinstance(origin, Requested):
+        return {"kind": "manual", "runId": origin.run_id}
+    return {"eventType": origin.event_type, "eventId": origin.event_id}
 
 
 def follows(services: list[str], size: int) -> list[Follow]:
@@ -147,8 +171,7 @@ def to_text(message: Hint | ServiceBatch | Follow) -> str:
         body = {
             "vault": message.vault_id,
             "certificate": message.certificate,
-            "trigger": RECONCILE if origin is None
-            else {"eventType": origin.event_type, "eventId": origin.event_id},
+            "trigger": _trigger(origin),
         }
         if isinstance(message, Hint):
             body.update(kind="hint", version=message.version)
@@ -168,7 +191,7 @@ def parse(text: str) -> Hint:
     ):
         raise InvalidInput("version", "not a Key Vault certificate version")
     vault_id, certificate, origin = _common(body)
-    if origin is None:
+    if not isinstance(origin, Origin):
         raise InvalidInput("trigger", "a hint comes from an event: eventType and eventId")
     return Hint(vault_id, certificate, origin, version)
 
@@ -210,7 +233,8 @@ def _count(body: dict[str, Any], field: str, most: int) -> int:
 
 
 def batches(
-    vault_id: str, certificate: str, origin: Origin | None, services: list[str], size: int
+    vault_id: str, certificate: str, origin: Origin | Requested | None, services: list[str],
+    size: int,
 ) -> list[ServiceBatch]:
     """``services`` in batches of at most ``size``, in order."""
     return [
@@ -234,7 +258,7 @@ def _body(text: str, kind: str, extra: set[str], common: bool = True) -> dict[st
     return body
 
 
-def _common(body: dict[str, Any]) -> tuple[str, str, Origin | None]:
+def _common(body: dict[str, Any]) -> tuple[str, str, Origin | Requested | None]:
     vault_id, _ = parse_vault_id(_text(body.get("vault"), "vault", 400), "vault")
     certificate = _text(body.get("certificate"), "certificate", 127)
     if not CERTIFICATE_NAME.fullmatch(certificate):
@@ -254,11 +278,17 @@ def _text(value: object, field: str, limit: int) -> str:
     return value
 
 
-def _origin(value: object) -> Origin | None:
+def _origin(value: object) -> Origin | Requested | None:
     if value == RECONCILE:
         return None
     if not isinstance(value, dict):
         raise InvalidInput("trigger", "must be an object with eventType and eventId")
+    if value.get("kind") == "manual":
+        _only(value, {"kind", "runId"}, "trigger.")
+        run_id = _text(value.get("runId"), "trigger.runId", 64)
+        if not RUN_ID.fullmatch(run_id):
+            raise InvalidInput("trigger.runId", "not a run id")
+        return Requested(run_id)
     _only(value, {"eventType", "eventId"}, "trigger.")
     event_type = _text(value.get("eventType"), "trigger.eventType", 128)
     if event_type not in CERTIFICATE_EVENTS:

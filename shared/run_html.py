@@ -24,7 +24,7 @@ def outcome_badge(outcome: str) -> str:
     """Red for a failure, amber while unsettled, green when done, grey otherwise."""
     if outcome in FAILED_OUTCOMES or outcome == "finished with failures":
         css = "failed"
-    elif outcome in ("updating", "running", "backoff"):
+    elif outcome in ("queued", "updating", "running", "backoff"):
         css = "expiring"
     elif outcome in _GOOD:
         css = "ok"

@@ -33,6 +33,7 @@ from tests.e2e.world import (
     RUNS_CONTAINER,
     World,
     api,
+    call_kind,
     engine_for,
     event_item,
     secret_of,
@@ -175,6 +176,36 @@ def test_an_update_that_outlives_the_run_is_followed_not_resent(world: World, sl
     assert len(world.puts(svc)) == 1
     assert [c["method"] for c in writes(world, mark)] == ["PUT"]
     assert pending_journals(world) == []
+
+
+def test_an_update_is_followed_by_looks_not_by_a_worker_in_a_poll_loop(
+    world: World, slow: Any
+) -> None:
+    """EVENT_WAIT_SECONDS is 0 (the default): the worker returns once the PUT is accepted
+    and the run says ``updating``; follow looks (FOLLOW_POLL_SECONDS 1 here) read the
+    service while the 4 s update runs, ask the operation only once it has ended, and
+    write ``rotated`` into the run that sent it."""
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    world.subscribe()
+    update_seconds(world, 4.0)
+    v2 = world.new_version()
+    world.wait_delivered()
+
+    world.assert_on(svc, v2)
+    (record,) = world.records()
+    (entry,) = record["services"]
+    assert (record["status"], entry["outcome"]) == ("done", "rotated"), record
+    logs = (world.stack.folder / "logs" / "functions.log").read_text()
+    assert f"run {record['id']}: 1 update(s) still running; looked at again in 1 s" in logs
+    assert "look 2 at the update(s) of 1 service(s)" in logs  # the update outlived a look
+    (put,) = world.puts(svc)
+    calls = world.product_calls()
+    after = calls[calls.index(put) + 1 :]
+    kinds = [call_kind(c["path"]) for c in after if c["service"] == "arm"]
+    # One operation poll, after the update ended: no poller ran while it did.
+    assert kinds.count("operation") == 1, kinds
+    assert kinds.count("service") >= 3, kinds  # the looks' reads of the service
 
 
 def stored_record(world: World, run_id: str) -> dict[str, Any]:

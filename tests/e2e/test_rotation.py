@@ -36,6 +36,7 @@ from azure.keyvault.certificates import (
 from emulators.polling import wait_for
 from emulators.provision import thumbprint
 from shared.events import CertificateEvent, parse_event
+from shared.messages import SERVICES_QUEUE, Requested, ServiceBatch, to_text
 from tests.e2e.world import (
     CERT,
     NEAR_EXPIRY,
@@ -45,6 +46,7 @@ from tests.e2e.world import (
     World,
     api,
     call_kind,
+    ended_run,
     engine_for,
     event_item,
     next_second,
@@ -201,17 +203,15 @@ def test_untagged_service_is_reported_unmanaged_not_updated(world: World) -> Non
     resp = api(
         world.stack, "POST", "/api/rotations", {"vault": world.vault_id, "certificate": CERT}
     )
-    assert resp.status_code == 200, resp.text  # finished: nothing was left running
     answer = resp.json()
     assert (answer["status"], answer["finished"], answer["outcomes"]) == (
-        "done", True, {"unmanaged": 1}
+        "queued", False, {"queued": 1}
     )
-    (entry,) = answer["services"]
+    stored = ended_run(world, resp)
+    assert stored["status"] == "done"
+    (entry,) = stored["services"]
     assert (entry["cloudService"], entry["outcome"]) == (svc.id, "unmanaged")
-    assert "cert-rotation-package" in entry["message"]
-    stored = api(world.stack, "GET", resp.headers["Location"]).json()
-    message = stored["services"][0]["message"]
-    assert "cert-rotation-package" in message and "tag" in message
+    assert "cert-rotation-package" in entry["message"] and "tag" in entry["message"]
     assert world.puts(svc, succeeded=False) == []
 
 
@@ -546,15 +546,19 @@ def test_http_api_dry_run_run_status_and_refusals(world: World) -> None:
     assert world.puts(svc, succeeded=False) == []
 
     resp = api(stack, "POST", "/api/rotations", body)
-    assert resp.status_code == 200, resp.text
     run_id = resp.json()["id"]
-    assert resp.json()["finished"] is True
     assert resp.headers["Location"] == f"/api/rotations/{run_id}"
-    status = api(stack, "GET", resp.headers["Location"])
-    assert status.status_code == 200
-    assert "sig=" not in status.text
-    record = status.json()
+    (queued,) = resp.json()["services"]
+    assert (queued["cloudService"], queued["outcome"], queued["run"]) == (svc.id, "queued", run_id)
+    record = ended_run(world, resp)
+    assert "sig=" not in json.dumps(record)
     assert record["id"] == run_id and record["status"] == "done"
+    # The same batch again (delivered twice, or forged): the run has ended, nothing runs.
+    world.op.enqueue(SERVICES_QUEUE, to_text(
+        ServiceBatch(world.vault_id, CERT, Requested(run_id), (svc.id,))
+    ))
+    world.wait_hints_worked()
+    assert api(stack, "GET", resp.headers["Location"]).json() == record
     (result,) = record["services"]
     assert result["outcome"] == "rotated"
     assert result["operationId"] and result["sasExpiry"]

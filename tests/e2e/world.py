@@ -418,13 +418,23 @@ def rotate_over_http(world: World, service: Service) -> str:
         "/api/rotations",
         {"vault": world.vault_id, "certificate": CERT, "cloudServices": [service.id]},
     )
-    assert resp.status_code in (200, 202), resp.text
-    run_id: str = resp.json()["id"]
-    wait_for(
-        lambda: api(world.stack, "GET", f"/api/rotations/{run_id}").json()["status"] == "done",
-        "the manual rotation",
-    )
-    return run_id
+    record = ended_run(world, resp)
+    assert record["status"] == "done", record
+    return str(record["id"])
+
+
+def ended_run(world: World, resp: requests.Response) -> dict[str, Any]:
+    """The record of the manual rotation ``resp`` (a POST's 202: queued) answered, once it
+    has ended: no longer queued for a worker, running, or updating."""
+    assert resp.status_code == 202, resp.text
+    answer = resp.json()
+    assert answer["status"] == "queued" and resp.headers["Location"].endswith(answer["id"])
+
+    def ended() -> dict[str, Any] | None:
+        record: dict[str, Any] = api(world.stack, "GET", resp.headers["Location"]).json()
+        return None if record["status"] in ("queued", "running", "updating") else record
+
+    return wait_for(ended, f"manual run {answer['id']} to end", timeout=120)
 
 
 def engine_for(world: World, **settings: str) -> Engine:

@@ -290,6 +290,9 @@ def forged_messages(world: World) -> list[tuple[str, str, str]]:
         return json.dumps({"vault": world.vault_id, "certificate": CERT, "trigger": origin,
                            **body})
 
+    (service,) = world.op.compute.cloud_services.list(world.rg_name)
+    never_queued = {"kind": "manual", "runId": "20260101T000000Z-0123456789ab"}
+
     return [
         (HINTS_QUEUE, text(kind="hint", vault=foreign, version=None),
          "its subscription is not in ROTATION_SUBSCRIPTIONS"),
@@ -300,6 +303,13 @@ def forged_messages(world: World) -> list[tuple[str, str, str]]:
         (SERVICES_QUEUE, text(kind="services", cloudServices=[foreign_service]),
          "which is out of scope: skipped"),
         (SERVICES_QUEUE, text(kind="hint", version=None), "service batch message"),
+        # A manual run nobody queued: no record to take the services and force from.
+        (SERVICES_QUEUE, text(kind="services", trigger=never_queued,
+                              cloudServices=[service.id]),
+         "refused: no such queued run"),
+        (SERVICES_QUEUE, text(kind="services", trigger={"kind": "manual", "runId": "../x"},
+                              cloudServices=[service.id]),
+         "service batch message"),
     ]
 
 

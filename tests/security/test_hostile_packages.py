@@ -21,7 +21,7 @@ from emulators.polling import wait_for
 from emulators.stack import PACKAGE_CONTAINER
 from shared.destinations import UntrustedDestination
 from shared.packages import ContainerRef, PackageRef, PackageRule
-from tests.e2e.world import CERT, Service, World, api, engine_for
+from tests.e2e.world import CERT, Service, World, api, ended_run, engine_for
 from tests.trap import Trap
 
 
@@ -133,10 +133,9 @@ def test_a_malformed_tag_stops_only_its_service_over_http_too(world: World) -> N
     body = {"vault": world.vault_id, "certificate": CERT}
     resp = api(world.stack, "POST", "/api/rotations", body)
 
-    assert resp.status_code == 200, resp.text
-    by_service = {s["cloudService"]: s["outcome"] for s in resp.json()["services"]}
+    record = ended_run(world, resp)
+    by_service = {s["cloudService"]: s["outcome"] for s in record["services"]}
     assert by_service == {good.id: "rotated", bad.id: "refused"}
-    record = api(world.stack, "GET", f"/api/rotations/{resp.json()['id']}").json()
     assert record["status"] == "done"
     (refused,) = [s for s in record["services"] if s["cloudService"] == bad.id]
     assert PackageRule.BLOB.value in refused["message"]

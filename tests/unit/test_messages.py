@@ -18,6 +18,7 @@ from shared.messages import (
     Follow,
     Hint,
     Origin,
+    Requested,
     ServiceBatch,
     batches,
     follows,
@@ -33,6 +34,7 @@ VAULT = (
     "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
     "/providers/Microsoft.KeyVault/vaults/kv1"
 )
+RUN = "20261203T160913Z-9871614d459c"
 HINT = Hint(VAULT, "web-tls", Origin(NEW_VERSION, "e-1"), "abc123")
 
 
@@ -107,6 +109,13 @@ def test_a_service_batch_survives_the_queue_and_carries_ids_only() -> None:
     }
 
 
+def test_a_batch_an_operator_queued_names_its_run_and_nothing_else() -> None:
+    queued = ServiceBatch(VAULT, "web-tls", Requested(RUN), (SERVICE.format(1),))
+    assert parse_batch(to_text(queued)) == queued
+    assert json.loads(to_text(queued))["trigger"] == {"kind": "manual", "runId": RUN}
+    assert source(queued.origin) == f"manual run {RUN}"
+
+
 def test_a_batch_the_reconcile_timer_queued_says_so_and_only_a_batch_may() -> None:
     queued = ServiceBatch(VAULT, "web-tls", None, (SERVICE.format(1),))
     assert parse_batch(to_text(queued)) == queued
@@ -137,7 +146,10 @@ def test_a_batch_the_reconcile_timer_queued_says_so_and_only_a_batch_may() -> No
         (batch_body(waited=MAX_WAITS + 1), "waited"),
         (batch_body(waited=True), "waited"),
         (batch_body(waited="2"), "waited"),
-        (batch_body(trigger={"kind": "manual"}), "trigger.kind"),
+        (batch_body(trigger={"kind": "manual"}), "trigger.runId"),
+        (batch_body(trigger={"kind": "manual", "runId": "../x"}), "trigger.runId"),
+        (batch_body(trigger={"kind": "manual", "runId": RUN, "force": True}), "trigger.force"),
+        (batch_body(trigger={"kind": "cron"}), "trigger.kind"),
         (batch_body(trigger={"kind": "reconcile", "eventId": "e"}), "trigger.kind"),
     ],
 )
