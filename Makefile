@@ -40,11 +40,15 @@ chromium:
 		echo "note: $(CHROMIUM) missing and not root: the browser tests will be skipped"; \
 	fi
 
+# Two pytest workers, each module whole on one (its module-scoped stack with it), each
+# worker with a session stack of its own: the suite mostly waits on its stacks, so two
+# workers share two cores well. PYTEST_WORKERS= runs it in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 test: install chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_WORKERS)
 
 lint: $(RUNTIME)
 	$(VENV)/bin/ruff check .
