@@ -31,7 +31,8 @@ Processing one message (``QueueListener.ProcessMessageAsync``, ``QueueProcessor`
   encoding also goes straight to the poison queue, as the extension's decoding-failure
   handler does.
 * While the function runs, the lease is renewed at half its length (``Update Message``
-  with the new pop receipt), so a long invocation keeps its message.
+  with the new pop receipt), so a long invocation keeps its message. When the function
+  returns, a renewal already sent is let finish (its receipt is the one the delete needs).
 * Success: output bindings are written, then the message is deleted.
 * Failure: with ``dequeueCount >= maxDequeueCount`` the message text is added to
   ``<queue>-poison`` (created if missing) and deleted, with the extension's warning
@@ -425,13 +426,16 @@ class QueueListener:
                         "poison queue", message.id, self.name, exc)
             await self._to_poison(message)
             return
-        renewal = asyncio.create_task(self._renew(message))
+        finished = asyncio.Event()
+        renewal = asyncio.create_task(self._renew(message, finished))
         try:
             succeeded = await self.invoke(message, body)
         finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
+            # Stopped, not cancelled: a renewal already sent must land and its new pop
+            # receipt be kept, or the delete below would use a stale one, fail as "taken
+            # over", and the finished message would come back when the renewal runs out.
+            finished.set()
+            await renewal
         if succeeded:
             await self._delete(message)
         elif (message.dequeue_count or 0) >= self.options.max_dequeue_count:
@@ -439,10 +443,14 @@ class QueueListener:
         else:
             await self._release(message)
 
-    async def _renew(self, message: QueueMessage) -> None:
-        """Keep the message invisible while the function runs (renew at half the lease)."""
+    async def _renew(self, message: QueueMessage, finished: asyncio.Event) -> None:
+        """Keep the message invisible while the function runs (renew at half the lease),
+        until ``finished``."""
         while True:
-            await asyncio.sleep(self.lease_s / 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), self.lease_s / 2)
+            if finished.is_set():
+                return
             try:
                 receipt = await self.queue.update_message(
                     message.id, pop_receipt=message.pop_receipt, visibility_timeout=self.lease_s

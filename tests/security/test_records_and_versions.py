@@ -4,12 +4,10 @@ storage lost mid-update answered as the documented 503 and repaired afterwards."
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 from azure.keyvault.certificates import CertificateContentType, CertificatePolicy
 
 from emulators.polling import wait_for
@@ -17,7 +15,17 @@ from emulators.provision import cscfg, thumbprint
 from shared.engine import Trigger
 from shared.notify import chat_messages, cloud_events
 from tests.e2e.test_reliability import slow, update_seconds
-from tests.e2e.world import CERT, ROLES, RUNS_CONTAINER, Service, World, api, engine_for, unique
+from tests.e2e.world import (
+    CERT,
+    ROLES,
+    RUNS_CONTAINER,
+    Service,
+    World,
+    api,
+    ended_run,
+    engine_for,
+    unique,
+)
 
 __all__ = ["slow"]  # the fixture, shared with the reliability tests
 
@@ -68,8 +76,8 @@ def test_setting_values_never_leave_in_diffs_records_logs_or_notifications(world
     assert_clean(json.dumps(events, default=str) + json.dumps(messages, default=str), "notify")
 
     done = api(world.stack, "POST", "/api/rotations", body)
-    assert done.status_code == 200, done.text
-    run_id = done.json()["id"]
+    assert_clean(done.text, "the POST's answer")
+    run_id = ended_run(world, done)["id"]
     record = api(world.stack, "GET", f"/api/rotations/{run_id}")
     assert record.json()["services"][0]["outcome"] == "rotated"
     assert_clean(record.text, "GET /api/rotations/{id}")
@@ -100,11 +108,10 @@ def test_a_pem_version_stays_refused_after_the_policy_is_switched_back_to_pfx(
     body = {"vault": world.vault_id, "certificate": CERT}
     resp = api(world.stack, "POST", "/api/rotations", body)
 
-    assert resp.status_code == 200, resp.text
-    (result,) = resp.json()["services"]
+    record = ended_run(world, resp)
+    (result,) = record["services"]
     assert result["outcome"] == "refused"
-    record = api(world.stack, "GET", f"/api/rotations/{resp.json()['id']}").json()
-    assert "stores its secret as 'application/x-pem-file'" in record["services"][0]["message"]
+    assert "stores its secret as 'application/x-pem-file'" in result["message"]
     assert world.puts(svc, succeeded=False) == []
     world.assert_on(svc, v1)
 
@@ -115,43 +122,53 @@ def storage(world: World) -> Iterator[None]:
     world.stack.admin("POST", "/storage", {"available": True})
 
 
-def test_storage_lost_mid_update_answers_503_json_and_the_record_is_corrected(
-    world: World, storage: None, slow: None
+def test_storage_lost_answers_503_json_and_queues_nothing(
+    world: World, storage: None
 ) -> None:
+    """The run record and the message are written before the answer: without storage
+    the request is refused whole (503 JSON, Retry-After) and nothing runs."""
     v1 = world.new_version()
     svc = world.deploy(v1)
-    v2 = world.new_version()
-    # A 3 s update: storage goes away once Azure has accepted the PUT, while the app
-    # follows the operation (the platform already holds the package by then).
-    update_seconds(world, 3.0)
-    answers: list[requests.Response] = []
-    body = {"vault": world.vault_id, "certificate": CERT}
-    caller = threading.Thread(
-        target=lambda: answers.append(api(world.stack, "POST", "/api/rotations", body))
-    )
-    caller.start()
-    wait_for(lambda: world.puts(svc), "Azure to accept the PUT")
+    world.new_version()
     world.stack.admin("POST", "/storage", {"available": False})
-    caller.join(timeout=120)
 
-    (answer,) = answers
+    answer = api(world.stack, "POST", "/api/rotations",
+                 {"vault": world.vault_id, "certificate": CERT})
+
     assert answer.status_code == 503, answer.text
     assert answer.headers["Content-Type"].startswith("application/json")
     assert answer.json()["error"]["message"], answer.text
     assert answer.headers.get("Retry-After")
-
     world.stack.admin("POST", "/storage", {"available": True})
-    # The failed invocation could not release its lease (storage was gone): it expires in
-    # 15 s, until then the service is "busy" and the sweep leaves it alone.
-    engine = engine_for(world)
-    wait_for(
-        lambda: engine.finish_pending(wait_seconds=30).get("resumed-succeeded") == 1,
-        "the sweep to finish the update once the lease is free",
-        timeout=90,
-        interval=0.5,
-    )
-    (record,) = world.records()
+    world.wait_hints_worked()
+    assert world.puts(svc, succeeded=False) == []
+
+
+def test_storage_lost_mid_update_loses_nothing_and_the_record_is_corrected(
+    world: World, storage: None, slow: None
+) -> None:
+    """Storage (blobs and queues) goes away once Azure has accepted the PUT, while the
+    update runs: the invocations that meet the outage fail and say so; once storage is
+    back, the journal and the messages that came back finish the run: rotated, one PUT."""
+    v1 = world.new_version()
+    svc = world.deploy(v1)
+    v2 = world.new_version()
+    update_seconds(world, 3.0)
+    log = world.stack.folder / "logs" / "functions.log"
+    seen = len(log.read_text())
+    resp = api(world.stack, "POST", "/api/rotations",
+               {"vault": world.vault_id, "certificate": CERT})
+    assert resp.status_code == 202, resp.text
+
+    wait_for(lambda: world.puts(svc), "Azure to accept the PUT")
+    world.stack.admin("POST", "/storage", {"available": False})
+    wait_for(lambda: "(Failed, Id=" in log.read_text()[seen:],
+             "an invocation to meet the outage", timeout=90)
+    world.stack.admin("POST", "/storage", {"available": True})
+
+    record = ended_run(world, resp)
     assert record["status"] == "done"
     assert [s["outcome"] for s in record["services"]] == ["rotated"]
+    world.wait_hints_worked(timeout=120)
     world.assert_on(svc, v2)
     assert len(world.puts(svc)) == 1
