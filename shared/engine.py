@@ -71,9 +71,6 @@ from shared.model import (
 from shared.plan_diff import redacted_diff
 
 log = logging.getLogger("certrotate")
-# A follow message's look at an update that has ended: long enough for one status poll
-# and the role instances' view, never a wait for the update itself.
-FOLLOW_STEP_S = 10.0
 
 
 def utcnow() -> datetime:
@@ -817,11 +814,15 @@ class Engine:
                 continue
             with logcontext.bound(service_id=service_id):
                 try:
-                    outcome = self._finish_pending(service_id, FOLLOW_STEP_S, None, look=True)
+                    outcome = self._finish_pending(service_id, 0.0, None, look=True)
                 except Busy:
                     log.info("%s: another invocation holds it; looked at again later",
                              service_id)
                     still.append(service_id)
+                    continue
+                except NotFound:
+                    log.warning("%s no longer exists: its update is not looked at again",
+                                service_id)
                     continue
                 except RotationError as exc:
                     log.warning("%s: could not look at its update: %s", service_id, exc)
@@ -868,8 +869,10 @@ class Engine:
                 log.warning("%s", result.message)
                 return result
             if service.id.lower() in pending and not run.dry_run:
-                # An earlier write is journaled: finish it before planning anything new.
-                earlier = self._finish_pending(service.id, remaining(), run.id)
+                # An earlier write is journaled: finish it before planning anything new (a
+                # run that does not wait looks: finished if it has ended, else it waits).
+                wait = remaining()
+                earlier = self._finish_pending(service.id, wait, run.id, look=wait <= 0)
                 if earlier is not None and earlier.status == "updating":
                     raise Waiting(f"the update sent by run {earlier.run_id} is still running")
                 service = self.compute.get(service.id)

@@ -71,6 +71,8 @@ PROGRESS_EVERY = 10.0  # seconds between "still updating" lines while following 
 # Failures that are no reason to put the previous model back: the write succeeded, but the
 # service does not hold it (someone else's write came after ours; a rollback would undo it).
 NO_ROLLBACK = {"VerificationFailed"}
+# A look's wait for the status of an operation it resumed (one poll, asked at once).
+LOOK_SECONDS = 10.0
 STOPPED_NOTE = "model updated; instances stopped, the certificate loads when they start"
 
 
@@ -160,6 +162,14 @@ class Context:
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
+
+    def patience(self) -> float:
+        """How long to wait on an operation's poller: the time left, and in a look at
+        least LOOK_SECONDS (its first status is asked at once: a look at an operation that
+        has ended must get to read that status, whatever time is left)."""
+        if self.looked is None:
+            return self.remaining()
+        return max(self.remaining(), LOOK_SECONDS)
 
     def ticker(self, what: str) -> Callable[[], None]:
         """Renew the lease between polls and say every so often that work goes on."""
@@ -484,7 +494,7 @@ def _model_applied(
     if poller is None and entry.continuation_token:
         poller = ctx.compute.resume(ctx.service_id, entry.continuation_token)
     if poller is not None:
-        if not ctx.compute.wait(poller, ctx.remaining(), tick):
+        if not ctx.compute.wait(poller, ctx.patience(), tick):
             return None
         return ctx.compute.final(poller)
     while True:
@@ -543,7 +553,7 @@ def _walk(ctx: Context, entry: Pending) -> Pending | None:
             ctx.lease.write(entry)
             log.info("%s: walking update domain %d of %d", ctx.name, domain, count)
         try:
-            if not ctx.compute.wait(poller, ctx.remaining(), ctx.ticker(f"update domain {domain}")):
+            if not ctx.compute.wait(poller, ctx.patience(), ctx.ticker(f"update domain {domain}")):
                 return None
         except PlatformRejected as exc:
             raise PlatformRejected(
