@@ -10,7 +10,8 @@ README's pipeline diagram):
 * ``cert-rotation-services``: :class:`ServiceBatch`, "converge these services" (at most
   ``SERVICES_PER_MESSAGE`` of them), each batch a run of its own, on whichever instance
   takes it; the services a hint's run could not finish for a transient reason come back
-  this way too.
+  this way too. The reconcile timer queues the services it finds to change this way,
+  and ``POST /api/rotations`` an operator's run (:class:`Requested`: the run id only).
 * ``cert-rotation-follow``: :class:`Follow`, "look at these updates again". A run does not
   sit in a poll loop while Azure applies an update (minutes): what is still running when
   its short wait ends is followed by a message made visible ``FOLLOW_POLL_SECONDS`` later,
