@@ -40,6 +40,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import signal
 import statistics
@@ -147,6 +148,43 @@ class RequestLog:
         calls: list[dict[str, Any]] = admin(self.env, "GET", f"/requests?since={self.position}")
         self.position += len(calls)
         return calls
+
+
+# Azurite's blob debug log (``Stack.up(blob_requests=...)``): the bench's own stack only.
+BLOB_REQUESTS = "blob-requests.log"
+BLOB_WRITE = re.compile(
+    r"RequestMethod=(PUT|DELETE) RequestURL=\S*/devstoreaccount1/(cert-rotation-[a-z]+)/"
+)
+
+
+@dataclass
+class BlobWrites:
+    """The product's writes to the app's own blob containers (journals and leases, run
+    records, failure records), counted in Azurite's debug log: blob storage does not pass
+    the emulators' request log. Absent (None) on a stack started without that log."""
+
+    path: Path
+    position: int = 0
+
+    @classmethod
+    def from_now(cls, folder: Path) -> BlobWrites:
+        path = folder / BLOB_REQUESTS
+        return cls(path, path.stat().st_size if path.exists() else 0)
+
+    def take(self) -> dict[str, int] | None:
+        """Writes per container since the last take; None without the log."""
+        if not self.path.exists():
+            return None
+        with self.path.open("rb") as log:
+            log.seek(self.position)
+            text = log.read().decode("utf-8", "replace")
+        self.position += len(text.encode("utf-8", "replace"))
+        found = Counter(
+            match.group(2)
+            for line in text.splitlines()
+            if AGENT in line and (match := BLOB_WRITE.search(line))
+        )
+        return dict(sorted(found.items()))
 
 
 def product(calls: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -553,7 +591,9 @@ def fanout_phase(
                 started += 1
             for row, world in zip(results, worlds.values(), strict=True):
                 progress(f"fan-out: {world.size} services through the queues, {count} host(s)")
-                row[f"queue_{count}_hosts"] = queue_phase(env, op, world, duplicates, log)
+                row[f"queue_{count}_hosts"] = queue_phase(
+                    env, op, world, duplicates, log, BlobWrites.from_now(stack.folder)
+                )
     finally:
         admin(env, "POST", "/cloudservices/settings", {"update_seconds": None})
     return results
@@ -574,7 +614,8 @@ def in_delivery_phase(env: dict[str, str], world: FanoutWorld) -> dict[str, Any]
 
 
 def queue_phase(
-    env: dict[str, str], op: Operator, world: FanoutWorld, duplicates: int, log: RequestLog
+    env: dict[str, str], op: Operator, world: FanoutWorld, duplicates: int, log: RequestLog,
+    writes: BlobWrites,
 ) -> dict[str, Any]:
     """A new version's event through Event Grid, the hint and the batches, to the end of
     every run it started; then its duplicates (acknowledgement samples)."""
@@ -593,6 +634,7 @@ def queue_phase(
     drained(op)
     records = runs_of(op, event_id)
     calls = log.take()
+    written = writes.take()
     created = next(c for c in calls if c["method"] == "POST" and c["path"].endswith("/create"))
     puts = [
         c for c in product(calls)
@@ -610,6 +652,10 @@ def queue_phase(
     drained(op)
     return {
         "ack_s": summary(acks),
+        # The event's rotation only (not its duplicates): blob writes per service.
+        "blob_writes": written,
+        "blob_writes_per_service": round(sum(written.values()) / world.size, 2)
+        if written is not None else None,
         "event_to_ack_s": round(logged_at(delivery) - event, 3),
         "event_to_all_puts_s": round(max(logged_at(c) for c in puts) - event, 3)
         if puts else None,
@@ -940,7 +986,7 @@ def _fanout_rows(fanout: list[dict[str, Any]]) -> list[str]:
     rows = [
         "",
         "one certificate, N services: event -> acknowledged (s); queues: ack p50/p95, "
-        "event -> all PUTs accepted / all runs ended (s)",
+        "event -> all PUTs accepted / all runs ended (s), blob writes per service",
         f"{'N':>5}{'in the delivery (old)':>24}"
         + "".join(f"{k.split('_')[1] + ' host(s)':>30}" for k in counts),
     ]
@@ -954,6 +1000,8 @@ def _fanout_rows(fanout: list[dict[str, Any]]) -> list[str]:
                 f"{new['ack_s']['median']:.3f}/{new['ack_s']['p95']:.3f} "
                 + ("-" if puts is None else f"{puts:.1f}")
                 + f"/{new['event_to_runs_ended_s']:.1f}"
+                + ("" if new.get("blob_writes_per_service") is None
+                   else f" {new['blob_writes_per_service']:.1f}w")
             )
         rows.append(
             f"{row['services']:>5}{cells[0]:>24}" + "".join(f"{c:>30}" for c in cells[1:])
@@ -1082,12 +1130,14 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack.up(
         folder, update_seconds=UPDATE_SECONDS, page_size=PAGE_SIZE,
         settings={"FOLLOW_POLL_SECONDS": "1"},
+        blob_requests=folder / BLOB_REQUESTS,  # counted, then gone with the folder
     )
     try:
         os.environ.update(stack.env)
         result = run(stack.env, stack.folder, options, PAGE_SIZE)
     finally:
         stack.down()
+        (folder / BLOB_REQUESTS).unlink(missing_ok=True)  # it holds the stack's tokens
     text = json.dumps(result, indent=1)
     print(text)
     if options.json_path:

@@ -282,6 +282,7 @@ class Stack:
         retry_scale: float = 0.01,
         settings: dict[str, str] | None = None,
         hosts: int = 1,
+        blob_requests: Path | None = None,
     ) -> Stack:
         """Start a stack in ``folder``; on any failure, stop what was started and raise.
 
@@ -289,6 +290,9 @@ class Stack:
         ``EVENT_WAIT_SECONDS`` for the soak, or ``OPERATION_WAIT_SECONDS``, which replaces
         the stack's default); they are kept in the stack's ``env`` and ``stack.env``.
         ``hosts``: how many Functions host instances serve the app (at least 1).
+        ``blob_requests``: a file where Azurite's blob service logs every request (its
+        debug log: method, URL and headers, tokens included, so the bench counts and
+        deletes it; never under ``logs/``, which the suite scans for secrets).
         """
         if hosts < 1:
             raise ValueError(f"hosts must be at least 1, not {hosts}")
@@ -326,6 +330,7 @@ class Stack:
                     "--disableTelemetry",
                     "--silent",
                     "--skipApiVersionCheck",
+                    *(["--debug", str(blob_requests)] if blob_requests else []),
                 ],
                 logs / "azurite.log",
             )
