@@ -875,6 +875,15 @@ class Engine:
                 earlier = self._finish_pending(service.id, wait, run.id, look=wait <= 0)
                 if earlier is not None and earlier.status == "updating":
                     raise Waiting(f"the update sent by run {earlier.run_id} is still running")
+                if (
+                    earlier is not None
+                    and earlier.run_id == run.id
+                    and earlier.status in ("succeeded", "failed", "rolled-back")
+                ):
+                    # This run's own write, sent by an earlier attempt of it (a queued
+                    # manual run keeps its id): how it ended is this run's result.
+                    result.outcome, result.message = OUTCOMES[earlier.status], earlier.message
+                    return result
                 service = self.compute.get(service.id)
             # A tag anyone with tag-write can set: parsed strictly before anything is read.
             package_of(service, self.settings)
