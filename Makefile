@@ -40,10 +40,11 @@ chromium:
 		echo "note: $(CHROMIUM) missing and not root: the browser tests will be skipped"; \
 	fi
 
-# Two pytest workers, each module whole on one (its module-scoped stack with it), each
-# worker with a session stack of its own: the suite mostly waits on its stacks, so two
-# workers share two cores well. PYTEST_WORKERS= runs it in one process.
-PYTEST_WORKERS ?= -n 2 --dist loadfile
+# Three pytest workers, each module whole on one (its module-scoped stack with it), each
+# worker with a session stack of its own: the suite mostly waits on its stacks, so three
+# workers share two cores well (381 s, against 453 s with two and 891 s with one).
+# PYTEST_WORKERS= runs it in one process.
+PYTEST_WORKERS ?= -n 3 --dist loadfile
 test: install chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
