@@ -2,10 +2,10 @@
 
 The CLI is a thin front over what the function app runs: the same :class:`Engine` built
 from the same settings (``Settings.from_env``), the same request validation as the HTTP
-API (:mod:`shared.requests`), the same status document (:mod:`shared.inventory`). It signs
-in with ``DefaultAzureCredential``, so ``az login`` works; ``--env-file`` loads a
-``KEY=VALUE`` file first (such as the local stack's ``stack.env``), whose values win over
-the environment's.
+API (:mod:`shared.domain.requests`), the same status document
+(:mod:`shared.status.inventory`). It signs in with ``DefaultAzureCredential``, so
+``az login`` works; ``--env-file`` loads a ``KEY=VALUE`` file first (such as the local
+stack's ``stack.env``), whose values win over the environment's.
 
 Output is a table for people, or with ``--json`` the documents the HTTP API returns.
 ``rotate`` shows the engine's own log lines on stderr while it works (they carry the run
@@ -35,15 +35,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from certrotate import names
-from shared import adoption, inventory
-from shared.compute_ids import split_service_id
 from shared.config import Settings
-from shared.engine import Engine, Run, Trigger
-from shared.errors import ConfigError, InvalidInput, NotFound, RotationError
-from shared.history import MAX_SCAN, recent_records
-from shared.inventory import Flag
-from shared.model import PACKAGE_MD5_TAG, PACKAGE_TAG, CloudServiceSnapshot, SecretUrl
-from shared.requests import RotationRequest
+from shared.domain.compute_ids import split_service_id
+from shared.domain.errors import ConfigError, InvalidInput, NotFound, RotationError
+from shared.domain.model import PACKAGE_MD5_TAG, PACKAGE_TAG, CloudServiceSnapshot, SecretUrl
+from shared.domain.requests import RotationRequest
+from shared.rotation import adoption
+from shared.rotation.engine import Engine, Run, Trigger
+from shared.status import inventory
+from shared.status.history import MAX_SCAN, recent_records
+from shared.status.inventory import Flag
 
 EXIT_OK, EXIT_NOT_DONE, EXIT_BAD_INPUT, EXIT_ATTENTION, EXIT_PIPE = 0, 1, 2, 3, 141
 EPILOG = (

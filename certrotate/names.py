@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from shared.errors import NotFound
-from shared.model import CloudServiceSnapshot
+from shared.domain.errors import NotFound
+from shared.domain.model import CloudServiceSnapshot
 
 # Key Vault names (3-24 letters, digits, hyphens), cloud service and resource group names.
 _VAULT = re.compile(r"^(?:[-\w.()]{1,90}/)?[A-Za-z0-9-]{3,24}$")

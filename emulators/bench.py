@@ -66,8 +66,8 @@ from emulators.polling import wait_for
 from emulators.provision import APP_ROLES, OPERATOR_ROLES, Operator, cscfg, thumbprint
 from emulators.stack import ROOT, Stack, app_settings, functions_host_command
 from shared.config import Settings
-from shared.engine import Engine
-from shared.events import NEW_VERSION, CertificateEvent
+from shared.domain.events import NEW_VERSION, CertificateEvent
+from shared.rotation.engine import Engine
 
 AGENT = "certrotate"  # in the User-Agent of every call the product makes
 CERT = "web-tls"

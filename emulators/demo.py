@@ -29,8 +29,8 @@ from azure.mgmt.compute.models import CloudService, CloudServiceProperties
 
 from emulators.provision import APP_POLICY, OPERATOR_POLICY, Operator, combined, cscfg, thumbprint
 from emulators.stack import Stack
-from shared import cscfg as parser
 from shared.config import Settings
+from shared.domain import cscfg as parser
 
 TIMEOUT_S = 90
 ARM_ID = re.compile(  # a resource id: /subscriptions/S/resourceGroups/G/providers/NS/TYPE/NAME

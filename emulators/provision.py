@@ -42,7 +42,7 @@ from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_b
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from emulators.authorization import ROLE_IDS
-from shared.messages import WORK_QUEUES
+from shared.domain.messages import WORK_QUEUES
 
 NS = "http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration"
 # What the operator's own steps need in a vault (it makes and imports certificates and

@@ -34,7 +34,7 @@ few requests. Its figures: converged %, PUTs
 per version written, **loops** (a version PUT more than once without a new reason) and
 **untracked operations** (accepted PUTs the run records do not account for, plus journaled
 writes left pending), both of which must be 0. A service behind because its newest version
-failed and now backs off (``shared.backoff``) is not a violation: it says why, and waits.
+failed and now backs off (``shared.domain.backoff``) is not a violation: it says why, and waits.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from azure.keyvault.certificates import KeyVaultCertificate
 
 from emulators.provision import APP_ROLES, OPERATOR_ROLES, Operator, cscfg, thumbprint
 from emulators.stack import QUICK_QUEUES, Stack
-from shared import cscfg as parser
+from shared.domain import cscfg as parser
 
 RUNS_CONTAINER = "cert-rotation-runs"
 LOCKS_CONTAINER = "cert-rotation-locks"
@@ -339,7 +339,7 @@ def backing_off(world: World) -> dict[str, set[str]]:
 
 def violations(world: World) -> list[str]:
     """Every service on the newest version of each certificate it uses (or backing off on
-    it, which says why: shared.backoff), settled, and not written once too often."""
+    it, which says why: shared.domain.backoff), settled, and not written once too often."""
     found: list[str] = []
     waiting = backing_off(world)
     for name, used in world.services.items():

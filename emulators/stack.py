@@ -45,7 +45,7 @@ from emulators.appsettings import settings_read_by_the_app
 from emulators.queue_trigger import POISON_SUFFIX
 from emulators.storagegate import ENV as STORAGE_GATE_ENV
 from emulators.tls import ensure_tls
-from shared.messages import WORK_QUEUES
+from shared.domain.messages import WORK_QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = ROOT / "emulators" / "node_modules" / ".bin" / "azurite-blob"

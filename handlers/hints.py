@@ -1,12 +1,12 @@
 """The queue workers that do an event's rotation, and their poison twins.
 
-``keyvault_events`` answers Event Grid at once and queues a :class:`shared.messages.Hint`.
+``keyvault_events`` answers Event Grid at once and queues a :class:`shared.domain.messages.Hint`.
 
 ``rotation_hints`` takes it from ``cert-rotation-hints``, discovers the services that use
 the certificate and converges the first ``SERVICES_PER_MESSAGE`` of them itself (the same
 engine call an event used to make inside its delivery; each attempt is a run of its own).
 The other services, and any of its own that hit a transient failure, go out as
-:class:`shared.messages.ServiceBatch` messages on ``cert-rotation-services`` through the
+:class:`shared.domain.messages.ServiceBatch` messages on ``cert-rotation-services`` through the
 queue output binding, written by the host once the function returned.
 
 ``rotation_services`` converges one batch as a run of its own, on whichever instance takes
@@ -22,7 +22,7 @@ hit transient failures) raises, the host makes the message visible again after h
 because every attempt re-plans from the truth; after ``maxDequeueCount`` attempts the host
 moves it to ``<queue>-poison``.
 
-``rotation_follow`` looks at updates still running (:class:`shared.messages.Follow`, sent
+``rotation_follow`` looks at updates still running (:class:`shared.domain.messages.Follow`, sent
 by the run that sent them, visible ``FOLLOW_POLL_SECONDS`` later): one read while Azure
 applies the update; once it has ended, verify, walk the next update domain, record it in
 the run that sent it and notify; otherwise the next look is queued. No worker sits in a
@@ -45,9 +45,8 @@ from typing import List, TypeVar  # noqa: UP035 (the worker's binding check refu
 import azure.functions as func
 
 from handlers.runtime import engine
-from shared.engine import Run
-from shared.errors import InvalidInput, TransientError
-from shared.messages import (
+from shared.domain.errors import InvalidInput, TransientError
+from shared.domain.messages import (
     FOLLOW_QUEUE,
     HINTS_QUEUE,
     SERVICES_QUEUE,
@@ -60,6 +59,7 @@ from shared.messages import (
     source,
     to_text,
 )
+from shared.rotation.engine import Run
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.hints")

@@ -1,8 +1,8 @@
 """``keyvault_events``: the Event Grid trigger for Key Vault certificate events.
 
 The function only accepts: it turns the Functions binding object into the plain dict
-:func:`shared.events.parse_event` reads, checks the vault is in scope, and adds one
-:class:`shared.messages.Hint` to ``cert-rotation-hints`` through the queue output binding
+:func:`shared.domain.events.parse_event` reads, checks the vault is in scope, and adds one
+:class:`shared.domain.messages.Hint` to ``cert-rotation-hints`` through the queue output binding
 (written by the host before the delivery is answered). The work itself (discovery, plans,
 PUTs, following updates) happens in the queue workers (:mod:`handlers.hints`), so Event
 Grid gets its answer in well under a second whatever the number of services or the length
@@ -22,9 +22,9 @@ from typing import Any
 import azure.functions as func
 
 from handlers.runtime import engine
-from shared.errors import IgnoredEvent, InvalidInput
-from shared.events import parse_event
-from shared.messages import HINTS_QUEUE, Hint, Origin, to_text
+from shared.domain.errors import IgnoredEvent, InvalidInput
+from shared.domain.events import parse_event
+from shared.domain.messages import HINTS_QUEUE, Hint, Origin, to_text
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.events")

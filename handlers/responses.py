@@ -12,7 +12,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.errors import (
+from shared.domain.errors import (
     ConfigError,
     InvalidInput,
     NotFound,
@@ -22,7 +22,7 @@ from shared.errors import (
     RotationError,
     TransientError,
 )
-from shared.json_body import BodyTooLarge
+from shared.domain.json_body import BodyTooLarge
 
 log = logging.getLogger("certrotate.http")
 RETRY_AFTER = {"Retry-After": "30"}

@@ -26,13 +26,13 @@ import azure.functions as func
 from handlers.responses import error_for, error_response, json_response
 from handlers.runtime import engine
 from handlers.status import FORMATS, html_response, page_format
-from shared import run_html
-from shared.compute_ids import split_service_id
-from shared.engine import QUEUED_MESSAGE, Run, Trigger, describe
-from shared.errors import InvalidInput
-from shared.history import MAX_SCAN, recent_records
-from shared.json_body import load_object
-from shared.requests import RotationRequest
+from shared.domain.compute_ids import split_service_id
+from shared.domain.errors import InvalidInput
+from shared.domain.json_body import load_object
+from shared.domain.requests import RotationRequest
+from shared.rotation.engine import QUEUED_MESSAGE, Run, Trigger, describe
+from shared.status import run_html
+from shared.status.history import MAX_SCAN, recent_records
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.http")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from functools import cache
 
-from shared import telemetry
 from shared.config import Settings
-from shared.engine import Engine
+from shared.observability import telemetry
+from shared.rotation.engine import Engine
 
 
 @cache

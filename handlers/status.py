@@ -1,7 +1,7 @@
 """``GET /api/status``: what every cloud service in scope runs, as JSON or a small page.
 
 Read-only: it lists services, vaults and run records and changes nothing. The JSON is
-:meth:`shared.inventory.Inventory.to_json`, the same document ``certrotate status --json``
+:meth:`shared.status.inventory.Inventory.to_json`, the same document ``certrotate status --json``
 prints; ``?format=html`` renders it for people.
 """
 
@@ -13,7 +13,7 @@ import azure.functions as func
 
 from handlers.responses import error_for, error_response, json_response
 from handlers.runtime import engine
-from shared import inventory, status_html
+from shared.status import inventory, status_html
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.http")

@@ -32,7 +32,7 @@ import os
 import azure.functions as func
 
 from handlers.runtime import engine
-from shared.errors import TransientError
+from shared.domain.errors import TransientError
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.timers")

@@ -13,10 +13,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.destinations import Destinations
-from shared.errors import ConfigError
-from shared.messages import MAX_SERVICES
-from shared.packages import ContainerRef, parse_containers
+from shared.domain.destinations import Destinations
+from shared.domain.errors import ConfigError
+from shared.domain.messages import MAX_SERVICES
+from shared.domain.packages import ContainerRef, parse_containers
 
 UNTAGGED_MODES = ("report", "update")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -104,7 +104,7 @@ class Settings:
     # The app's queue endpoint (the host's AzureWebJobsStorage__queueServiceUri): where a
     # batch waiting for something in progress is sent again with a visibility delay.
     queue_url: str | None = None
-    # The first such delay; it doubles per wait up to 15 min (shared.messages.wait_delay).
+    # The first such delay; it doubles per wait up to 15 min (shared.domain.messages.wait_delay).
     wait_seconds: float = 30.0
     # How long after each look a running update is looked at again (a follow message's
     # visibility delay): Azure's own polling pace for cloud service updates.
@@ -124,7 +124,7 @@ class Settings:
     # Services without a package tag: "report" (unmanaged, as listed) or "update"
     # (configuration-only PUTs, no packageUrl: Azure keeps the deployed package).
     untagged: str = "report"
-    # Where packages may come from, and where tokens may go (shared.destinations).
+    # Where packages may come from, and where tokens may go (shared.domain.destinations).
     package_containers: tuple[ContainerRef, ...] = ()
     keyvault_dns_suffix: str = "vault.azure.net"
     storage_dns_suffix: str = "core.windows.net"
@@ -142,7 +142,7 @@ class Settings:
         )
 
     def in_scope(self, vault_id: str) -> bool:
-        """Whether a vault (an ARM id already validated by ``shared.events``) may be acted on.
+        """Whether a vault (an ARM id validated by ``shared.domain.events``) may be acted on.
 
         Vaults are scoped by subscription only: CSES installs certificates only from a vault
         in the cloud service's own subscription, so a vault in any other subscription cannot

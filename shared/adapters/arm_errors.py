@@ -10,7 +10,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared.errors import NotFound, PlatformRejected, RotationError, TransientError
+from shared.domain.errors import NotFound, PlatformRejected, RotationError, TransientError
 
 TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}
 

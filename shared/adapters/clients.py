@@ -19,7 +19,7 @@ from azure.identity import DefaultAzureCredential
 
 from shared.adapters.retries import BoundedRetryPolicy
 from shared.config import Settings
-from shared.destinations import Destinations
+from shared.domain.destinations import Destinations
 
 USER_AGENT = "certrotate/0.1"
 
@@ -73,7 +73,7 @@ class Clients:
 
         The user agent names the product, so its calls stand out in ARM activity logs
         (and in the local stack's request log). The request hook refuses any host that is
-        not one of the cloud's endpoints (:mod:`shared.destinations`). The retry policy is
+        not one of the cloud's endpoints (:mod:`shared.domain.destinations`). The retry policy is
         a fresh instance per call because a policy belongs to exactly one client pipeline.
         """
         options: dict[str, Any] = {

@@ -28,9 +28,9 @@ from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from shared.adapters.arm_errors import error_code, translate
 from shared.adapters.clients import Clients
-from shared.compute_ids import split_service_id
-from shared.errors import PlatformRejected, TransientError, Unconfirmed
-from shared.model import CloudServiceSnapshot, SecretGroup, secret_key
+from shared.domain.compute_ids import split_service_id
+from shared.domain.errors import PlatformRejected, TransientError, Unconfirmed
+from shared.domain.model import CloudServiceSnapshot, SecretGroup, secret_key
 
 
 class Compute:

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from shared.adapters.clients import Clients
 from shared.adapters.kv_errors import vault_error
-from shared.errors import NotFound
-from shared.model import Certificate, CertificateVersion, SecretFacts, SecretUrl
+from shared.domain.errors import NotFound
+from shared.domain.model import Certificate, CertificateVersion, SecretFacts, SecretUrl
 
 # Issuers that issue without a person: self-signed and the CAs Key Vault integrates with.
 SECRETS_API_VERSION = "7.4"

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from azure.core.exceptions import HttpResponseError
 
 from shared.adapters.arm_errors import error_code, translate
-from shared.errors import RotationError, VaultAccessDenied
+from shared.domain.errors import RotationError, VaultAccessDenied
 
 _POLICY = re.compile(
     r"does not have (?P<permission>\w+ \w+) permission on key vault '(?P<vault>[^';]+)")

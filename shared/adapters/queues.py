@@ -16,7 +16,7 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from shared.adapters.arm_errors import translate
 from shared.adapters.clients import Clients
-from shared.errors import ConfigError
+from shared.domain.errors import ConfigError
 
 
 class Queues:

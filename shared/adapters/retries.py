@@ -27,7 +27,7 @@ The rules (:data:`RULES`):
   operation: Azure's recorded traffic has a cloud-service PUT answered 500
   ``InternalOperationError`` "The operation has timed out." after ~44 s, and a blind
   retry would get 409 or apply the write twice. The executor reads the service instead
-  (``shared.executor``); this policy is the only retry the SDK clients have, so no SDK
+  (``shared.rotation.executor``); this policy is the only retry the SDK clients have, so no SDK
   layer repeats the PUT either.
 
 Each retry and each give-up is logged at WARNING on ``certrotate.retries`` with the

@@ -3,12 +3,12 @@
 * Package SAS: user-delegation (signed by a key the managed identity obtains; no account
   key anywhere), read-only, HTTPS-only, start backdated 15 minutes for clock skew, short
   lived. The SAS is returned to the caller and never logged or stored. Packages are only
-  ever :class:`~shared.packages.PackageRef` values: blobs of allow-listed containers.
+  ever :class:`~shared.domain.packages.PackageRef` values: blobs of allow-listed containers.
 * Locks: one blob per cloud service in the app's own storage, held with a 15 s lease that
   the executor renews while it follows an update, so two invocations never interleave
   writes to one service; a crashed holder's lease simply expires.
 * Run records: one JSON blob per run in the app's storage.
-* Failure records (:mod:`shared.backoff`): one JSON blob per service with, per certificate,
+* Failure records (:mod:`shared.domain.backoff`): one JSON blob per service with, per certificate,
   the last version whose write failed, so it is not retried in a loop; success removes it.
 """
 
@@ -41,11 +41,11 @@ from azure.storage.blob import (
 
 from shared.adapters.arm_errors import translate
 from shared.adapters.clients import Clients
-from shared.backoff import Failure
-from shared.errors import Busy, NotFound, PreconditionFailed, TransientError
-from shared.journal import Pending
-from shared.model import PackageFacts
-from shared.packages import PackageRef
+from shared.domain.backoff import Failure
+from shared.domain.errors import Busy, NotFound, PreconditionFailed, TransientError
+from shared.domain.journal import Pending
+from shared.domain.model import PackageFacts
+from shared.domain.packages import PackageRef
 
 SAS_CLOCK_SKEW = timedelta(minutes=15)
 LEASE_SECONDS = 15  # the shortest Azure allows: a dead holder blocks the service briefly
@@ -53,7 +53,7 @@ RECORD_ATTEMPTS = 5  # read-modify-write rounds of a run record before giving up
 
 
 class Lease:
-    """A held per-service lock and the service's journal (:mod:`shared.journal`).
+    """A held per-service lock and the service's journal (:mod:`shared.domain.journal`).
 
     ``renew`` keeps the lock while a long update runs; ``write`` replaces the journal entry
     (None clears it). The entry is the blob's content, written under the lease so only the
@@ -155,7 +155,7 @@ class Storage:
             str(props.etag) if props.etag else None,
         )
 
-    # -- failure backoff (shared.backoff): one blob per service with a failed version ---------
+    # -- failure backoff (shared.domain.backoff): one blob per service with a failed version --
 
     def _failure_blob(self, service_id: str) -> BlobClient:
         name = hashlib.sha256(service_id.lower().encode()).hexdigest() + ".json"

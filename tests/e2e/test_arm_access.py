@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from emulators.polling import wait_for
 from emulators.provision import Operator
-from shared.engine import Trigger
-from shared.events import parse_event
+from shared.domain.events import parse_event
+from shared.rotation.engine import Trigger
 from tests.conftest import LocalStack
 from tests.e2e.world import (
     CERT,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from shared import inventory
-from shared.engine import Trigger
+from shared.rotation.engine import Trigger
+from shared.status import inventory
 from tests.e2e.test_reliability import fail_next
 from tests.e2e.world import CERT, World, api, ended_run, engine_for, version_of
 

@@ -33,9 +33,9 @@ from azure.mgmt.compute.models import CloudServiceUpdate
 
 from emulators.polling import wait_for
 from shared.adapters.retries import RULES, tally
-from shared.engine import Run
-from shared.errors import TransientError
-from shared.events import CertificateEvent, parse_event
+from shared.domain.errors import TransientError
+from shared.domain.events import CertificateEvent, parse_event
+from shared.rotation.engine import Run
 from tests.conftest import LocalStack
 from tests.e2e.world import (
     CERT,

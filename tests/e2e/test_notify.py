@@ -37,8 +37,8 @@ import pytest
 from emulators.stack import ROOT, app_settings
 from emulators.tls import ensure_tls
 from shared.config import Settings
-from shared.engine import Engine, Run, Trigger
-from shared.events import NEAR_EXPIRY, CertificateEvent
+from shared.domain.events import NEAR_EXPIRY, CertificateEvent
+from shared.rotation.engine import Engine, Run, Trigger
 from tests.conftest import LocalStack
 from tests.e2e.world import AGENT, CERT, World, secret_of, version_of
 
@@ -393,12 +393,15 @@ PROBE = textwrap.dedent(
     logging.getLogger().setLevel(logging.INFO)  # as the Functions worker sets it
     import function_app  # noqa: F401  (what the Functions worker imports)
     from handlers.runtime import engine
-    from shared.engine import Trigger
+    from shared.rotation.engine import Trigger
 
     run = engine().rotate(sys.argv[1], sys.argv[2], Trigger("manual"))
     loaded = sorted(
         m for m in sys.modules
-        if m.startswith(("opentelemetry", "azure.monitor", "azure.core.tracing.ext", "shared.otel"))
+        if m.startswith((
+            "opentelemetry", "azure.monitor", "azure.core.tracing.ext",
+            "shared.observability.otel",
+        ))
     )
     print(json.dumps({"run": run.id, "outcomes": [r.outcome for r in run.results],
                       "loaded": loaded}))

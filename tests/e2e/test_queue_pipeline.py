@@ -22,7 +22,7 @@ import pytest
 from emulators.polling import wait_for
 from emulators.provision import Operator
 from emulators.stack import QUEUE_RETRY_SETTING, QUICK_QUEUES, Stack
-from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
+from shared.domain.messages import HINTS_QUEUE, SERVICES_QUEUE
 from tests.conftest import LocalStack
 from tests.e2e.world import RUNS_CONTAINER, World, engine_for
 

@@ -35,8 +35,8 @@ from azure.keyvault.certificates import (
 
 from emulators.polling import wait_for
 from emulators.provision import thumbprint
-from shared.events import CertificateEvent, parse_event
-from shared.messages import SERVICES_QUEUE, Requested, ServiceBatch, to_text
+from shared.domain.events import CertificateEvent, parse_event
+from shared.domain.messages import SERVICES_QUEUE, Requested, ServiceBatch, to_text
 from tests.e2e.world import (
     CERT,
     NEAR_EXPIRY,

@@ -24,7 +24,7 @@ from azure.keyvault.certificates import (
 
 from emulators.polling import wait_for
 from emulators.provision import APP_POLICY, OPERATOR_POLICY, Operator, combined
-from shared.events import parse_event
+from shared.domain.events import parse_event
 from tests.conftest import LocalStack
 from tests.e2e.test_status import status
 from tests.e2e.world import (
@@ -136,7 +136,7 @@ def test_renewal_needs_the_create_right(stack: LocalStack, op: Operator) -> None
     item = event_item(world, version_of(v1))
     item["eventType"] = NEAR_EXPIRY
     engine = engine_for(world, RENEW_ON_NEAR_EXPIRY="true")
-    # 340 days on, the 12-month version is inside its 30-day window (shared.renewal).
+    # 340 days on, the 12-month version is inside its 30-day window (shared.domain.renewal).
     engine.now = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=340)
     run = engine.handle_event(parse_event(item))
     assert run is not None

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from shared.engine import Trigger
-from shared.executor import STOPPED_NOTE
+from shared.rotation.engine import Trigger
+from shared.rotation.executor import STOPPED_NOTE
 from tests.e2e.test_reliability import pending_journals
 from tests.e2e.world import CERT, World, engine_for
 

@@ -34,7 +34,7 @@ from emulators.polling import wait_for
 from emulators.provision import APP_ROLES, NS, OPERATOR_ROLES, Operator, cscfg, thumbprint
 from emulators.stack import app_settings
 from shared.config import Settings
-from shared.engine import Engine
+from shared.rotation.engine import Engine
 from tests.conftest import LocalStack
 from tests.infra.bicep import variable
 

@@ -21,7 +21,7 @@ import requests
 from emulators.polling import wait_for
 from emulators.provision import Operator
 from shared.config import Settings
-from shared.messages import HINTS_QUEUE, SERVICES_QUEUE
+from shared.domain.messages import HINTS_QUEUE, SERVICES_QUEUE
 from tests.conftest import LocalStack
 from tests.e2e.world import CERT, NEW_VERSION, World
 

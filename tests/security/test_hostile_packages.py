@@ -19,8 +19,8 @@ from azure.mgmt.compute.models import CloudServiceUpdate
 
 from emulators.polling import wait_for
 from emulators.stack import PACKAGE_CONTAINER
-from shared.destinations import UntrustedDestination
-from shared.packages import ContainerRef, PackageRef, PackageRule
+from shared.domain.destinations import UntrustedDestination
+from shared.domain.packages import ContainerRef, PackageRef, PackageRule
 from tests.e2e.world import CERT, Service, World, api, ended_run, engine_for
 from tests.trap import Trap
 

@@ -16,9 +16,9 @@ from azure.core.exceptions import HttpResponseError
 from azure.keyvault.certificates import CertificateContentType, CertificatePolicy, KeyType
 
 from emulators.provision import cscfg, thumbprint
-from shared.cscfg import MAX_CSCFG_CHARS
-from shared.errors import InvalidInput
-from shared.planner import plan_rotation
+from shared.domain.cscfg import MAX_CSCFG_CHARS
+from shared.domain.errors import InvalidInput
+from shared.domain.planner import plan_rotation
 from tests.e2e.world import ROLES, World, secret_of, unique
 from tests.unit.test_cscfg import BILLION_LAUGHS, EXTERNAL_DTD, PARAMETER_ENTITY, XXE
 from tests.unit.test_planner import (

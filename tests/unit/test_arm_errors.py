@@ -10,7 +10,7 @@ from azure.core.exceptions import (
 )
 
 from shared.adapters.arm_errors import credential_failure, translate
-from shared.errors import TransientError
+from shared.domain.errors import TransientError
 
 CHAIN = """DefaultAzureCredential failed to retrieve a token from the included credentials.
 Attempted credentials:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.backoff import Failure, after_failure, blocking, delay
+from shared.domain.backoff import Failure, after_failure, blocking, delay
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -13,8 +13,8 @@ import pytest
 
 from certrotate import names
 from certrotate.cli import BadInput, build_parser, load_env_file, main, outcome_line, table
-from shared.errors import NotFound
-from shared.model import CloudServiceSnapshot, SecretGroup
+from shared.domain.errors import NotFound
+from shared.domain.model import CloudServiceSnapshot, SecretGroup
 
 ENV_FILES = {
     "stack.env as written": ("A=1\nB=https://x:1/y\n", {"A": "1", "B": "https://x:1/y"}),

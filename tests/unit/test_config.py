@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.config import Settings
-from shared.errors import ConfigError
+from shared.domain.errors import ConfigError
 
 SUB = "00000000-0000-0000-0000-000000000001"
 BASE = {"ROTATION_SUBSCRIPTIONS": SUB, "ROTATION_STORAGE_URL": "https://st.blob.core.windows.net/"}
@@ -43,7 +43,7 @@ def test_accepted(extra: dict[str, str], value: tuple[str, object]) -> None:
     [
         # Under host.json's 30 min functionTimeout, like OPERATION_WAIT_SECONDS.
         ({"EVENT_WAIT_SECONDS": "1501"}, "EVENT_WAIT_SECONDS=1501 is out of range [0.0, 1500.0]"),
-        # A batch message holds at most 100 service ids (shared.messages.MAX_SERVICES).
+        # A batch message holds at most 100 service ids (shared.domain.messages.MAX_SERVICES).
         ({"SERVICES_PER_MESSAGE": "0"}, "SERVICES_PER_MESSAGE=0 is out of range [1, 100]"),
         ({"SERVICES_PER_MESSAGE": "101"}, "SERVICES_PER_MESSAGE=101 is out of range [1, 100]"),
         ({"SERVICES_PER_MESSAGE": "2.5"}, "SERVICES_PER_MESSAGE=2.5 is not a whole number"),

@@ -1,4 +1,4 @@
-"""Table-driven tests for shared.cscfg: validate a .cscfg and patch thumbprints in place."""
+"""Table-driven tests for shared.domain.cscfg: validate a .cscfg and patch thumbprints in place."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
-from shared.cscfg import (
+from shared.domain.cscfg import (
     MAX_CSCFG_CHARS,
     CertificateEntry,
     ServiceConfiguration,
@@ -16,7 +16,7 @@ from shared.cscfg import (
     rewrite,
     settings_mentioning,
 )
-from shared.errors import InvalidInput
+from shared.domain.errors import InvalidInput
 
 NS = "http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration"
 OLD1 = "AA11BB22CC33DD44EE55FF66AA77BB88CC99DD00"

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from shared.config import Settings
-from shared.destinations import Destinations, UntrustedDestination
+from shared.domain.destinations import Destinations, UntrustedDestination
 
 SUB = "00000000-0000-0000-0000-000000000001"
 AZURE = Settings.from_env(

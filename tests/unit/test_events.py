@@ -1,4 +1,4 @@
-"""Table-driven tests for shared.events: Key Vault certificate events -> CertificateEvent."""
+"""Table-driven tests for shared.domain.events: Key Vault certificate events -> CertificateEvent."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-import shared.events
-from shared.errors import IgnoredEvent, InvalidInput
-from shared.events import (
+import shared.domain.events
+from shared.domain.errors import IgnoredEvent, InvalidInput
+from shared.domain.events import (
     EXPIRED,
     NEAR_EXPIRY,
     NEW_VERSION,
@@ -467,7 +467,7 @@ def test_validation_code(body: Any, expected: str | None) -> None:
 
 def test_module_is_pure() -> None:
     """No azure.functions (or any SDK / I/O module) import: handlers convert to dicts."""
-    tree = ast.parse(Path(shared.events.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(shared.domain.events.__file__).read_text(encoding="utf-8"))
     imported = {
         alias.name
         for node in ast.walk(tree)
@@ -482,7 +482,7 @@ def test_module_is_pure() -> None:
         "json",
         "math",
         "re",
-        "shared.errors",
+        "shared.domain.errors",
         "typing",
     }
     assert imported <= allowed

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.instances import Settle, Verdict, judge
+from shared.domain.instances import Settle, Verdict, judge
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "azure" / "compute"
 

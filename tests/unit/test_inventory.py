@@ -1,5 +1,5 @@
-"""Table-driven tests for the status: shared.inventory.build, the last-run lookup in
-shared.history, and the HTML page. Plain values built by hand, ``now`` fixed, no I/O: a
+"""Table-driven tests for the status: shared.status.inventory.build, the last-run lookup in
+shared.status.history, and the HTML page. Plain values built by hand, ``now`` fixed, no I/O: a
 row reads "Azure showed this; the status page says that"."""
 
 from __future__ import annotations
@@ -10,8 +10,16 @@ from typing import Any
 
 import pytest
 
-from shared.history import LastRun, last_runs, recent_records
-from shared.inventory import (
+from shared.domain.model import (
+    OPT_OUT_TAG,
+    PACKAGE_TAG,
+    Certificate,
+    CertificateVersion,
+    CloudServiceSnapshot,
+    SecretGroup,
+)
+from shared.status.history import LastRun, last_runs, recent_records
+from shared.status.inventory import (
     Flag,
     Inventory,
     Unreadable,
@@ -20,15 +28,7 @@ from shared.inventory import (
     expiry_state,
     findings,
 )
-from shared.model import (
-    OPT_OUT_TAG,
-    PACKAGE_TAG,
-    Certificate,
-    CertificateVersion,
-    CloudServiceSnapshot,
-    SecretGroup,
-)
-from shared.status_html import render
+from shared.status.status_html import render
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 NS = "http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration"

@@ -1,4 +1,4 @@
-"""Table-driven tests for shared.json_body: request bodies are decoded defensively."""
+"""Table-driven tests for shared.domain.json_body: request bodies are decoded defensively."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from shared.errors import InvalidInput
-from shared.json_body import BodyTooLarge, load_object
+from shared.domain.errors import InvalidInput
+from shared.domain.json_body import BodyTooLarge, load_object
 
 LIMIT = 1024
 DEPTH = 4

@@ -12,7 +12,7 @@ from azure.core.exceptions import HttpResponseError, ODataV4Format
 from azure.core.pipeline.transport import RequestsTransportResponse
 
 from shared.adapters.kv_errors import vault_error
-from shared.errors import PlatformRejected, TransientError, VaultAccessDenied
+from shared.domain.errors import PlatformRejected, TransientError, VaultAccessDenied
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "azure" / "keyvault"
 URL = "https://kv-one.vault.azure.net/"

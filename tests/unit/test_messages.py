@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from shared.errors import InvalidInput
-from shared.events import NEAR_EXPIRY, NEW_VERSION
-from shared.messages import (
+from shared.domain.errors import InvalidInput
+from shared.domain.events import NEAR_EXPIRY, NEW_VERSION
+from shared.domain.messages import (
     MAX_FOLLOWS,
     MAX_SERVICES,
     MAX_TEXT,

@@ -1,5 +1,6 @@
 """Table-driven tests for what a finished run says: CloudEvents, chat messages and their
-Teams and Slack renderings, redaction, and the run metrics (shared.notify, shared.otel)."""
+Teams and Slack renderings, redaction, and the run metrics
+(shared.observability.notify, shared.observability.otel)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from shared.engine import Action, Run, ServiceResult, Trigger
-from shared.executor import Execution
-from shared.model import CertificateVersion, PackageFacts, Plan, SecretGroup
-from shared.notify import (
+from shared.domain.model import CertificateVersion, PackageFacts, Plan, SecretGroup
+from shared.observability.notify import (
     ChatMessage,
     chat_messages,
     cloud_events,
@@ -24,7 +23,9 @@ from shared.notify import (
     slack_payload,
     teams_payload,
 )
-from shared.otel import RunMetrics, azure_service
+from shared.observability.otel import RunMetrics, azure_service
+from shared.rotation.engine import Action, Run, ServiceResult, Trigger
+from shared.rotation.executor import Execution
 
 SUB = "00000000-0000-0000-0000-000000000001"
 RG = f"/subscriptions/{SUB}/resourceGroups/rg1"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.packages import (
+from shared.domain.errors import ConfigError
+from shared.domain.packages import (
     ContainerRef,
     PackageRefused,
     PackageRule,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared import cscfg
-from shared.plan_diff import redacted_diff
+from shared.domain import cscfg
+from shared.domain.plan_diff import redacted_diff
 
 OLD, NEW = "A4C123B1612DD272D1371C17149D439536B3216F", "DAEEB975729FAE923D5A4FD12AABFE228F219E9C"
 NS = "http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration"

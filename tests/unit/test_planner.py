@@ -1,4 +1,4 @@
-"""Table-driven tests for shared.planner: which version is desired, and what one service changes.
+"""Table-driven tests for shared.domain.planner: which version is desired, what a service changes.
 
 Everything is a plain value built by hand (no I/O, no Azure SDK) and ``now`` is fixed, so a
 row reads as "this is what Azure showed us; this is the exact difference we plan to PUT".
@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.errors import InvalidInput, PlanRefused
-from shared.model import (
+from shared.domain.errors import InvalidInput, PlanRefused
+from shared.domain.model import (
     PACKAGE_TAG,
     Certificate,
     CertificateVersion,
@@ -22,7 +22,7 @@ from shared.model import (
     SecretGroup,
     secret_key,
 )
-from shared.planner import PFX, desired_version, plan_rotation
+from shared.domain.planner import PFX, desired_version, plan_rotation
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 NS = "http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration"

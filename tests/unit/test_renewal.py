@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from shared.model import Certificate
-from shared.renewal import RenewalReason, decide, window_start
+from shared.domain.model import Certificate
+from shared.domain.renewal import RenewalReason, decide, window_start
 from tests.unit.test_planner import NOW, V1, V2, WEB_V1, WEB_V2, certificate
 
 # V1 valid until 2026-06-01 (31 days after NOW), V2 until 2027-04-01 (335 days after NOW).

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from shared.config import Settings
-from shared.errors import PlatformRejected, TransientError, Unconfirmed
-from shared.executor import Context, Execution, submit
-from shared.journal import Pending
-from shared.packages import PackageRef
+from shared.domain.errors import PlatformRejected, TransientError, Unconfirmed
+from shared.domain.journal import Pending
+from shared.domain.packages import PackageRef
+from shared.rotation.executor import Context, Execution, submit
 from tests.unit.test_planner import NOW, SUB, cscfg, kv1, service
 
 SETTINGS = Settings.from_env(

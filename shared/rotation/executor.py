@@ -2,7 +2,7 @@
 
 Under the service's lease (:meth:`Storage.lock`), in this order:
 
-1. finish what an earlier invocation left in the journal (:mod:`shared.journal`): follow
+1. finish what an earlier invocation left in the journal (:mod:`shared.domain.journal`): follow
    its operation by continuation token instead of sending a second PUT; if it is still
    running, stop here (the service is busy);
 2. re-read the service and re-plan (the caller's ``replan`` reads the certificate again
@@ -19,7 +19,7 @@ Under the service's lease (:meth:`Storage.lock`), in this order:
 5. follow the operation (renewing the lease); for ``upgradeMode`` Manual walk the update
    domains in order, journaling each; verify the model; then let the role instances
    settle (Busy/Starting for a while after an update) within ``INSTANCE_SETTLE_SECONDS``
-   (:mod:`shared.instances` judges them): a stopped service is updated but not failed;
+   (:mod:`shared.domain.instances` judges them): a stopped service is updated but not failed;
    instances that never settle are reported, never rolled back;
 6. on a platform ``Failed`` or an instance failure state, with ``ROTATION_ROLLBACK``, put
    the previous configuration back the same way.
@@ -40,11 +40,11 @@ from typing import Any
 
 from azure.core.polling import LROPoller
 
-from shared import cscfg
 from shared.adapters.compute import Compute, operation_id
 from shared.adapters.storage import Lease, Storage
 from shared.config import Settings
-from shared.errors import (
+from shared.domain import cscfg
+from shared.domain.errors import (
     PlatformRejected,
     PreconditionFailed,
     RotationError,
@@ -52,9 +52,9 @@ from shared.errors import (
     Unconfirmed,
     Waiting,
 )
-from shared.instances import Settle, Verdict, judge
-from shared.journal import Pending
-from shared.model import (
+from shared.domain.instances import Settle, Verdict, judge
+from shared.domain.journal import Pending
+from shared.domain.model import (
     PACKAGE_MD5_TAG,
     PACKAGE_TAG,
     CloudServiceSnapshot,
@@ -62,7 +62,7 @@ from shared.model import (
     Plan,
     SecretGroup,
 )
-from shared.packages import PackageRef, parse_package
+from shared.domain.packages import PackageRef, parse_package
 
 log = logging.getLogger("certrotate.executor")
 IN_PROGRESS = {"creating", "updating", "deleting"}
@@ -222,7 +222,7 @@ def execute(
             ctx.ended(found, run.resumed)
             if run.resumed.status in EARLIER_FAILED and version == plan.desired.version:
                 # The write found in flight was this very version, and it failed: it now
-                # backs off (shared.backoff); writing it again here would be the loop.
+                # backs off (shared.domain.backoff); writing it again here would be the loop.
                 run.status = "earlier-failed"
                 return plan, run
         # Re-read under the lock: the truth may have moved since planning.

@@ -3,7 +3,7 @@
 Azure never returns a service's ``packageUrl``, so rotation needs the operator to say
 where the deployed ``.cspkg`` is (``cert-rotation-package``) and, so a changed blob is
 noticed, its Content-MD5 (``cert-rotation-package-md5``). Adopting checks the URL by the
-same strict rules rotation applies (:mod:`shared.packages`: an allow-listed container, no
+same strict rules rotation applies (:mod:`shared.domain.packages`: an allow-listed container, no
 query, so no SAS ever lands in a tag) and that the blob exists, then sets both tags in one
 PATCH that keeps every other tag and touches nothing else.
 """
@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared.compute_ids import split_service_id
-from shared.model import PACKAGE_MD5_TAG, PACKAGE_TAG
-from shared.packages import parse_package
+from shared.domain.compute_ids import split_service_id
+from shared.domain.model import PACKAGE_MD5_TAG, PACKAGE_TAG
+from shared.domain.packages import parse_package
 
 if TYPE_CHECKING:
-    from shared.engine import Engine
+    from shared.rotation.engine import Engine
 
 
 @dataclass(frozen=True)

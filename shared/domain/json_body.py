@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.errors import InvalidInput
+from shared.domain.errors import InvalidInput
 
 _SHOWN_CHARS = 64  # how much of an offending key an error message quotes
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote
 
-from shared.errors import ConfigError, InvalidInput
-from shared.model import PACKAGE_TAG
+from shared.domain.errors import ConfigError, InvalidInput
+from shared.domain.model import PACKAGE_TAG
 
 _ENCODED_SEPARATOR = re.compile(r"%(2f|3f|23|40|25)", re.IGNORECASE)
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")

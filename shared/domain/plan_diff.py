@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from itertools import groupby
 
-from shared import cscfg
+from shared.domain import cscfg
 
 HEADER = ("--- cscfg (deployed)", "+++ cscfg (planned)")
 _THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}")
@@ -30,7 +30,7 @@ _THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}")
 def redacted_diff(before: str, after: str) -> str:
     """The changed certificates and rewritten settings of ``before`` → ``after``; "" if none.
 
-    ``after`` is ``before`` rewritten by :func:`shared.cscfg.rewrite`, which changes
+    ``after`` is ``before`` rewritten by :func:`shared.domain.cscfg.rewrite`, which changes
     attribute values only, so the two hold the same elements in the same order.
     """
     old, new = cscfg.parse(before), cscfg.parse(after)

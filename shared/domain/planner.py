@@ -13,7 +13,7 @@ late event yields a no-op plan, and every rule here is tested with plain values.
    (``created``; within one second, Key Vault's current version, then ``nbf``).
 2. cscfg: every ``Certificate`` whose thumbprint is one of *this* certificate's versions
    (any role, any case) gets the desired thumbprint; nothing else in the file moves
-   (:func:`shared.cscfg.rewrite` preserves it byte for byte).
+   (:func:`shared.domain.cscfg.rewrite` preserves it byte for byte).
 3. ``osProfile.secrets``: this certificate's secret URLs whose thumbprint is no longer
    named by the cscfg are removed, the desired secret id is added once; other
    certificates and vaults are untouched.
@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from shared import cscfg
-from shared.errors import PlanRefused
-from shared.model import (
+from shared.domain import cscfg
+from shared.domain.errors import PlanRefused
+from shared.domain.model import (
     Certificate,
     CertificateVersion,
     CloudServiceSnapshot,

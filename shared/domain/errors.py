@@ -69,7 +69,7 @@ class Busy(Waiting):
 
 
 class BackingOff(RotationError):
-    """The version to write failed before and waits out its backoff (shared.backoff)."""
+    """The version to write failed before and waits out its backoff (shared.domain.backoff)."""
 
 
 class Unconfirmed(TransientError):

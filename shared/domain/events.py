@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import IgnoredEvent, InvalidInput
+from shared.domain.errors import IgnoredEvent, InvalidInput
 
 NEW_VERSION = "Microsoft.KeyVault.CertificateNewVersionCreated"
 NEAR_EXPIRY = "Microsoft.KeyVault.CertificateNearExpiry"

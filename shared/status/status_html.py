@@ -1,7 +1,7 @@
 """The status as a page for people (``GET /api/status?format=html``).
 
-One static page, no script (see :mod:`shared.html_page`): summary tiles counting the
-services that carry each :class:`~shared.inventory.Flag` (the JSON's ``summary``), then one
+One static page, no script (see :mod:`shared.status.html_page`): summary tiles counting the
+services that carry each :class:`~shared.status.inventory.Flag` (the JSON's ``summary``), then one
 table, services most urgent first, one line per certificate a service uses, flags as
 text-and-colour badges. Each last run links to its run page; long reasons (why a service
 is unmanaged, a backoff, a problem) sit behind a ``<details>`` disclosure so a row stays
@@ -10,8 +10,8 @@ one or two lines tall. Every value comes from Azure or the run records and is es
 
 from __future__ import annotations
 
-from shared.html_page import EMPTY, badge, e, moment, page, table
-from shared.inventory import CertificateUse, Flag, Inventory, ServiceStatus
+from shared.status.html_page import EMPTY, badge, e, moment, page, table
+from shared.status.inventory import CertificateUse, Flag, Inventory, ServiceStatus
 
 TILES = (Flag.FAILED, Flag.RUN_FAILED, Flag.BACKOFF, Flag.EXPIRED, Flag.EXPIRING, Flag.DRIFT,
          Flag.UNMANAGED, Flag.PROBLEM)

@@ -2,9 +2,9 @@
 
 The Azure Monitor distro pulls in some 25 packages and instruments libraries when it is
 configured; an app without Application Insights should load none of it. So this module
-imports nothing from OpenTelemetry: :func:`setup` imports :mod:`shared.otel` (which does)
-only when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set, and :func:`record_run` is a
-no-op until then. A connection string the distro rejects turns telemetry off with an
+imports nothing from OpenTelemetry: :func:`setup` imports :mod:`.otel` (which does)
+only when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set, and :func:`record_run` is
+a no-op until then. A connection string the distro rejects turns telemetry off with an
 error in the log; it never stops rotations.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shared.engine import Run
+    from shared.rotation.engine import Run
 
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
@@ -35,7 +35,7 @@ def setup(env: Mapping[str, str] | None = None) -> bool:
     if not connection_string:
         return False
     try:
-        from shared import otel
+        from shared.observability import otel
 
         _recorder = otel.configure(connection_string)
     except Exception as exc:  # telemetry must never stop rotations

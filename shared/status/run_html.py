@@ -1,9 +1,9 @@
 """A run record and the run history as pages (``GET /api/rotations[/{id}]?format=html``).
 
-Both render stored run records (:meth:`shared.engine.Run.to_json`) as they are: the run
+Both render stored run records (:meth:`shared.rotation.engine.Run.to_json`) as they are: the run
 page shows the outcome of each service, its message, its plan (versions, changes,
 osProfile secrets, warnings), the cscfg diff (already redacted by
-:mod:`shared.plan_diff`: certificates and rewritten setting names only) and the timings
+:mod:`shared.domain.plan_diff`: certificates and rewritten setting names only) and the timings
 of its update. The history page lists runs newest first, a page at a time. No script;
 every value is escaped.
 """
@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from shared.html_page import EMPTY, badge, e, moment, page, table
-from shared.inventory import FAILED_OUTCOMES
+from shared.status.html_page import EMPTY, badge, e, moment, page, table
+from shared.status.inventory import FAILED_OUTCOMES
 
 _GOOD = {"rotated", "noop", "dry-run", "finished"}
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.errors import PreconditionFailed
+from shared.domain.errors import PreconditionFailed
 
 
 class UntrustedDestination(PreconditionFailed):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from shared.errors import InvalidInput
+from shared.domain.errors import InvalidInput
 
 _SERVICE_ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"

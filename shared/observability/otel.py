@@ -10,7 +10,7 @@ Theory of operation
   (it suppresses them inside its spans), and the only other HTTP the app makes is the chat
   webhook, whose URL is a secret that must not become a span attribute;
 * logs of the ``certrotate`` logger tree, whose records carry ``run_id`` and
-  ``service_id`` (:mod:`shared.logcontext`) as custom dimensions;
+  ``service_id`` (:mod:`shared.observability.logcontext`) as custom dimensions;
 * metrics: :class:`RunMetrics` per finished run, and ``certrotate.azure.requests``.
 
 :class:`RunSpans` adds what the dependency spans lack: ``run_id``/``service_id`` on every
@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 if TYPE_CHECKING:
-    from shared.engine import Run
+    from shared.rotation.engine import Run
 
 METER = "certrotate"
 LOGGER = "certrotate"
@@ -58,7 +58,7 @@ def azure_service(host: str) -> str:
 
 
 def _run_ids() -> dict[str, str]:
-    """The current run and service ids, as :mod:`shared.logcontext` puts them on records."""
+    """The current run and service ids, as :mod:`.logcontext` puts them on records."""
     record = logging.getLogRecordFactory()(LOGGER, logging.DEBUG, "", 0, "", None, None)
     return {
         key: value

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared.model import Certificate, CertificateVersion
-from shared.planner import desired_version
+from shared.domain.model import Certificate, CertificateVersion
+from shared.domain.planner import desired_version
 
 DEFAULT_WINDOW = timedelta(days=30)
 

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import backoff, logcontext, planner, renewal
 from shared.adapters.clients import Clients
 from shared.adapters.compute import Compute
 from shared.adapters.keyvault import KeyVault
 from shared.adapters.queues import Queues
 from shared.adapters.storage import Storage
-from shared.compute_ids import split_service_id
 from shared.config import Settings
-from shared.errors import (
+from shared.domain import backoff, planner, renewal
+from shared.domain.compute_ids import split_service_id
+from shared.domain.errors import (
     BackingOff,
     Busy,
     ConfigError,
@@ -42,10 +42,9 @@ from shared.errors import (
     VaultAccessDenied,
     Waiting,
 )
-from shared.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
-from shared.executor import Execution, Outcome, execute, package_of, resume
-from shared.journal import Pending
-from shared.messages import (
+from shared.domain.events import EXPIRED, NEAR_EXPIRY, CertificateEvent
+from shared.domain.journal import Pending
+from shared.domain.messages import (
     FOLLOW_QUEUE,
     MAX_FOLLOWS,
     MAX_WAITS,
@@ -61,14 +60,16 @@ from shared.messages import (
     to_text,
     wait_delay,
 )
-from shared.model import (
+from shared.domain.model import (
     PACKAGE_TAG,
     Certificate,
     CloudServiceSnapshot,
     Plan,
     SecretUrl,
 )
-from shared.plan_diff import redacted_diff
+from shared.domain.plan_diff import redacted_diff
+from shared.observability import logcontext
+from shared.rotation.executor import Execution, Outcome, execute, package_of, resume
 
 log = logging.getLogger("certrotate")
 
@@ -148,7 +149,7 @@ class ServiceResult:
     plan: Plan | None = None
     execution: Execution | None = None
     resumed: Rollout | None = None  # a write finished after its run: the plan is gone
-    # transient only because something in progress must end first (shared.errors.Waiting)
+    # transient only because something in progress must end first (shared.domain.errors.Waiting)
     waiting: bool = False
 
     @property
@@ -294,7 +295,9 @@ class Engine:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
-        from shared.notify import observer  # imported here: notify reads this module's Run
+        from shared.observability.notify import (
+            observer,  # imported here: notify reads this module's Run
+        )
 
         clients = Clients(settings)
         return cls(
@@ -1347,7 +1350,7 @@ class Engine:
 RESUMABLE = {"queued", "running", "transient"}
 QUEUED_MESSAGE = f"queued on {SERVICES_QUEUE}: a worker takes it"
 QUIET_OUTCOMES = {"noop", "unmanaged", "opted-out", "backoff"}
-# Outcomes of a write that reached Azure and failed: their version backs off (shared.backoff).
+# Outcomes of a write that reached Azure and failed: their version backs off (domain.backoff).
 FAILED_WRITES = {"failed", "rolled-back"}
 # Execution status (or a resumed write's outcome) -> the outcome in run records.
 OUTCOMES = {

@@ -31,9 +31,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from shared.compute_ids import split_service_id
-from shared.errors import InvalidInput
-from shared.events import (
+from shared.domain.compute_ids import split_service_id
+from shared.domain.errors import InvalidInput
+from shared.domain.events import (
     CERTIFICATE_NAME,
     CERTIFICATE_VERSION,
     EVENT_ID,
@@ -58,7 +58,7 @@ LONGEST_WAIT_S = 900
 MAX_FOLLOWS = 240
 # The trigger of a batch the reconcile timer queued (an event's names eventType and eventId).
 RECONCILE = {"kind": "reconcile"}
-RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}")  # shared.engine.new_run_id
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}")  # shared.rotation.engine.new_run_id
 CERTIFICATE_EVENTS = frozenset({NEW_VERSION, NEAR_EXPIRY, EXPIRED})
 MAX_TEXT = 48 * 1024  # Azure's limit is 64 KiB of base64: 48 KiB of text
 

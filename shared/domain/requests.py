@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.compute_ids import split_service_id
-from shared.errors import InvalidInput
-from shared.events import CERTIFICATE_NAME, parse_vault_id
+from shared.domain.compute_ids import split_service_id
+from shared.domain.errors import InvalidInput
+from shared.domain.events import CERTIFICATE_NAME, parse_vault_id
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class RotationRequest:
     certificate: str
     cloud_services: tuple[str, ...]  # empty: every service in scope that uses it
     dry_run: bool
-    force: bool = False  # write even a version that backs off after failing (shared.backoff)
+    force: bool = False  # write even a version that backs off after failing (shared.domain.backoff)
 
     @classmethod
     def from_fields(

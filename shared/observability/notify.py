@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The engine calls the observer built by :func:`observer` once per finished (non-dry) run.
-It records the run's metrics (:mod:`shared.telemetry`, a no-op unless enabled), then:
+It records the run's metrics (:mod:`shared.observability.telemetry`, a no-op unless enabled), then:
 
 * with ``NOTIFY_EVENTGRID_ENDPOINT``, publishes one CloudEvent 1.0 per service result
   (``CertRotation.Run.<Outcome>``, subject the cloud service id) and one per action
@@ -41,12 +41,12 @@ from urllib.parse import urlsplit
 from azure.core.credentials import AzureKeyCredential, TokenCredential
 from azure.eventgrid import EventGridPublisherClient
 
-from shared import telemetry
 from shared.adapters.clients import USER_AGENT, Clients
 from shared.config import Settings
+from shared.observability import telemetry
 
 if TYPE_CHECKING:
-    from shared.engine import Run, ServiceResult
+    from shared.rotation.engine import Run, ServiceResult
 
 log = logging.getLogger("certrotate.notify")
 

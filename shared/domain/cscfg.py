@@ -36,7 +36,7 @@ from xml.parsers import expat
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
-from shared.errors import InvalidInput
+from shared.domain.errors import InvalidInput
 
 MAX_CSCFG_CHARS = 1_048_576  # refuse larger inputs
 NAMESPACE = "http://schemas.microsoft.com/ServiceHosting/2008/10/ServiceConfiguration"

@@ -42,20 +42,20 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shared import cscfg, planner
-from shared.backoff import Failure
-from shared.errors import InvalidInput, NotFound, RotationError
-from shared.history import LastRun, last_runs, recent_records
-from shared.model import (
+from shared.domain import cscfg, planner
+from shared.domain.backoff import Failure
+from shared.domain.errors import InvalidInput, NotFound, RotationError
+from shared.domain.model import (
     PACKAGE_TAG,
     Certificate,
     CertificateVersion,
     CloudServiceSnapshot,
     SecretUrl,
 )
+from shared.status.history import LastRun, last_runs, recent_records
 
 if TYPE_CHECKING:
-    from shared.engine import Engine
+    from shared.rotation.engine import Engine
 
 EXPIRY_WARNING = timedelta(days=30)  # Key Vault raises NearExpiry this long before expiry
 RUNS_SCAN = 200  # run records read at most per status (newest first; each is a download)

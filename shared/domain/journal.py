@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.model import SecretGroup
+from shared.domain.model import SecretGroup
 
 
 @dataclass(frozen=True)
