@@ -173,7 +173,7 @@ var appSettings = union(settings, {
   ROTATION_STORAGE_URL: storage.properties.primaryEndpoints.blob
   AZURE_CLIENT_ID: identityClientId
   ARM_ENDPOINT: environment().resourceManager
-  // Tokens go only to this cloud's endpoints (shared/destinations.py); a sovereign cloud's
+  // Tokens go only to this cloud's endpoints (shared/domain/destinations.py); a sovereign cloud's
   // suffixes come from environment() like its ARM endpoint.
   KEYVAULT_DNS_SUFFIX: environment().suffixes.keyvaultDns
   STORAGE_DNS_SUFFIX: environment().suffixes.storage
