@@ -48,12 +48,14 @@ PYTEST_WORKERS ?= -n 3 --dist loadfile
 test: install chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(INFRA_VENV)/bin/checkov -d infra --framework bicep --skip-download --quiet --compact
 	$(PY) -m pytest -q $(PYTEST_WORKERS)
 
 lint: $(RUNTIME)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 demo: $(RUNTIME)
 	$(PY) -m emulators.demo

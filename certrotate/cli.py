@@ -40,9 +40,11 @@ from shared.domain.compute_ids import split_service_id
 from shared.domain.errors import ConfigError, InvalidInput, NotFound, RotationError
 from shared.domain.model import PACKAGE_MD5_TAG, PACKAGE_TAG, CloudServiceSnapshot, SecretUrl
 from shared.domain.requests import RotationRequest
+from shared.domain.runs import Outcome, Run, RunRecord, RunStatus, ServiceEntry, Trigger
 from shared.rotation import adoption
-from shared.rotation.engine import Engine, Run, Trigger
+from shared.rotation.engine import Engine
 from shared.status import inventory
+from shared.status.gather import gather
 from shared.status.history import MAX_SCAN, recent_records
 from shared.status.inventory import Flag
 
@@ -53,9 +55,7 @@ EPILOG = (
     "(arguments, env file, settings, an ambiguous name); 3 status --check found something "
     "that needs attention; 141 output pipe closed."
 )
-NOT_DONE = {"failed", "refused", "transient", "queued", "updating", "rolled-back", "backoff"}
 # A run whose record says it is still going: queued for a worker, running, or updating.
-GOING = ("queued", "running", "updating")
 _FORM_ONLY_VAULT = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
     "Microsoft.KeyVault/vaults/form-only"
@@ -132,7 +132,7 @@ def _expiry(expires: str | None, days: float | None, state: str) -> str:
 
 
 def _status(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
-    found = inventory.gather(engine)
+    found = gather(engine)
     document = found.to_json()
     ignore = {Flag(f) for f in args.ignore or ()}
     check = inventory.findings(found, expiring_days=args.expiring_days, ignore=ignore)
@@ -317,15 +317,15 @@ def _dry_run(engine: Engine, request: RotationRequest) -> Run:
 
 
 def _print_plans(run: Run, out: TextIO) -> None:
-    _print_entries([r.to_json() for r in run.results], out)
+    _print_entries([r.entry() for r in run.results], out)
 
 
-def _print_entries(entries: Iterable[Mapping[str, Any]], out: TextIO) -> None:
+def _print_entries(entries: Iterable[ServiceEntry], out: TextIO) -> None:
     """Each service's outcome and message, and its plan when it has one to show."""
     for entry in entries:
-        print(f"{_name(entry['cloudService'])}: {entry['outcome']}", file=out, end="")
-        print(f" ({entry['message']})" if entry["message"] else "", file=out)
-        plan = entry.get("plan")
+        print(f"{_name(entry.cloud_service)}: {entry.outcome}", file=out, end="")
+        print(f" ({entry.message})" if entry.message else "", file=out)
+        plan = entry.plan
         if not plan or plan["noop"]:
             continue
         print(f"  desired version {plan['desiredVersion']} ({plan['desiredThumbprint']})", file=out)
@@ -348,19 +348,20 @@ def _exit_status(run: Run) -> int:
     return _exit_for(r.outcome for r in run.results)
 
 
-def _exit_for(outcomes: Iterable[str]) -> int:
-    return EXIT_NOT_DONE if any(o in NOT_DONE for o in outcomes) else EXIT_OK
+def _exit_for(outcomes: Iterable[Outcome]) -> int:
+    return EXIT_OK if all(o.done for o in outcomes) else EXIT_NOT_DONE
 
 
 def outcome_line(status: str, outcomes: Iterable[str]) -> str:
     """``finished: 1 failed, 2 rotated``: the run's end and its outcomes, worst first;
     never "done" beside a failure."""
-    counts = Counter(outcomes)
+    counts = Counter(Outcome(o) for o in outcomes)
+    status = RunStatus(status)
     parts = ", ".join(
-        f"{counts[o]} {o}" for o in sorted(counts, key=lambda o: (o not in NOT_DONE, o))
+        f"{counts[o]} {o}" for o in sorted(counts, key=lambda o: (o.done, o))
     )
-    word = {"done": "finished"}.get(status) or (
-        f"still {status}" if status in GOING else f"ended {status}"
+    word = {RunStatus.DONE: "finished"}.get(status) or (
+        f"ended {status}" if status.ended else f"still {status}"
     )
     return f"{word}: {parts or 'no service'}"
 
@@ -413,27 +414,26 @@ def _run_id(text: str) -> str:
     return text
 
 
-def _print_record(record: Mapping[str, Any], out: TextIO) -> None:
-    trigger = (record.get("trigger") or {}).get("kind", "")
+def _print_record(record: RunRecord, out: TextIO) -> None:
     print(
-        f"run {record.get('id')} ({trigger}, {_name(record.get('vault'))}/"
-        f"{record.get('certificate')}) started {str(record.get('started', ''))[:19]}, "
-        f"finished {str(record.get('finished') or '-')[:19]}",
+        f"run {record.id} ({record.trigger.kind}, {_name(record.vault)}/"
+        f"{record.certificate}) started {record.started[:19]}, "
+        f"finished {(record.finished or '-')[:19]}",
         file=out,
     )
-    _print_entries(record.get("services") or [], out)
-    outcomes = [s["outcome"] for s in record.get("services") or []]
-    print(f"run {record.get('id')} {outcome_line(str(record.get('status')), outcomes)}", file=out)
+    _print_entries(record.services, out)
+    outcomes = [s.outcome for s in record.services]
+    print(f"run {record.id} {outcome_line(record.status, outcomes)}", file=out)
 
 
 def _show(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
     """The run as recorded: read-only, whatever its status."""
     record = engine.storage.load_record(_run_id(args.run_id))
     if args.json:
-        _dump(record, out)
+        _dump(record.to_json(), out)
     else:
         _print_record(record, out)
-    return _exit_for(s["outcome"] for s in record.get("services") or [])
+    return _exit_for(s.outcome for s in record.services)
 
 
 def _follow(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
@@ -446,25 +446,25 @@ def _follow(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
     seen: dict[str, str] = {}
     while True:
         record = engine.storage.load_record(run_id)
-        if record.get("status") == "updating":
+        if record.status is RunStatus.UPDATING:
             left = max(0.0, deadline - time.monotonic())
             record = engine.resume_run(run_id, min(30.0, left))
-        for entry in record.get("services") or []:
-            if seen.get(entry["cloudService"]) != entry["outcome"]:
-                seen[entry["cloudService"]] = entry["outcome"]
-                message = f" ({entry['message']})" if entry.get("message") else ""
-                print(f"{_name(entry['cloudService'])}: {entry['outcome']}{message}", file=out)
+        for entry in record.services:
+            if seen.get(entry.cloud_service) != entry.outcome:
+                seen[entry.cloud_service] = entry.outcome
+                message = f" ({entry.message})" if entry.message else ""
+                print(f"{_name(entry.cloud_service)}: {entry.outcome}{message}", file=out)
                 out.flush()
-        status = str(record.get("status"))
-        if status not in GOING or time.monotonic() >= deadline:
+        status = record.status
+        if status.ended or time.monotonic() >= deadline:
             break
         time.sleep(FOLLOW_POLL_SECONDS)
-    outcomes = [s["outcome"] for s in record.get("services") or []]
+    outcomes = [s.outcome for s in record.services]
     if args.json:
-        _dump(record, out)
+        _dump(record.to_json(), out)
     else:
         print(f"run {run_id} {outcome_line(status, outcomes)}", file=out)
-    return EXIT_NOT_DONE if status in GOING else _exit_for(outcomes)
+    return _exit_for(outcomes) if status.ended else EXIT_NOT_DONE
 
 
 def _history(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
@@ -478,15 +478,13 @@ def _history(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
         split_service_id(service)
     vault = names.vault_id(args.vault, services) if args.vault else None
 
-    def wanted(record: Mapping[str, Any]) -> bool:
-        if vault and str(record.get("vault", "")).lower() != vault.lower():
+    def wanted(record: RunRecord) -> bool:
+        if vault and record.vault.lower() != vault.lower():
             return False
-        if args.certificate and str(record.get("certificate", "")).lower() != (
-            args.certificate.lower()
-        ):
+        if args.certificate and record.certificate.lower() != args.certificate.lower():
             return False
         return not args.outcome or any(
-            s.get("outcome") == args.outcome for s in _entries(record, service)
+            s.outcome == args.outcome for s in _entries(record, service)
         )
 
     records = []
@@ -496,21 +494,19 @@ def _history(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
             if len(records) >= args.limit:
                 break
     if args.json:
-        _dump(records, out)
+        _dump([r.to_json() for r in records], out)
         return EXIT_OK
     rows = []
     for record in records:
         rows.append(
             [
-                str(record.get("started", ""))[:19],
-                str(record.get("id", "")),
-                str((record.get("trigger") or {}).get("kind", "")),
-                f"{_name(record.get('vault'))}/{record.get('certificate', '')}",
-                outcome_line(
-                    str(record.get("status", "")), (s["outcome"] for s in _entries(record, None))
-                ).split(":")[0],
+                record.started[:19],
+                record.id,
+                record.trigger.kind,
+                f"{_name(record.vault)}/{record.certificate}",
+                outcome_line(record.status, (s.outcome for s in record.services)).split(":")[0],
                 ", ".join(
-                    f"{_name(s['cloudService'])}={s['outcome']}" for s in _entries(record, service)
+                    f"{_name(s.cloud_service)}={s.outcome}" for s in _entries(record, service)
                 )
                 or "-",
             ]
@@ -520,13 +516,9 @@ def _history(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _entries(record: Mapping[str, Any], service: str | None) -> list[Mapping[str, Any]]:
+def _entries(record: RunRecord, service: str | None) -> list[ServiceEntry]:
     """The record's service entries, only ``service``'s if given."""
-    return [
-        s
-        for s in record.get("services") or []
-        if not service or str(s.get("cloudService", "")).lower() == service.lower()
-    ]
+    return [s for s in record.services if not service or s.is_for(service)]
 
 
 def _adopt(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:

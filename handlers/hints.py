@@ -59,7 +59,7 @@ from shared.domain.messages import (
     source,
     to_text,
 )
-from shared.rotation.engine import Run
+from shared.domain.runs import Run
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.hints")

@@ -30,7 +30,7 @@ from shared.domain.compute_ids import split_service_id
 from shared.domain.errors import InvalidInput
 from shared.domain.json_body import load_object
 from shared.domain.requests import RotationRequest
-from shared.rotation.engine import QUEUED_MESSAGE, Run, Trigger, describe
+from shared.domain.runs import QUEUED_MESSAGE, Run, Trigger, describe
 from shared.status import run_html
 from shared.status.history import MAX_SCAN, recent_records
 
@@ -157,10 +157,10 @@ def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
     try:
         if wanted == "html":  # a page only reads the record: it never follows the update
             return html_response(
-                run_html.render_run(engine().storage.load_record(run_id))
+                run_html.render_run(engine().storage.load_record(run_id).to_json())
             )
         # A run still "updating" is followed a little first, then answered as it stands.
-        return json_response(engine().resume_run(run_id, STATUS_WAIT_SECONDS), 200)
+        return json_response(engine().resume_run(run_id, STATUS_WAIT_SECONDS).to_json(), 200)
     except Exception as exc:  # every failure answers the JSON envelope
         return error_for(exc)
 
@@ -187,12 +187,13 @@ def rotation_history(req: func.HttpRequest) -> func.HttpResponse:
         except InvalidInput as exc:
             return error_response(400, exc.detail, "cloudService")
     try:
-        records = list(
-            recent_records(
+        records = [
+            r.to_json()
+            for r in recent_records(
                 engine().storage, limit=limit + 1, service_id=service, scan=MAX_SCAN,
                 before=before,
             )
-        )
+        ]
     except Exception as exc:  # every failure answers the JSON envelope
         return error_for(exc)
     page, more = records[:limit], len(records) > limit

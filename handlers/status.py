@@ -13,7 +13,8 @@ import azure.functions as func
 
 from handlers.responses import error_for, error_response, json_response
 from handlers.runtime import engine
-from shared.status import inventory, status_html
+from shared.status import status_html
+from shared.status.gather import gather
 
 bp = func.Blueprint()
 log = logging.getLogger("certrotate.http")
@@ -48,7 +49,7 @@ def status(req: func.HttpRequest) -> func.HttpResponse:
     if wanted is None:
         return error_response(400, f"must be one of {', '.join(FORMATS)}", "format")
     try:
-        found = inventory.gather(engine())
+        found = gather(engine())
     except Exception as exc:  # every failure answers the JSON envelope
         return error_for(exc)
     if wanted == "html":

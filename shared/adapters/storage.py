@@ -46,6 +46,7 @@ from shared.domain.errors import Busy, NotFound, PreconditionFailed, TransientEr
 from shared.domain.journal import Pending
 from shared.domain.model import PackageFacts
 from shared.domain.packages import PackageRef
+from shared.domain.runs import RunRecord
 
 SAS_CLOCK_SKEW = timedelta(minutes=15)
 LEASE_SECONDS = 15  # the shortest Azure allows: a dead holder blocks the service briefly
@@ -294,18 +295,18 @@ class Storage:
             if (b.metadata or {}).get("pending") == "true" and "service" in b.metadata
         }
 
-    def save_record(self, record_id: str, record: dict[str, Any]) -> None:
+    def save_record(self, record: RunRecord) -> None:
         """Write a record nobody else writes yet (see :meth:`update_record`)."""
         try:
-            _upload_record(self._runs(), record_id, record, overwrite=True)
+            _upload_record(self._runs(), record, overwrite=True)
         except AzureError as exc:
             raise translate(exc, "writing the run record") from exc
 
     def update_record(
         self,
         record_id: str,
-        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
-    ) -> dict[str, Any] | None:
+        change: Callable[[RunRecord | None], RunRecord | None],
+    ) -> RunRecord | None:
         """Write ``change(stored)`` (``stored`` is None while there is no record) unless the
         record changed since it was read (ETag), in which case ``change`` is applied again
         to the newer one; ``change`` returning None writes nothing. Returns what was written.
@@ -321,7 +322,10 @@ class Storage:
             for _ in range(RECORD_ATTEMPTS):
                 try:
                     downloader = blob.download_blob()
-                    stored, etag = json.loads(downloader.readall()), downloader.properties.etag
+                    stored: RunRecord | None = RunRecord.from_json(
+                        json.loads(downloader.readall())
+                    )
+                    etag = downloader.properties.etag
                 except ResourceNotFoundError:
                     stored, etag = None, None
                 record = change(stored)
@@ -329,11 +333,10 @@ class Storage:
                     return None
                 try:
                     if etag is None:
-                        _upload_record(container, record_id, record, overwrite=False)
+                        _upload_record(container, record, overwrite=False)
                     else:
                         _upload_record(
                             container,
-                            record_id,
                             record,
                             overwrite=True,
                             etag=etag,
@@ -351,7 +354,7 @@ class Storage:
     def _runs(self) -> ContainerClient:
         return self._own.get_container_client(self._clients.settings.runs_container)
 
-    def load_record(self, record_id: str) -> dict[str, Any]:
+    def load_record(self, record_id: str) -> RunRecord:
         container = self._runs()
         try:
             data = container.download_blob(f"{record_id}.json").readall()
@@ -359,8 +362,7 @@ class Storage:
             raise NotFound(f"no rotation run '{record_id}'") from exc
         except AzureError as exc:
             raise translate(exc, "reading the run record") from exc
-        record: dict[str, Any] = json.loads(data)
-        return record
+        return RunRecord.from_json(json.loads(data))
 
     def record_ids(self) -> list[str]:
         """Every stored run id, newest first (ids start with their UTC start time)."""
@@ -383,16 +385,14 @@ def _create(container: Any) -> None:
         container.create_container()
 
 
-def _upload_record(
-    container: ContainerClient, record_id: str, record: dict[str, Any], **conditions: Any
-) -> None:
+def _upload_record(container: ContainerClient, record: RunRecord, **conditions: Any) -> None:
     """Upload a run record, creating the container on first use."""
-    data = json.dumps(record, indent=1, sort_keys=True).encode()
+    data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode()
     try:
-        container.upload_blob(f"{record_id}.json", data, **conditions)
+        container.upload_blob(f"{record.id}.json", data, **conditions)
     except ResourceNotFoundError:
         _create(container)
-        container.upload_blob(f"{record_id}.json", data, **conditions)
+        container.upload_blob(f"{record.id}.json", data, **conditions)
 
 
 def _as_dt(value: Any) -> datetime:

@@ -46,18 +46,16 @@ from shared.config import Settings
 from shared.observability import telemetry
 
 if TYPE_CHECKING:
-    from shared.rotation.engine import Run, ServiceResult
+    from shared.domain.runs import Run, ServiceResult
 
 log = logging.getLogger("certrotate.notify")
 
 EVENT_TYPE_PREFIX = "CertRotation"
 # Service outcomes that get a chat message of their own (failures and required actions);
 # every other outcome is summed up in the run's digest.
-ALERT_OUTCOMES = frozenset({"failed", "refused", "rolled-back", "unmanaged"})
 ALERT_ACTIONS = frozenset({"renew-required", "expired", "gave-up"})
 # A digest is posted only when something changed or was started: a run of no-ops (a
 # duplicate event) stays out of the channel.
-DIGEST_OUTCOMES = frozenset({"rotated", "updating"})
 DIGEST_ACTIONS = frozenset({"renew-requested", "renew-pending"})
 SEVERITY = {
     "failed": "attention",
@@ -226,7 +224,7 @@ def chat_messages(run: Run) -> list[ChatMessage]:
     """One message per failure or required action, then one digest of what changed."""
     messages = []
     for result in run.results:
-        if result.outcome in ALERT_OUTCOMES:
+        if result.outcome.alerts:
             messages.append(
                 ChatMessage(
                     f"{TITLES[result.outcome]}: {run.certificate} on {_name(result.service_id)}",
@@ -245,14 +243,14 @@ def chat_messages(run: Run) -> list[ChatMessage]:
                     _facts(run),
                 )
             )
-    changed = [r for r in run.results if r.outcome in DIGEST_OUTCOMES]
+    changed = [r for r in run.results if r.outcome.digest]
     started = [a for a in run.actions if a.kind in DIGEST_ACTIONS]
     if changed or started:
         lines = [
             f"{_name(r.service_id)}: {r.outcome}"
             + (f" ({_short(r.message, 200)})" if r.message else "")
             for r in run.results
-            if r.outcome not in ALERT_OUTCOMES
+            if not r.outcome.alerts
         ]
         lines += [_short(a.message, 300) for a in started]
         counts = ", ".join(

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 if TYPE_CHECKING:
-    from shared.rotation.engine import Run
+    from shared.domain.runs import Run
 
 METER = "certrotate"
 LOGGER = "certrotate"

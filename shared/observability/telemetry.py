@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shared.rotation.engine import Run
+    from shared.domain.runs import Run
 
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,210 +67,30 @@ from shared.domain.model import (
     Plan,
     SecretUrl,
 )
-from shared.domain.plan_diff import redacted_diff
+from shared.domain.runs import (
+    Action,
+    Execution,
+    Outcome,
+    Rollout,
+    Run,
+    RunRecord,
+    RunStatus,
+    ServiceEntry,
+    ServiceResult,
+    Trigger,
+    WriteFacts,
+    WriteResult,
+    WriteStatus,
+    keep_finished,
+)
 from shared.observability import logcontext
-from shared.rotation.executor import Execution, Outcome, execute, package_of, resume
+from shared.rotation.executor import execute, package_of, resume
 
 log = logging.getLogger("certrotate")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Trigger:
-    kind: str  # event | manual | reconcile
-    event_type: str | None = None
-    event_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Action:
-    """What the run learned beyond per-service outcomes, for people and notifications.
-
-    ``kind``: ``renew-requested`` (we asked the issuer), ``renew-pending`` (an issuance is
-    already running), ``renew-required`` (a person must renew), ``newer-version`` (a
-    NearExpiry event for a version already superseded) or ``expired``.
-    """
-
-    kind: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """Which version a result moves its service to, and from which versions: what
-    notifications and telemetry report, for a result planned now or one finished later
-    from its run record (where only the described plan is left)."""
-
-    to_version: str
-    to_thumbprint: str | None
-    expires: datetime | None
-    from_versions: tuple[str, ...]
-
-    @classmethod
-    def of(cls, plan: Plan) -> Rollout:
-        return cls(
-            plan.desired.version,
-            plan.desired.thumbprint,
-            plan.desired.expires,
-            _versions_of(plan.secrets_removed, plan.certificate),
-        )
-
-    @classmethod
-    def from_record(cls, described: dict[str, Any] | None, certificate: str) -> Rollout | None:
-        """From a record's ``plan`` (see :func:`describe`); None for a record without one."""
-        if not described:
-            return None
-        expires = described.get("desiredExpires")
-        return cls(
-            described["desiredVersion"],
-            described.get("desiredThumbprint"),
-            datetime.fromisoformat(expires) if expires else None,
-            _versions_of(described["osProfile"]["removed"], certificate),
-        )
-
-
-def _versions_of(secret_urls: Iterable[str], certificate: str) -> tuple[str, ...]:
-    """Versions of ``certificate`` among secret URLs (those a plan takes out of osProfile)."""
-    parsed = (SecretUrl.parse(u) for u in secret_urls)
-    return tuple(
-        p.version for p in parsed if p and p.version and p.name.lower() == certificate.lower()
-    )
-
-
-@dataclass
-class ServiceResult:
-    service_id: str
-    # rotated|noop|dry-run|updating|refused|failed|rolled-back|unmanaged|opted-out|transient|backoff
-    outcome: str
-    message: str = ""
-    plan: Plan | None = None
-    execution: Execution | None = None
-    resumed: Rollout | None = None  # a write finished after its run: the plan is gone
-    # transient only because something in progress must end first (shared.domain.errors.Waiting)
-    waiting: bool = False
-
-    @property
-    def open(self) -> bool:
-        """See :func:`is_open`."""
-        operation = self.execution.operation_id if self.execution is not None else None
-        return is_open(self.outcome, operation)
-
-    @property
-    def rollout(self) -> Rollout | None:
-        return Rollout.of(self.plan) if self.plan is not None else self.resumed
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "cloudService": self.service_id,
-            "outcome": self.outcome,
-            "message": self.message,
-        }
-        if self.plan is not None:
-            out["plan"] = describe(self.plan)
-        if self.execution is not None:
-            ex = self.execution
-            out.update(
-                package=ex.package.to_json() if ex.package else None,
-                operationId=ex.operation_id,
-                sasExpiry=ex.sas_expiry.isoformat() if ex.sas_expiry else None,
-                continuationToken=ex.continuation_token if self.outcome == "updating" else None,
-                finalThumbprints=ex.final_thumbprints or None,
-                timings=ex.timings,
-            )
-        return out
-
-
-@dataclass
-class Run:
-    id: str
-    trigger: Trigger
-    vault_id: str
-    certificate: str
-    dry_run: bool
-    started: datetime
-    status: str = "running"
-    finished: datetime | None = None
-    actions: list[Action] = field(default_factory=list)
-    results: list[ServiceResult] = field(default_factory=list)
-    force: bool = False  # an operator lifted the failure backoff for this run
-    # Services a queued manual run has yet to reach: its record lists them ``queued`` (as
-    # the HTTP answer did) until their result replaces them, so it never looks emptier
-    # than what the operator was told.
-    waiting: tuple[str, ...] = ()
-
-    @property
-    def quiet(self) -> bool:
-        """A reconcile run that found everything converged: not stored, not announced
-        (telemetry still sees it, for the days-to-expiry gauge)."""
-        return (
-            self.trigger.kind == "reconcile"
-            and not self.actions
-            and all(r.outcome in QUIET_OUTCOMES for r in self.results)
-        )
-
-    @property
-    def transient(self) -> bool:
-        return any(r.outcome == "transient" for r in self.results)
-
-    def adopt(self, entries: list[dict[str, Any]]) -> None:
-        """Take over how another invocation recorded the end of an update this run left
-        running (``entries``: the stored record's services), so the run's status and what
-        it writes next agree with the record."""
-        ended = _ended(entries)
-        for result in self.results:
-            entry = ended.get(result.service_id.lower())
-            if result.open and entry is not None:
-                result.outcome, result.message = entry["outcome"], entry["message"]
-                if result.execution is not None:
-                    result.execution.final_thumbprints = dict(entry.get("finalThumbprints") or {})
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "trigger": {
-                "kind": self.trigger.kind,
-                "eventType": self.trigger.event_type,
-                "eventId": self.trigger.event_id,
-            },
-            "vault": self.vault_id,
-            "certificate": self.certificate,
-            "dryRun": self.dry_run,
-            "started": self.started.isoformat(),
-            "finished": self.finished.isoformat() if self.finished else None,
-            "actions": [{"kind": a.kind, "message": a.message} for a in self.actions],
-            "services": [r.to_json() for r in self.results] + [
-                {"cloudService": s, "outcome": "queued", "message": QUEUED_MESSAGE}
-                for s in self.waiting
-                if s.lower() not in {r.service_id.lower() for r in self.results}
-            ],
-            "force": self.force,
-        }
-
-
-def describe(plan: Plan) -> dict[str, Any]:
-    """The plan as operators read it: versions, changes, cscfg diff, osProfile change.
-
-    The diff shows only the certificates that change (and the thumbprints of settings the
-    rotation rewrites): no other cscfg text, so no setting's secret, ever leaves here.
-    """
-    diff = redacted_diff(plan.configuration_before, plan.configuration_after)
-    return {
-        "desiredVersion": plan.desired.version,
-        "desiredThumbprint": plan.desired.thumbprint,
-        "desiredExpires": plan.desired.expires.isoformat() if plan.desired.expires else None,
-        "changes": [
-            {"role": c.role, "certificate": c.certificate, "from": c.old, "to": c.new}
-            for c in plan.changes
-        ],
-        "cscfgDiff": diff,
-        "osProfile": {"added": list(plan.secrets_added), "removed": list(plan.secrets_removed)},
-        "warnings": list(plan.warnings),
-        "noop": plan.is_noop,
-    }
 
 
 class Engine:
@@ -425,37 +245,41 @@ class Engine:
         assert isinstance(batch.origin, Requested)
         run_id = batch.origin.run_id
         try:
-            record = self.storage.load_record(run_id)
+            record: RunRecord | None = self.storage.load_record(run_id)
         except NotFound:
-            record = {}
-        named = {e.get("cloudService", "").lower() for e in record.get("services", [])}
+            record = None
         if (
-            record.get("trigger", {}).get("kind") != "manual"
-            or record.get("vault", "").lower() != batch.vault_id.lower()
-            or record.get("certificate", "").lower() != batch.certificate.lower()
-            or not {s.lower() for s in batch.services} <= named
+            record is None
+            or record.trigger.kind != "manual"
+            or record.vault.lower() != batch.vault_id.lower()
+            or record.certificate.lower() != batch.certificate.lower()
+            or not all(record.names(s) for s in batch.services)
         ):
             log.error("batch for manual run %s refused: no such queued run of %s/%s naming "
                       "its services", run_id, batch.vault_id.rsplit("/", 1)[-1],
                       batch.certificate)
             return None
-        if record.get("status") not in RESUMABLE:
+        if not record.status.resumable:
             log.info("manual run %s is %s already: its batch has nothing to do", run_id,
-                     record.get("status"))
+                     record.status)
             return None
-        return bool(record.get("force"))
+        return record.force
 
     def _nothing_left(self, run_id: str, batch: ServiceBatch) -> None:
         """End a queued manual run none of whose services still uses the certificate."""
         message = f"no longer uses certificate '{batch.certificate}': nothing to do"
 
-        def ended(record: dict[str, Any] | None) -> dict[str, Any] | None:
+        def ended(record: RunRecord | None) -> RunRecord | None:
             if record is None:
                 return None
-            for entry in record["services"]:
-                entry.update(outcome="noop", message=message)
-            record.update(status="done", finished=self.now().isoformat())
-            return record
+            return replace(
+                record,
+                services=tuple(
+                    replace(e, outcome=Outcome.NOOP, message=message) for e in record.services
+                ),
+                status=RunStatus.DONE,
+                finished=self.now().isoformat(),
+            )
 
         self.storage.update_record(run_id, ended)
         log.info("manual run %s: %s", run_id, message)
@@ -479,10 +303,10 @@ class Engine:
             run_id = new_run_id(self.now())
             run = Run(
                 id=run_id, trigger=Trigger("manual"), vault_id=vault_id,
-                certificate=certificate, dry_run=False, started=self.now(), status="queued",
+                certificate=certificate, dry_run=False, started=self.now(), status=RunStatus.QUEUED,
                 force=force, waiting=tuple(s.id for s in services[i : i + size]),
             )
-            self.storage.save_record(run.id, run.to_json())
+            self.storage.save_record(run.record())
             runs.append(run)
         for run in runs:
             batch = ServiceBatch(vault_id, certificate, Requested(run.id), run.waiting)
@@ -496,11 +320,11 @@ class Engine:
 
     def _not_queued(self, run: Run, exc: RotationError) -> None:
         """The run's message could not be sent: its record says so, and nothing runs."""
-        run.status, run.finished = "transient", self.now()
+        run.status, run.finished = RunStatus.TRANSIENT, self.now()
         run.results = [
-            ServiceResult(s, "transient", f"could not be queued: {exc}") for s in run.waiting
+            ServiceResult(s, Outcome.TRANSIENT, f"could not be queued: {exc}") for s in run.waiting
         ]
-        self.storage.save_record(run.id, run.to_json())
+        self.storage.save_record(run.record())
 
     def wait_again(self, batch: ServiceBatch, run: Run) -> bool:
         """Send ``batch`` again, for its services of ``run`` that are transient, with a
@@ -613,12 +437,12 @@ class Engine:
             certificate=certificate,
             dry_run=False,
             started=self.now(),
-            status="transient",
+            status=RunStatus.TRANSIENT,
             finished=self.now(),
             actions=[Action("gave-up", message)],
         )
         log.error("run %s: %s", run.id, message)
-        self.storage.save_record(run.id, run.to_json())
+        self.storage.save_record(run.record())
         if self.notify is not None:
             self.notify(run)
 
@@ -636,8 +460,8 @@ class Engine:
             certificate=certificate,
             dry_run=False,
             started=self.now(),
-            status="done",
-            results=[ServiceResult(s.id, "refused", str(exc)) for s in services],
+            status=RunStatus.DONE,
+            results=[ServiceResult(s.id, Outcome.REFUSED, str(exc)) for s in services],
         )
         log.error("run %s: %s", run.id, exc)
         run.finished = self.now()
@@ -750,8 +574,7 @@ class Engine:
                     result = self._converge(run, service, cert, remaining, pending)
                 run.results.append(result)
                 self._save(run)
-            updating = any(r.outcome == "updating" for r in run.results)
-            run.status = "transient" if run.transient else "updating" if updating else "done"
+            run.status = RunStatus.of((r.outcome for r in run.results), left_updating=False)
             run.finished = self.now()
             self._save(run)
             if self.notify is not None and not dry_run:
@@ -831,7 +654,7 @@ class Engine:
                     log.warning("%s: could not look at its update: %s", service_id, exc)
                     still.append(service_id)
                     continue
-            if outcome is not None and outcome.status == "updating":
+            if outcome is not None and outcome.status is WriteStatus.UPDATING:
                 still.append(service_id)
         again = message.again(tuple(still))
         if still and again is None:
@@ -857,13 +680,13 @@ class Engine:
         remaining: Callable[[], float],
         pending: set[str],
     ) -> ServiceResult:
-        result = ServiceResult(service.id, "pending")
+        result = ServiceResult(service.id, Outcome.PENDING)
         try:
             if service.opted_out:
-                result.outcome, result.message = "opted-out", "tag cert-rotation=off"
+                result.outcome, result.message = Outcome.OPTED_OUT, "tag cert-rotation=off"
                 return result
             if not service.package_url and self.settings.untagged != "update":
-                result.outcome = "unmanaged"
+                result.outcome = Outcome.UNMANAGED
                 result.message = (
                     f"{service.name} uses the certificate but has no "
                     f"'{PACKAGE_TAG}' tag: tag it with the blob URL (no SAS) of "
@@ -876,16 +699,16 @@ class Engine:
                 # run that does not wait looks: finished if it has ended, else it waits).
                 wait = remaining()
                 earlier = self._finish_pending(service.id, wait, run.id, look=wait <= 0)
-                if earlier is not None and earlier.status == "updating":
+                if earlier is not None and earlier.status is WriteStatus.UPDATING:
                     raise Waiting(f"the update sent by run {earlier.run_id} is still running")
                 if (
                     earlier is not None
                     and earlier.run_id == run.id
-                    and earlier.status in ("succeeded", "failed", "rolled-back")
+                    and earlier.status in WRITE_ENDED
                 ):
                     # This run's own write, sent by an earlier attempt of it (a queued
                     # manual run keeps its id): how it ended is this run's result.
-                    result.outcome, result.message = OUTCOMES[earlier.status], earlier.message
+                    result.outcome, result.message = earlier.status.outcome, earlier.message
                     return result
                 service = self.compute.get(service.id)
             # A tag anyone with tag-write can set: parsed strictly before anything is read.
@@ -930,7 +753,7 @@ class Engine:
             if result.plan.is_noop and (service.provisioning_state or "").lower() == "failed":
                 # The model names the desired version but the platform failed to apply it:
                 # not converged, and re-sending the same PUT blindly would fail the same way.
-                result.outcome = "failed"
+                result.outcome = Outcome.FAILED
                 result.message = (
                     f"{service.name} is in state Failed after its last update (its model "
                     "already names the desired version); see its activity log, fix the cause "
@@ -939,20 +762,20 @@ class Engine:
                 log.error("%s", result.message)
                 return result
             if result.plan.is_noop:
-                result.outcome, result.message = "noop", "already converged"
+                result.outcome, result.message = Outcome.NOOP, "already converged"
                 log.info(
                     "%s: already on %s/%s", service.name, cert.name, result.plan.desired.version
                 )
                 return result
             self._log_plan(service, result.plan)
             if run.dry_run:
-                result.outcome = "dry-run"
+                result.outcome = Outcome.DRY_RUN
                 return result
             # A version whose write failed is not written again before its backoff ends.
             self._check_backoff(service.id, result.plan, run.force)
 
             def progress(execution: Execution) -> None:
-                result.execution, result.outcome = execution, "updating"
+                result.execution, result.outcome = execution, Outcome.UPDATING
                 self._save(run, extra=result)
 
             result.plan, result.execution = execute(
@@ -969,35 +792,35 @@ class Engine:
                 ended=self._write_ended(service.id, run.id),
             )
             execution = result.execution
-            if execution.status == "earlier-failed" and execution.resumed is not None:
+            if execution.status is WriteStatus.EARLIER_FAILED and execution.resumed is not None:
                 # The write this run found in flight was the same version and failed.
                 failed = self.storage.failure(service.id, cert.name)
-                result.outcome = "backoff"
+                result.outcome = Outcome.BACKOFF
                 result.message = failed.describe() if failed else execution.resumed.message
                 log.warning("%s: %s", service.name, result.message)
                 return result
-            result.outcome = OUTCOMES[execution.status]
+            result.outcome = execution.status.outcome
             result.message = execution.message or {
                 "noop": "already converged",
                 "updating": "update still running",
             }.get(result.outcome, "")
-            if result.outcome in ("failed", "rolled-back"):
+            if result.outcome.failed_write:
                 log.error("%s: %s: %s", service.name, result.outcome, result.message)
         except BackingOff as exc:  # before the lock, or under it (recorded meanwhile)
-            result.outcome, result.message = "backoff", str(exc)
+            result.outcome, result.message = Outcome.BACKOFF, str(exc)
             log.warning("%s: %s", service.name, exc)
         except (PlanRefused, PreconditionFailed, InvalidInput) as exc:
-            result.outcome, result.message = "refused", str(exc)
+            result.outcome, result.message = Outcome.REFUSED, str(exc)
             log.error("%s: refused: %s", service.name, exc)
         except TransientError as exc:
-            result.outcome, result.message = "transient", str(exc)
+            result.outcome, result.message = Outcome.TRANSIENT, str(exc)
             result.waiting = isinstance(exc, Waiting)
             log.warning("%s: will retry: %s", service.name, exc)
         except (PlatformRejected, NotFound, RotationError) as exc:
-            result.outcome, result.message = "failed", str(exc)
+            result.outcome, result.message = Outcome.FAILED, str(exc)
             log.error("%s: failed: %s", service.name, exc)
         except Exception as exc:  # one service's bug must not stop the others
-            result.outcome = "failed"
+            result.outcome = Outcome.FAILED
             result.message = f"unexpected {type(exc).__name__} while converging {service.name}"
             log.exception("%s: %s", service.name, result.message)
         return result
@@ -1015,17 +838,17 @@ class Engine:
 
     def _write_ended(
         self, service_id: str, by_run: str | None = None
-    ) -> Callable[[Pending, Outcome], None]:
+    ) -> Callable[[Pending, WriteResult], None]:
         """What the executor calls, under the service's lease, when a journaled write has
         ended, before anything else can happen (or fail) in that invocation: an earlier
         run's write (``by_run`` found it in flight) is recorded in that run's record, and
         the failure backoff is kept or cleared, before anyone else may act on the service.
         """
 
-        def ended(entry: Pending, outcome: Outcome) -> None:
+        def ended(entry: Pending, outcome: WriteResult) -> None:
             if by_run is not None and entry.run_id != by_run:
                 self._record_resumed(service_id, outcome, by_run)
-            if outcome.status not in ("succeeded", "failed", "rolled-back"):
+            if outcome.status not in WRITE_ENDED:
                 return  # e.g. not-applied: the PUT never landed, nothing to back off from
             try:
                 previous = self.storage.failure(service_id, entry.certificate)
@@ -1036,7 +859,7 @@ class Engine:
                 service_id,
                 entry.certificate,
                 entry.version,
-                OUTCOMES[outcome.status],
+                outcome.status.outcome,
                 outcome.message,
                 previous,
             )
@@ -1048,7 +871,7 @@ class Engine:
         service_id: str,
         certificate: str,
         version: str,
-        outcome: str,
+        outcome: Outcome,
         message: str,
         previous: backoff.Failure | None,
     ) -> None:
@@ -1058,14 +881,14 @@ class Engine:
         more attempt sooner than the backoff would allow.
         """
         try:
-            if outcome in FAILED_WRITES:
+            if outcome.failed_write:
                 self.storage.record_failure(
                     service_id,
                     backoff.after_failure(
                         previous, certificate, version, outcome, message, self.now()
                     ),
                 )
-            elif outcome == "rotated" and previous is not None:
+            elif outcome is Outcome.ROTATED and previous is not None:
                 self.storage.clear_failure(service_id, certificate)
         except RotationError as exc:
             log.warning("%s: could not keep the failure record: %s", service_id, exc)
@@ -1074,7 +897,7 @@ class Engine:
 
     def _finish_pending(
         self, service_id: str, wait: float, by_run: str | None, look: bool = False
-    ) -> Outcome | None:
+    ) -> WriteResult | None:
         """Follow the service's journaled write to its end and record it in its own run;
         ``look``: one read while Azure still applies it (a follow message's look)."""
         outcome = resume(
@@ -1091,34 +914,41 @@ class Engine:
             self._record_resumed(service_id, outcome, by_run)
         return outcome
 
-    def _record_resumed(self, service_id: str, outcome: Outcome, by_run: str | None) -> None:
+    def _record_resumed(
+        self, service_id: str, outcome: WriteResult, by_run: str | None
+    ) -> None:
         """Write how an earlier run's write ended into that run's record."""
-        if outcome.status == "updating" or not outcome.record:
+        if outcome.status is WriteStatus.UPDATING or not outcome.record:
             return
         message = outcome.message + (f" (finished by run {by_run})" if by_run else "")
 
-        def finish(record: dict[str, Any] | None) -> dict[str, Any] | None:
+        def finish(record: RunRecord | None) -> RunRecord | None:
             if record is None:
                 return None
-            entries = [
-                e for e in record["services"] if e["cloudService"].lower() == service_id.lower()
-            ]
-            if not entries:  # the run died before it could record the service at all
-                entries = [{"cloudService": service_id}]
-                record["services"].append(entries[0])
-            for entry in entries:
-                entry.update(
-                    outcome=OUTCOMES[outcome.status],
+            # No entry: the run died before it could record the service at all.
+            entry = record.entry(service_id) or ServiceEntry(service_id, Outcome.PENDING)
+            write = entry.write or WriteFacts()
+            record = record.with_entry(
+                replace(
+                    entry,
+                    outcome=outcome.status.outcome,
                     message=message,
-                    continuationToken=None,
-                    finalThumbprints=outcome.final_thumbprints or None,
+                    write=replace(
+                        write,
+                        continuation_token=None,
+                        final_thumbprints=outcome.final_thumbprints or None,
+                    ),
                 )
-            outcomes = {e["outcome"] for e in record["services"]}
+            )
+            outcomes = [e.outcome for e in record.services]
             # Also for a run still going (its own last write sets its status again) and
             # for one whose invocation died (nothing else would ever end it).
-            if "updating" not in outcomes:
-                record["status"] = "transient" if "transient" in outcomes else "done"
-                record["finished"] = self.now().isoformat()
+            if Outcome.UPDATING not in outcomes:
+                record = replace(
+                    record,
+                    status=RunStatus.of(outcomes, left_updating=False),
+                    finished=self.now().isoformat(),
+                )
             return record
 
         record = self.storage.update_record(outcome.run_id, finish)
@@ -1126,52 +956,49 @@ class Engine:
             log.warning("run %s has no record; its write ended %s", outcome.run_id, outcome.status)
             return
         log.info("run %s: %s %s", outcome.run_id, service_id, message)
-        entry = next(
-            e for e in record["services"] if e["cloudService"].lower() == service_id.lower()
-        )
-        if self.notify is not None:
+        entry = record.entry(service_id)
+        if self.notify is not None and entry is not None:
             # The run was announced as ``updating``; this is how that update ended.
             self.notify(self._finished_part(record, entry))
 
-    def _finished_part(self, record: dict[str, Any], entry: dict[str, Any]) -> Run:
+    def _finished_part(self, record: RunRecord, entry: ServiceEntry) -> Run:
         """The part of a recorded run that a later invocation finished, as a Run to
         announce: its own id, trigger and start, the one service, no actions (those were
         announced with the run)."""
-        trigger = record["trigger"]
         return Run(
-            id=record["id"],
-            trigger=Trigger(trigger["kind"], trigger.get("eventType"), trigger.get("eventId")),
-            vault_id=record["vault"],
-            certificate=record["certificate"],
+            id=record.id,
+            trigger=record.trigger,
+            vault_id=record.vault,
+            certificate=record.certificate,
             dry_run=False,
-            started=datetime.fromisoformat(record["started"]),
-            status=record["status"],
+            started=datetime.fromisoformat(record.started),
+            status=record.status,
             finished=self.now(),
             results=[
                 ServiceResult(
-                    entry["cloudService"],
-                    entry["outcome"],
-                    entry["message"],
-                    resumed=Rollout.from_record(entry.get("plan"), record["certificate"]),
+                    entry.cloud_service,
+                    entry.outcome,
+                    entry.message,
+                    resumed=Rollout.from_record(entry.plan, record.certificate),
                 )
             ],
         )
 
-    def resume_run(self, run_id: str, wait_seconds: float) -> dict[str, Any]:
+    def resume_run(self, run_id: str, wait_seconds: float) -> RunRecord:
         """The run's record, after following any of its updates still running (those
         another invocation follows right now are left to it)."""
         record = self.storage.load_record(run_id)
-        if record.get("status") != "updating":
+        if record.status is not RunStatus.UPDATING:
             return record
         with logcontext.bound(run_id=run_id):
-            for entry in record["services"]:
-                if entry["outcome"] == "updating":
-                    with logcontext.bound(service_id=entry["cloudService"]):
+            for entry in record.services:
+                if entry.outcome is Outcome.UPDATING:
+                    with logcontext.bound(service_id=entry.cloud_service):
                         try:
-                            self._finish_pending(entry["cloudService"], wait_seconds, None)
+                            self._finish_pending(entry.cloud_service, wait_seconds, None)
                         except Busy:  # a follow look (or the sweep) is at it: it records
                             log.info("%s: another invocation is following its update",
-                                     entry["cloudService"])
+                                     entry.cloud_service)
         return self.storage.load_record(run_id)
 
     # -- the backstop -------------------------------------------------------------------
@@ -1332,71 +1159,22 @@ class Engine:
     def _save(self, run: Run, extra: ServiceResult | None = None) -> None:
         if (extra is None and run.quiet) or run.dry_run:
             return
-        record = run.to_json()
+        record = run.record()
         if extra is not None and extra not in run.results:
-            record["services"].append(extra.to_json())
+            record = replace(record, services=(*record.services, extra.entry()))
         if not any(r.open for r in run.results):
             # Nobody else writes this record until the run lets go of a service whose update
             # is still running (``extra`` is a service the run still holds the lease of).
-            self.storage.save_record(run.id, record)
+            self.storage.save_record(record)
             return
-        saved = self.storage.update_record(run.id, lambda stored: _keep_finished(record, stored))
-        if saved is not None:  # always, as _keep_finished always writes
-            run.adopt(saved["services"])
+        saved = self.storage.update_record(run.id, lambda stored: keep_finished(record, stored))
+        if saved is not None:  # always, as keep_finished always writes
+            run.adopt(saved)
 
 
-# Statuses of a queued manual run its batch may (still, or again) run: queued, an attempt
-# that died (running) or failed transiently. One that ended or left updates running is done.
-RESUMABLE = {"queued", "running", "transient"}
-QUEUED_MESSAGE = f"queued on {SERVICES_QUEUE}: a worker takes it"
-QUIET_OUTCOMES = {"noop", "unmanaged", "opted-out", "backoff"}
-# Outcomes of a write that reached Azure and failed: their version backs off (domain.backoff).
-FAILED_WRITES = {"failed", "rolled-back"}
-# Execution status (or a resumed write's outcome) -> the outcome in run records.
-OUTCOMES = {
-    "noop": "noop",
-    "succeeded": "rotated",
-    "updating": "updating",
-    "failed": "failed",
-    "rolled-back": "rolled-back",
-    "not-applied": "failed",
-}
-
-
-def is_open(outcome: str, operation_id: str | None) -> bool:
-    """Whether another invocation may record how a result's write ends: it is still
-    ``updating``, or it was left ``transient`` after Azure accepted its PUT (the journal
-    holds it and ``follow_updates`` or the next run finishes it into the run's record)."""
-    return outcome == "updating" or (outcome == "transient" and bool(operation_id))
-
-
-def _open(entry: dict[str, Any]) -> bool:
-    return is_open(entry["outcome"], entry.get("operationId"))
-
-
-def _ended(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A record's service entries whose write has ended (not open, not still queued), by
-    service."""
-    return {
-        e["cloudService"].lower(): e
-        for e in entries
-        if not _open(e) and e["outcome"] != "queued"
-    }
-
-
-def _keep_finished(
-    record: dict[str, Any], stored: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The run's ``record`` to write over ``stored``, keeping what another invocation wrote
-    about how one of the run's updates ended (the run itself still says ``updating``)."""
-    if stored is None:
-        return record
-    ended = _ended(stored["services"])
-    mine = {e["cloudService"].lower() for e in record["services"]}
-    record["services"] = [
-        ended.get(e["cloudService"].lower(), e) if _open(e) else e for e in record["services"]
-    ] + [e for e in stored["services"] if e["cloudService"].lower() not in mine]
-    return record
+# How a write that reached Azure can end: what a run records as its own result, and what
+# the failure backoff is kept (or cleared) for.
+WRITE_ENDED = (WriteStatus.SUCCEEDED, WriteStatus.FAILED, WriteStatus.ROLLED_BACK)
 
 
 def _budget(seconds: float) -> Callable[[], float]:

@@ -58,15 +58,14 @@ from shared.domain.model import (
     PACKAGE_MD5_TAG,
     PACKAGE_TAG,
     CloudServiceSnapshot,
-    PackageFacts,
     Plan,
     SecretGroup,
 )
 from shared.domain.packages import PackageRef, parse_package
+from shared.domain.runs import Execution, WriteResult, WriteStatus
 
 log = logging.getLogger("certrotate.executor")
 IN_PROGRESS = {"creating", "updating", "deleting"}
-EARLIER_FAILED = {"failed", "rolled-back"}  # how a journaled write may have ended badly
 PROGRESS_EVERY = 10.0  # seconds between "still updating" lines while following an operation
 # Failures that are no reason to put the previous model back: the write succeeded, but the
 # service does not hold it (someone else's write came after ours; a rollback would undo it).
@@ -76,39 +75,10 @@ LOOK_SECONDS = 10.0
 STOPPED_NOTE = "model updated; instances stopped, the certificate loads when they start"
 
 
-@dataclass
-class Outcome:
-    """How a journaled write ended (or that it has not yet)."""
-
-    run_id: str
-    status: str  # succeeded | updating | failed | rolled-back | not-applied
-    message: str = ""
-    final_thumbprints: dict[str, str] = field(default_factory=dict)
-    # False: the run that sent the write already recorded the truth (an unconfirmed PUT
-    # that did not land was recorded ``transient`` with Azure's answer): nothing to add.
-    record: bool = True
-
-
-@dataclass
-class Execution:
-    """What happened while executing (mutable while it runs, then read by the caller)."""
-
-    # noop | succeeded | updating | failed | rolled-back | earlier-failed (see execute)
-    status: str = "pending"
-    message: str = ""
-    operation_id: str | None = None
-    package: PackageFacts | None = None  # the blob deployed, as read before the PUT
-    sas_expiry: datetime | None = None
-    continuation_token: str | None = None
-    final_thumbprints: dict[str, str] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    resumed: Outcome | None = None  # an earlier invocation's write, finished first
-
-
 # Told, under the service's lease, that a journaled write has ended (never while it still
 # runs): what the caller keeps about it (the failure backoff) is then written before any
 # other invocation can take the service and act on a stale view.
-Ended = Callable[[Pending, Outcome], None]
+Ended = Callable[[Pending, WriteResult], None]
 
 
 @dataclass
@@ -210,20 +180,27 @@ def execute(
         mark("locked")
         # With no time to wait, a write found in flight is only looked at (no poller).
         ctx = Context.locked(
-            service, compute, storage, settings, now, lease, wait_seconds, ended,
+            service,
+            compute,
+            storage,
+            settings,
+            now,
+            lease,
+            wait_seconds,
+            ended,
             look=wait_seconds <= 0,
         )
         if lease.pending is not None:
             found = lease.pending
             earlier, version = found.run_id, found.version
             run.resumed = follow(ctx, found)
-            if run.resumed.status == "updating":
+            if run.resumed.status == WriteStatus.UPDATING:
                 raise Waiting(f"the update sent by run {earlier} is still running")
             ctx.ended(found, run.resumed)
-            if run.resumed.status in EARLIER_FAILED and version == plan.desired.version:
+            if run.resumed.status.failed and version == plan.desired.version:
                 # The write found in flight was this very version, and it failed: it now
                 # backs off (shared.domain.backoff); writing it again here would be the loop.
-                run.status = "earlier-failed"
+                run.status = WriteStatus.EARLIER_FAILED
                 return plan, run
         # Re-read under the lock: the truth may have moved since planning.
         fresh = compute.get(service.id)
@@ -233,7 +210,7 @@ def execute(
             )
         plan = replan(fresh)
         if plan.is_noop:
-            run.status = "noop"
+            run.status = WriteStatus.NOOP
             log.info("%s: already converged under the lock; nothing to write", fresh.name)
             return plan, run
         # Never deploy a package other than the one tagged, and only from an allow-listed
@@ -266,24 +243,24 @@ def execute(
         if poller is not None and ctx.remaining() <= 0:
             # Not followed here (an Unpolled poller): the update runs on in Azure, and a
             # follow look (or the sweep) follows it by its journaled token.
-            outcome = Outcome(entry.run_id, "updating", "update still running")
+            outcome = WriteResult(entry.run_id, WriteStatus.UPDATING, "update still running")
         else:
             # Unconfirmed (no poller): this first look at an untouched service is not final.
             outcome = follow(ctx, entry, poller, final_look=poller is not None)
-        if outcome.status == "not-applied":
+        if outcome.status == WriteStatus.NOT_APPLIED:
             raise TransientError(outcome.message)
-        if outcome.status != "updating":
+        if outcome.status != WriteStatus.UPDATING:
             ctx.ended(entry, outcome)
         run.status, run.message = outcome.status, outcome.message
         run.final_thumbprints = outcome.final_thumbprints
-        if outcome.status == "succeeded":
+        if outcome.status == WriteStatus.SUCCEEDED:
             mark("succeeded")
             log.info(
                 "%s: update succeeded in %.1fs",
                 fresh.name,
                 run.timings["succeeded"] - run.timings["submitted"],
             )
-        elif outcome.status == "updating":
+        elif outcome.status == WriteStatus.UPDATING:
             log.warning(
                 "%s: update still running after %.0fs; a later run will follow it",
                 fresh.name,
@@ -302,7 +279,7 @@ def resume(
     *,
     ended: Ended | None = None,
     look: bool = False,
-) -> Outcome | None:
+) -> WriteResult | None:
     """Finish the journaled write of ``service_id``, if any (no new write is planned);
     ``look``: only look at it, as a follow message does (see :class:`Context`)."""
     with storage.lock(service_id) as lease:
@@ -315,7 +292,7 @@ def resume(
         )
         log.info("%s: following the update sent by run %s", service.name, found.run_id)
         outcome = follow(ctx, found)
-        if outcome.status != "updating":
+        if outcome.status != WriteStatus.UPDATING:
             ctx.ended(found, outcome)
         return outcome
 
@@ -359,12 +336,14 @@ def submit(
     except Unconfirmed as exc:
         entry = replace(entry, unconfirmed=str(exc))
         ctx.lease.write(entry)  # it may be running: tracked until the service tells
-        run.status = "updating"
+        run.status = WriteStatus.UPDATING
         log.warning("%s: %s; not resent, following the service's state", service.name, exc)
         return entry, None
     except PlatformRejected as exc:
         ctx.lease.write(None)  # refused before any work started: nothing is in flight
-        ctx.ended(entry, Outcome(entry.run_id, "failed", str(exc)))  # Azure refused this write
+        ctx.ended(
+            entry, WriteResult(entry.run_id, WriteStatus.FAILED, str(exc))
+        )  # Azure refused this write
         if entry.package_url:
             raise
         raise PlatformRejected(
@@ -379,7 +358,7 @@ def submit(
         del sas_url
     run.operation_id = operation_id(poller)
     run.continuation_token = poller.continuation_token()
-    run.status = "updating"
+    run.status = WriteStatus.UPDATING
     entry = replace(entry, operation_id=run.operation_id, continuation_token=run.continuation_token)
     ctx.lease.write(entry)
     log.info("%s: %s submitted (operation %s)", service.name, entry.kind, run.operation_id)
@@ -399,7 +378,7 @@ def package_of(service: CloudServiceSnapshot, settings: Settings) -> PackageRef 
 
 def follow(
     ctx: Context, entry: Pending, poller: LROPoller[Any] | None = None, final_look: bool = True
-) -> Outcome:
+) -> WriteResult:
     """Drive a journaled write to its end (or until time runs out); the journal tracks it.
 
     ``poller``: the sender's own poller (already polling in its thread); without it the
@@ -414,7 +393,7 @@ def follow(
         if entry.next_update_domain is None:
             final = _model_applied(ctx, entry, poller)
             if final is None:
-                return Outcome(entry.run_id, "updating", f"{what} still running")
+                return WriteResult(entry.run_id, WriteStatus.UPDATING, f"{what} still running")
             if entry.continuation_token is None and not _holds(entry, final):
                 return _not_applied(ctx, entry, what, final_look)
             if (ctx.upgrade_mode or "").lower() == "manual":
@@ -423,14 +402,18 @@ def follow(
         if entry.next_update_domain is not None:
             done = _walk(ctx, entry)
             if done is None:
-                return Outcome(entry.run_id, "updating", f"{what}: walking update domains")
+                return WriteResult(
+                    entry.run_id, WriteStatus.UPDATING, f"{what}: walking update domains"
+                )
             entry = done
             final = None  # the walk changed the service's state: read it again
         final = final or ctx.compute.get(ctx.service_id)
         _verify(entry, final)
         entry, verdict = _settle(ctx, entry)
         if verdict is None:
-            return Outcome(entry.run_id, "updating", f"{what} applied; role instances settling")
+            return WriteResult(
+                entry.run_id, WriteStatus.UPDATING, f"{what} applied; role instances settling"
+            )
         if verdict.settle is Settle.FAILED:
             raise PlatformRejected(
                 "RoleInstancesFailed", f"{ctx.name} role instances report {verdict.describe()}"
@@ -440,23 +423,28 @@ def follow(
     ctx.lease.write(None)
     thumbprints = thumbprints_by_role(final)
     if entry.kind == "rollback":
-        status = "rolled-back"
+        status = WriteStatus.ROLLED_BACK
         message = f"the update failed ({entry.failure}); the previous configuration is restored"
     else:
-        status, message = "succeeded", f"now on version {entry.version}"
+        status, message = WriteStatus.SUCCEEDED, f"now on version {entry.version}"
     if verdict.settle is Settle.STOPPED:
         message += f": {STOPPED_NOTE}"
     elif verdict.settle is Settle.WAITING:
-        status = "failed"
+        status = WriteStatus.FAILED
         message += (
             f", but role instances had not settled after {ctx.settings.settle_seconds:.0f} s "
             f"({verdict.describe()}); not rolled back: slow instances are not a failure"
         )
-    log.log(logging.INFO if status == "succeeded" else logging.ERROR, "%s: %s", ctx.name, message)
-    return Outcome(entry.run_id, status, message, thumbprints)
+    log.log(
+        logging.INFO if status is WriteStatus.SUCCEEDED else logging.ERROR,
+        "%s: %s",
+        ctx.name,
+        message,
+    )
+    return WriteResult(entry.run_id, status, message, thumbprints)
 
 
-def _not_applied(ctx: Context, entry: Pending, what: str, final_look: bool) -> Outcome:
+def _not_applied(ctx: Context, entry: Pending, what: str, final_look: bool) -> WriteResult:
     """The write has no token and the service, no longer updating, does not hold it.
 
     On the final look the journal lets it go and the service may be planned again; right
@@ -475,8 +463,12 @@ def _not_applied(ctx: Context, entry: Pending, what: str, final_look: bool) -> O
     if entry.kind == "rollback" and final_look:
         # The update itself failed, whatever became of the rollback: that is the truth the
         # run that sent the update must record (it still says "updating" otherwise).
-        return Outcome(entry.run_id, "failed", f"the update failed ({entry.failure}); {message}")
-    return Outcome(entry.run_id, "not-applied", message, record=entry.unconfirmed is None)
+        return WriteResult(
+            entry.run_id, WriteStatus.FAILED, f"the update failed ({entry.failure}); {message}"
+        )
+    return WriteResult(
+        entry.run_id, WriteStatus.NOT_APPLIED, message, record=entry.unconfirmed is None
+    )
 
 
 def _model_applied(
@@ -564,7 +556,7 @@ def _walk(ctx: Context, entry: Pending) -> Pending | None:
     return entry
 
 
-def _failed(ctx: Context, entry: Pending, exc: PlatformRejected) -> Outcome:
+def _failed(ctx: Context, entry: Pending, exc: PlatformRejected) -> WriteResult:
     """Record the failure; roll back first when asked to (and not already rolling back)."""
     reason = f"{exc.code}: {exc.detail}"
     log.error("%s: %s failed: %s", ctx.name, entry.kind, reason)
@@ -575,13 +567,13 @@ def _failed(ctx: Context, entry: Pending, exc: PlatformRejected) -> Outcome:
             if entry.kind == "rollback"
             else f"the update failed: {reason}"
         )
-        return Outcome(entry.run_id, "failed", message)
+        return WriteResult(entry.run_id, WriteStatus.FAILED, message)
     service = ctx.compute.get(ctx.service_id)
     if (service.provisioning_state or "").lower() in IN_PROGRESS:
         ctx.lease.write(None)
-        return Outcome(
+        return WriteResult(
             entry.run_id,
-            "failed",
+            WriteStatus.FAILED,
             f"the update failed: {reason}; not rolled back: "
             f"{service.name} is {service.provisioning_state}",
         )
@@ -608,7 +600,7 @@ def _failed(ctx: Context, entry: Pending, exc: PlatformRejected) -> Outcome:
         # the update's failure is still the truth its run must record, not a transient.
         message = f"the update failed: {reason}; the rollback could not be sent: {refused}"
         log.error("%s: %s", ctx.name, message)
-        return Outcome(entry.run_id, "failed", message)
+        return WriteResult(entry.run_id, WriteStatus.FAILED, message)
     return follow(ctx, back, poller)
 
 

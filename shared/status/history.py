@@ -13,6 +13,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shared.domain.runs import Outcome, RunRecord, RunStatus
+
 # At most this many records are read per call (newest first): each one is a download.
 MAX_SCAN = 500
 
@@ -20,7 +22,7 @@ MAX_SCAN = 500
 class RecordStore(Protocol):
     def record_ids(self) -> list[str]: ...
 
-    def load_record(self, record_id: str) -> dict[str, Any]: ...
+    def load_record(self, record_id: str) -> RunRecord: ...
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,8 @@ class LastRun:
 
     run_id: str
     started: str
-    status: str  # of the run: running | done | updating | transient
-    outcome: str  # of this service: rotated | noop | refused | failed | ...
+    status: RunStatus
+    outcome: Outcome
     message: str
     package: Mapping[str, Any] | None = None  # the blob an update deployed (url, md5, etag)
 
@@ -45,14 +47,6 @@ class LastRun:
         }
 
 
-def touches(record: Mapping[str, Any], service_id: str) -> bool:
-    """Whether the run has a result for ``service_id`` (ARM ids compare case-insensitively)."""
-    return any(
-        str(result.get("cloudService", "")).lower() == service_id.lower()
-        for result in record.get("services") or []
-    )
-
-
 def recent_records(
     store: RecordStore,
     *,
@@ -60,7 +54,7 @@ def recent_records(
     service_id: str | None = None,
     scan: int = MAX_SCAN,
     before: str | None = None,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[RunRecord]:
     """Up to ``limit`` run records, newest first, only those touching ``service_id`` if given.
 
     ``before``: only runs older than this run id (ids sort by start time), to page on.
@@ -74,13 +68,13 @@ def recent_records(
         if found >= limit:
             return
         record = store.load_record(record_id)
-        if service_id is None or touches(record, service_id):
+        if service_id is None or record.names(service_id):
             found += 1
             yield record
 
 
 def last_runs(
-    records: Iterable[Mapping[str, Any]], wanted: Collection[tuple[str, str, str]] = ()
+    records: Iterable[RunRecord], wanted: Collection[tuple[str, str, str]] = ()
 ) -> dict[tuple[str, str, str], LastRun]:
     """The newest result per (service id, vault id, certificate), all keys lower case.
 
@@ -91,18 +85,17 @@ def last_runs(
     found: dict[tuple[str, str, str], LastRun] = {}
     remaining = set(wanted)
     for record in records:
-        vault = str(record.get("vault", "")).lower()
-        certificate = str(record.get("certificate", "")).lower()
-        for result in record.get("services") or []:
-            key = (str(result.get("cloudService", "")).lower(), vault, certificate)
+        vault, certificate = record.vault.lower(), record.certificate.lower()
+        for result in record.services:
+            key = (result.cloud_service.lower(), vault, certificate)
             if key not in found:
                 found[key] = LastRun(
-                    run_id=str(record.get("id", "")),
-                    started=str(record.get("started", "")),
-                    status=str(record.get("status", "")),
-                    outcome=str(result.get("outcome", "")),
-                    message=str(result.get("message", "")),
-                    package=result.get("package") or None,
+                    run_id=record.id,
+                    started=record.started,
+                    status=record.status,
+                    outcome=result.outcome,
+                    message=result.message,
+                    package=result.write.package if result.write else None,
                 )
                 remaining.discard(key)
         if wanted and not remaining:

@@ -40,11 +40,11 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.domain import cscfg, planner
 from shared.domain.backoff import Failure
-from shared.domain.errors import InvalidInput, NotFound, RotationError
+from shared.domain.errors import InvalidInput
 from shared.domain.model import (
     PACKAGE_TAG,
     Certificate,
@@ -52,17 +52,13 @@ from shared.domain.model import (
     CloudServiceSnapshot,
     SecretUrl,
 )
-from shared.status.history import LastRun, last_runs, recent_records
-
-if TYPE_CHECKING:
-    from shared.rotation.engine import Engine
+from shared.status.history import LastRun
 
 EXPIRY_WARNING = timedelta(days=30)  # Key Vault raises NearExpiry this long before expiry
 RUNS_SCAN = 200  # run records read at most per status (newest first; each is a download)
 
 CertKey = tuple[str, str]  # (vault ARM id, certificate name), lower case
 # Last-run outcomes that mean the service did not get what the run meant to give it.
-FAILED_OUTCOMES = frozenset({"failed", "rolled-back", "refused", "transient"})
 
 
 class Flag(StrEnum):
@@ -192,7 +188,7 @@ class CertificateUse:
             found.append(Flag.DRIFT)
         if self.problem:
             found.append(Flag.PROBLEM)
-        if self.last_run is not None and self.last_run.outcome in FAILED_OUTCOMES:
+        if self.last_run is not None and self.last_run.outcome.unsuccessful:
             found.append(Flag.RUN_FAILED)
         return _ordered(found)
 
@@ -593,61 +589,3 @@ def findings(
     if Flag.PROBLEM not in ignore:
         lines.extend(f"could not read {p}" for p in inventory.problems)
     return lines
-
-
-def gather(engine: Engine, *, scan: int = RUNS_SCAN) -> Inventory:
-    """Read everything :func:`build` needs, each certificate once; see the module docstring.
-
-    Raises what listing the services raises (TransientError, ConfigError); failures to read
-    a vault, a certificate or the run records are reported in the inventory instead.
-    """
-    services = sorted(engine.compute.list_services(), key=lambda s: (s.name.lower(), s.id))
-    refs = sorted((r for s in services for r in references(s)), key=lambda r: r.vault_url)
-    vault_urls: dict[str, tuple[str, str]] = {}
-    for ref in refs:
-        vault_urls.setdefault(ref.vault_id.lower(), (ref.vault_id, ref.vault_url))
-    wanted: dict[CertKey, tuple[str, str, str]] = {}
-    for ref in refs:
-        vault_id, vault_url = vault_urls[ref.vault_id.lower()]
-        wanted.setdefault(ref.key, (vault_id, vault_url, ref.certificate))
-    listings: list[VaultListing] = []
-    for vault_id, vault_url in vault_urls.values():
-        try:
-            names = tuple(engine.keyvault.certificate_names(vault_url))
-        except RotationError as exc:
-            listings.append(VaultListing(vault_id, error=str(exc)))
-            continue
-        listings.append(VaultListing(vault_id, names))
-        for name in names:
-            wanted.setdefault((vault_id.lower(), name.lower()), (vault_id, vault_url, name))
-    certificates: dict[CertKey, Certificate | Unreadable] = {}
-    for key, (vault_id, vault_url, name) in wanted.items():
-        try:
-            certificates[key] = engine.keyvault.certificate(vault_id, vault_url, name)
-        except NotFound as exc:
-            certificates[key] = Unreadable(str(exc), missing=True)
-        except RotationError as exc:
-            certificates[key] = Unreadable(str(exc))
-    keys = {(s.id.lower(), r.key[0], r.key[1]) for s in services for r in references(s)}
-    untagged_update = engine.settings.untagged == "update"
-    problems: list[str] = []
-    try:
-        failures = engine.storage.failures()
-    except RotationError as exc:
-        failures = {}
-        problems.append(f"failure records: {exc}")
-    try:
-        runs = last_runs(recent_records(engine.storage, limit=scan, scan=scan), keys)
-    except RotationError as exc:  # the page is still worth having without last runs
-        runs = {}
-        problems.append(f"run records: {exc}")
-    return build(
-        services,
-        certificates,
-        listings,
-        runs,
-        engine.now(),
-        problems,
-        failures=failures,
-        untagged_update=untagged_update,
-    )

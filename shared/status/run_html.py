@@ -14,15 +14,17 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from shared.domain.runs import Outcome
 from shared.status.html_page import EMPTY, badge, e, moment, page, table
-from shared.status.inventory import FAILED_OUTCOMES
 
 _GOOD = {"rotated", "noop", "dry-run", "finished"}
+# Records are rendered as stored (JSON): outcomes arrive as their strings.
+_FAILED = frozenset(o for o in Outcome if o.unsuccessful)
 
 
 def outcome_badge(outcome: str) -> str:
     """Red for a failure, amber while unsettled, green when done, grey otherwise."""
-    if outcome in FAILED_OUTCOMES or outcome == "finished with failures":
+    if outcome in _FAILED or outcome == "finished with failures":
         css = "failed"
     elif outcome in ("queued", "updating", "running", "backoff"):
         css = "expiring"
@@ -37,7 +39,7 @@ def run_status(record: Mapping[str, Any]) -> str:
     """The run's status as people read it: a finished run with a failure says so."""
     outcomes = [str(s.get("outcome", "")) for s in record.get("services") or []]
     status = str(record.get("status", ""))
-    if status == "done" and any(o in FAILED_OUTCOMES for o in outcomes):
+    if status == "done" and any(o in _FAILED for o in outcomes):
         return "finished with failures"
     return "finished" if status == "done" else status
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.rotation.engine import Trigger
+from shared.domain.runs import Trigger
 from tests.e2e.test_faults import HostLog, fault, service_path
 from tests.e2e.test_reliability import pending_journals
 from tests.e2e.world import CERT, World, engine_for

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from shared.rotation.engine import Trigger
-from shared.status import inventory
+from shared.domain.runs import Trigger
+from shared.status.gather import gather
 from tests.e2e.test_reliability import fail_next
 from tests.e2e.world import CERT, World, api, ended_run, engine_for, version_of
 
@@ -35,7 +35,7 @@ def test_a_rolled_back_version_is_not_retried_until_its_backoff_ends(world: Worl
     assert len(world.puts(svc, succeeded=False)) == 2
     record = api(world.stack, "GET", f"/api/rotations/{again.id}").json()
     assert record["services"][0]["message"] == result.message
-    (status,) = [s for s in inventory.gather(engine).services if s.id == svc.id]
+    (status,) = [s for s in gather(engine).services if s.id == svc.id]
     assert status.backoff == engine.storage.failure(svc.id, CERT).describe()  # type: ignore[union-attr]
 
     # An operator's explicit request lifts it; success forgets the failure.

@@ -35,7 +35,7 @@ from emulators.polling import wait_for
 from shared.adapters.retries import RULES, tally
 from shared.domain.errors import TransientError
 from shared.domain.events import CertificateEvent, parse_event
-from shared.rotation.engine import Run
+from shared.domain.runs import Run
 from tests.conftest import LocalStack
 from tests.e2e.world import (
     CERT,

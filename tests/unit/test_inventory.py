@@ -18,6 +18,7 @@ from shared.domain.model import (
     CloudServiceSnapshot,
     SecretGroup,
 )
+from shared.domain.runs import Outcome, RunRecord, RunStatus
 from shared.status.history import LastRun, last_runs, recent_records
 from shared.status.inventory import (
     Flag,
@@ -285,9 +286,9 @@ class Store:
     def record_ids(self) -> list[str]:
         return sorted(self.records, reverse=True)
 
-    def load_record(self, record_id: str) -> dict[str, Any]:
+    def load_record(self, record_id: str) -> RunRecord:
         self.loaded.append(record_id)
-        return self.records[record_id]
+        return RunRecord.from_json(self.records[record_id])
 
 
 STORE = (
@@ -317,7 +318,7 @@ def test_last_run_reads_only_as_far_as_needed(
 
 def test_recent_records_filters_by_service_and_bounds_reads() -> None:
     store = Store(*STORE)
-    assert [r["id"] for r in recent_records(store, limit=5, service_id=(CS + "CS1").lower())] == [
+    assert [r.id for r in recent_records(store, limit=5, service_id=(CS + "CS1").lower())] == [
         "20260402T000000Z-b",
         "20260401T000000Z-a",
     ]
@@ -327,7 +328,9 @@ def test_recent_records_filters_by_service_and_bounds_reads() -> None:
 
 
 def test_status_row_carries_its_last_run() -> None:
-    run = LastRun("r1", "2026-04-30T00:00:00", "done", "rotated", "now on version vnew")
+    run = LastRun(
+        "r1", "2026-04-30T00:00:00", RunStatus.DONE, Outcome.ROTATED, "now on version vnew"
+    )
     svc = service("cs1", cscfg(Web=f"SslCert:{TP_NEW}"), secret("web-tls", "vnew"))
     key = ((CS + "cs1").lower(), KV1.lower(), "web-tls")
     result = build([svc], CERTS, [VAULT], {key: run}, NOW)
@@ -358,7 +361,10 @@ def _flagged(**changes: Any) -> CloudServiceSnapshot:
 
 def _run(outcome: str) -> dict[tuple[str, str, str], LastRun]:
     key = ((CS + "svc").lower(), KV1.lower(), "web-tls")
-    return {key: LastRun("20260501T000000Z-a", "2026-05-01T00:00:00", "done", outcome, "boom")}
+    last = LastRun(
+        "20260501T000000Z-a", "2026-05-01T00:00:00", RunStatus.DONE, Outcome(outcome), "boom"
+    )
+    return {key: last}
 
 
 FLAGS: dict[str, tuple[CloudServiceSnapshot, dict[Any, LastRun], list[Flag]]] = {

@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared.domain.model import CertificateVersion, PackageFacts, Plan, SecretGroup
+from shared.domain.runs import Action, Execution, Run, ServiceResult, Trigger
 from shared.observability.notify import (
     ChatMessage,
     chat_messages,
@@ -24,8 +25,6 @@ from shared.observability.notify import (
     teams_payload,
 )
 from shared.observability.otel import RunMetrics, azure_service
-from shared.rotation.engine import Action, Run, ServiceResult, Trigger
-from shared.rotation.executor import Execution
 
 SUB = "00000000-0000-0000-0000-000000000001"
 RG = f"/subscriptions/{SUB}/resourceGroups/rg1"
