@@ -18,7 +18,8 @@ from shared.config import Settings
 from shared.domain.errors import PlatformRejected, TransientError, Unconfirmed
 from shared.domain.journal import Pending
 from shared.domain.packages import PackageRef
-from shared.rotation.executor import Context, Execution, submit
+from shared.domain.runs import Execution
+from shared.rotation.writing import Context, submit
 from tests.unit.test_planner import NOW, SUB, cscfg, kv1, service
 
 SETTINGS = Settings.from_env(
