@@ -40,10 +40,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
@@ -51,6 +52,7 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 
 log = logging.getLogger("certrotate.retries")
+T = TypeVar("T")
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 REFUSED_STATUS = frozenset({429, 503})  # the server did not act: safe for any method
@@ -71,6 +73,8 @@ class RetryRules:
 
 
 RULES = RetryRules()
+# Notifications ride out one blip and no more: a rotation never waits long on its news.
+NOTIFY_RULES = RetryRules(max_attempts=2, first_wait=1.0, max_wait=5.0, budget=5.0)
 
 
 @dataclass(frozen=True)
@@ -214,8 +218,12 @@ class BoundedRetryPolicy(RetryPolicy[Any, Any]):
         # Every retryable status reaches ``increment``, which decides (and logs) per method.
         return response.http_response.status_code in RETRY_STATUS
 
+    # azure-core 1.41 asks this private hook before ``increment`` and, for POST and PATCH,
+    # answers False on its own (no retry, no log). It is overridden so that every failure
+    # reaches ``increment``, where :func:`decide` rules per method and the outcome is
+    # logged and counted; azure-core has no public way to do this.
     def _is_method_retryable(self, settings: Any, request: Any, response: Any = None) -> bool:
-        return True  # errors too: ``increment`` decides per method and logs the outcome
+        return True
 
     def increment(
         self,
@@ -266,6 +274,47 @@ class BoundedRetryPolicy(RetryPolicy[Any, Any]):
     def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
         if settings["wait"] > 0:
             transport.sleep(settings["wait"])
+
+
+def retrying(
+    call: Callable[[], T],
+    classify: Callable[[Exception], tuple[int | None, str | None]],
+    *,
+    method: str,
+    kind: str,
+    rules: RetryRules,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``call()`` with :func:`decide`'s retries, for calls that do not go through an SDK
+    pipeline of ours (the chat webhook, Event Grid basic-topic publishing, whose client
+    drops a custom retry policy). ``classify`` says what a failure was: (status, None)
+    for an answer, (None, "connect" | "read" | other) without one. The last failure is
+    raised; each retry and give-up is logged and counted as the pipeline policy does."""
+    attempt, waited = 0, 0.0
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            attempt += 1
+            status, error = classify(exc)
+            failure = Failure(method, attempt, waited, status, error, None, kind)
+            decision = decide(failure, rules)
+            _TALLY.add(kind, retried=decision.wait is not None)
+            log.warning(
+                "%s %s failed (%s) on attempt %d of %d; %s",
+                kind,
+                method,
+                status if status is not None else error,
+                attempt,
+                rules.max_attempts,
+                "giving up: " + decision.reason
+                if decision.wait is None
+                else f"retrying in {decision.wait:.1f}s",
+            )
+            if decision.wait is None:
+                raise
+            sleep(decision.wait)
+            waited += decision.wait
 
 
 def _error_kind(error: Exception | None) -> str | None:

@@ -14,7 +14,8 @@ It records the run's metrics (:mod:`shared.observability.telemetry`, a no-op unl
   one digest of what changed (Teams workflow Adaptive Card or Slack ``text`` + blocks).
 
 Building events and messages is pure (table-tested); sending is bounded (short timeouts,
-at most :data:`PUBLISH_RETRIES` retries) and never raises: a notification that fails is
+one retry of a refused or unreachable send, by the one retry policy,
+:data:`~shared.adapters.retries.NOTIFY_RULES`) and never raises: a notification that fails is
 logged as a warning and the rotation's outcome stands. Text that leaves the app passes
 :func:`redact`, so a SAS signature, a token or a key in an error message never reaches a
 topic or a channel; the webhook URL (itself a secret) is never logged.
@@ -28,7 +29,6 @@ import os
 import re
 import socket
 import ssl
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -39,9 +39,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from azure.core.credentials import AzureKeyCredential, TokenCredential
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.eventgrid import EventGridPublisherClient
 
 from shared.adapters.clients import USER_AGENT, Clients
+from shared.adapters.retries import NOTIFY_RULES, retrying
 from shared.config import Settings
 from shared.observability import telemetry
 
@@ -73,11 +75,9 @@ TITLES = {
     "renew-required": "Action required: renew certificate",
     "expired": "Certificate expired",
 }
-PUBLISH_RETRIES = 2
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 5.0
 WEBHOOK_TIMEOUT_S = 5.0  # per socket operation (connect, TLS handshake, each read)
-WEBHOOK_RETRY_DELAY_S = 1.0
 MAX_MESSAGE_CHARS = 1500
 
 _SECRET_PATTERNS = (
@@ -371,9 +371,7 @@ class Notifier:
             logging.getLogger(_EVENTGRID_MODEL_LOGGER).addFilter(_UNKNOWN_OPTION_WARNING)
         self._send_options: dict[str, Any] = {
             "user_agent": USER_AGENT,
-            "retry_total": PUBLISH_RETRIES,
-            "retry_backoff_factor": 0.5,
-            "retry_backoff_max": 2,
+            "retry_total": 0,  # retried by the one policy (shared.adapters.retries), not here
             "connection_timeout": CONNECT_TIMEOUT_S,
             "read_timeout": READ_TIMEOUT_S,
         }
@@ -388,13 +386,20 @@ class Notifier:
             self.post_chat(run)
 
     def publish(self, run: Run) -> None:
-        assert self._publisher is not None
+        publisher = self._publisher
+        assert publisher is not None
         events = cloud_events(run, self.source, lambda: str(uuid.uuid4()))
         if not events:
             return
         host = urlsplit(self.settings.notify_eventgrid_endpoint or "").netloc
         try:
-            self._publisher.send(events, **self._send_options)
+            retrying(
+                lambda: publisher.send(events, **self._send_options),
+                _sdk_failure,
+                method="POST",
+                kind="eventgrid",
+                rules=NOTIFY_RULES,
+            )
         except Exception as exc:  # a notification never fails a rotation
             log.warning(
                 "notification: publishing %d event(s) to Event Grid topic %s failed: %s",
@@ -432,9 +437,10 @@ class Notifier:
     def _post(self, payload: dict[str, Any]) -> str | None:
         """POST to the webhook; the problem, if any, described without the URL (a secret).
 
-        Retried once after 429/5xx or a refused connection. A timeout is not retried: the
-        message may have arrived (the same rule azure-core applies to a POST), and an
-        endpoint that hangs must cost one timeout, not two.
+        Retried once (:data:`~shared.adapters.retries.NOTIFY_RULES`) after 429/503 or a
+        refused connection. A timeout or another 5xx is not retried: the message may have
+        arrived (the rule every POST of the app follows), and an endpoint that hangs must
+        cost one timeout, not two.
         """
         request = urllib.request.Request(
             self.settings.notify_webhook_url or "",
@@ -442,29 +448,51 @@ class Notifier:
             method="POST",
             headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
         )
-        problem = None
-        for attempt in range(2):
-            if attempt:
-                time.sleep(WEBHOOK_RETRY_DELAY_S)
-            try:
-                with urllib.request.urlopen(
-                    request, timeout=WEBHOOK_TIMEOUT_S, context=self._ssl
-                ) as response:
-                    response.read()
-                return None
-            except urllib.error.HTTPError as exc:
-                problem = f"HTTP {exc.code}"
-                if exc.code != 429 and exc.code < 500:
-                    return problem
-            except TimeoutError:
+
+        def send() -> None:
+            with urllib.request.urlopen(
+                request, timeout=WEBHOOK_TIMEOUT_S, context=self._ssl
+            ) as response:
+                response.read()
+
+        try:
+            retrying(send, _webhook_failure, method="POST", kind="webhook", rules=NOTIFY_RULES)
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
                 return f"no answer within {WEBHOOK_TIMEOUT_S:.0f}s"
-            except urllib.error.URLError as exc:
-                if isinstance(exc.reason, TimeoutError):
-                    return f"no answer within {WEBHOOK_TIMEOUT_S:.0f}s"
-                problem = redact(f"no connection ({exc.reason})")
-            except OSError as exc:
-                problem = type(exc).__name__
-        return problem
+            return redact(f"no connection ({exc.reason})")
+        except TimeoutError:
+            return f"no answer within {WEBHOOK_TIMEOUT_S:.0f}s"
+        except OSError as exc:
+            return type(exc).__name__
+        return None
+
+
+def _webhook_failure(exc: Exception) -> tuple[int | None, str | None]:
+    """A webhook failure as :func:`~shared.adapters.retries.decide` reads it. A timeout is
+    a lost answer: the message may have arrived, so a POST is not sent again."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code, None
+    if isinstance(exc, TimeoutError) or (
+        isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, TimeoutError)
+    ):
+        return None, "read"
+    if isinstance(exc, urllib.error.URLError | ConnectionError):
+        return None, "connect"
+    return None, type(exc).__name__
+
+
+def _sdk_failure(exc: Exception) -> tuple[int | None, str | None]:
+    """An Event Grid SDK failure as :func:`~shared.adapters.retries.decide` reads it."""
+    if isinstance(exc, HttpResponseError):
+        return exc.status_code, None
+    if isinstance(exc, ServiceRequestError):
+        return None, "connect"
+    if isinstance(exc, ServiceResponseError):
+        return None, "read"
+    return None, type(exc).__name__
 
 
 def app_source() -> str:
