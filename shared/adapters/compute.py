@@ -9,6 +9,7 @@ write-only in Azure, which is why every PUT must supply it again).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -101,7 +102,9 @@ class Compute:
         4xx answer, or a request never sent, proves nothing started).
         """
         sub, rg, name = split_service_id(service.id)
-        model: CloudService = service.raw
+        # A copy: the snapshot is frozen, and its model must keep saying what Azure said
+        # (a rollback, a log, a retry read it) rather than what this PUT asked for.
+        model: CloudService = copy.deepcopy(service.raw)
         props = model.properties
         if props is None:
             raise PlatformRejected("InvalidResource", f"cloud service {name} has no properties")

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shared.domain.errors import PlatformRejected
 from shared.domain.runs import Trigger
 from tests.e2e.test_faults import HostLog, fault, service_path
 from tests.e2e.test_reliability import pending_journals
@@ -122,3 +123,22 @@ def test_a_landed_put_that_outlives_the_run_stays_journaled_and_is_finished_late
     (record,) = world.records()
     assert record["services"][0]["outcome"] == "rotated", record["services"]
     assert pending_journals(world) == []
+
+
+def test_sending_a_write_leaves_the_snapshot_it_was_built_from_as_azure_said(
+    world: World,
+) -> None:
+    """The adapter builds the PUT from a copy: a snapshot is frozen, and its model must
+    keep saying what Azure said (here the PUT is refused, after the body was built)."""
+    svc = world.deploy(world.new_version())
+    compute = engine_for(world).compute
+    snapshot = compute.get(svc.id)
+    said = snapshot.raw.as_dict()
+
+    try:
+        compute.begin_update(snapshot, snapshot.configuration, (), None, poll=False)
+    except PlatformRejected:
+        pass  # the cscfg names certificates no secret provides: Azure refuses, as recorded
+
+    assert snapshot.raw.as_dict() == said
+    assert world.puts(svc, succeeded=False)  # positive control: the PUT was sent

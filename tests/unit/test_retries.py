@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from shared.adapters.retries import RULES, Decision, Failure, decide, service_kind
+from shared.adapters.retries import (
+    NOTIFY_RULES,
+    RULES,
+    Decision,
+    Failure,
+    decide,
+    retrying,
+    service_kind,
+)
 
 DECISIONS = [
     # what failed                                                    -> wait, or why not
@@ -112,3 +120,46 @@ KINDS = [
 @pytest.mark.parametrize(("url", "kind"), KINDS)
 def test_service_kind(url: str, kind: str) -> None:
     assert service_kind(url) == kind
+
+
+class Refused(Exception):
+    def __init__(self, status: int | None = None, error: str | None = None) -> None:
+        super().__init__(f"{status or error}")
+        self.status, self.error = status, error
+
+
+@pytest.mark.parametrize(
+    ("failures", "calls", "sleeps", "succeeds"),
+    [
+        ([], 1, [], True),
+        ([Refused(503)], 2, [1.0], True),  # refused before acting: retried once
+        ([Refused(429), Refused(429)], 2, [1.0], False),  # NOTIFY_RULES: two attempts
+        ([Refused(500)], 1, [], False),  # a POST answered 500 may have been applied
+        ([Refused(error="read")], 1, [], False),  # its answer lost: it may have arrived
+        ([Refused(error="connect")], 2, [1.0], True),  # never sent
+        ([Refused(400)], 1, [], False),
+    ],
+)
+def test_retrying_a_notification_post(
+    failures: list[Refused], calls: int, sleeps: list[float], succeeds: bool
+) -> None:
+    pending, made, slept = list(failures), [], []
+
+    def call() -> str:
+        made.append(1)
+        if pending:
+            raise pending.pop(0)
+        return "sent"
+
+    def run() -> str:
+        return retrying(
+            call, lambda e: (e.status, e.error),  # type: ignore[attr-defined]
+            method="POST", kind="webhook", rules=NOTIFY_RULES, sleep=slept.append,
+        )
+
+    if succeeds:
+        assert run() == "sent"
+    else:
+        with pytest.raises(Refused):
+            run()
+    assert (len(made), slept) == (calls, sleeps)
