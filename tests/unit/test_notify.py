@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared.domain.model import CertificateVersion, PackageFacts, Plan, SecretGroup
 from shared.domain.runs import Action, Execution, Run, ServiceResult, Trigger
-from shared.observability.notify import (
+from shared.observability.announcements import (
     ChatMessage,
     chat_messages,
     cloud_events,
