@@ -70,7 +70,13 @@ from emulators.authorization import Authorization
 from emulators.core import Platform, error_response, json_response
 from emulators.eventgrid import EventGrid
 from emulators.kvcerts import CertError, PrivateKey
-from emulators.tokens import InvalidToken
+from emulators.tokens import (
+    BadSignature,
+    ExpiredToken,
+    InvalidToken,
+    NotYetValid,
+    WrongAudience,
+)
 
 log = logging.getLogger(__name__)
 
@@ -254,16 +260,6 @@ def _not_found(kind: str, name: str) -> KvError:
 
 def _bad(message: str) -> KvError:
     return KvError(400, "BadParameter", message)
-
-
-def _unverified_claims(token: str) -> dict[str, Any]:
-    """The JWT payload without checks: only to name what was wrong in an error message."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
 
 
 DataHandler = Callable[[Vault, web.Request, dict[str, str]], Awaitable[web.Response]]
@@ -596,22 +592,19 @@ class KeyVault:
         if not header.lower().startswith(("bearer ", "pop ")):
             raise Unauthorized("AKV10000: Request is missing a Bearer or PoP token.")
         token = header.split(" ", 1)[1].strip()
-        claims = _unverified_claims(token)
         try:
-            self.platform.tokens.validate(token, (VAULT_RESOURCE,))
+            claims = self.platform.tokens.validate(token, (VAULT_RESOURCE,))
+        except WrongAudience as exc:
+            raise Unauthorized(f"AKV10022: Invalid audience. Expected {VAULT_RESOURCE}, "
+                               f"found: {exc.found}.") from exc
+        except BadSignature as exc:
+            raise Unauthorized("AKV10046: Unable to resolve the key used for signature "
+                               f"validation. EncodedJwtHeader: '{exc.encoded_header}'.") from exc
+        except ExpiredToken as exc:
+            raise Unauthorized("[TokenExpired] Error validating token: 'S2S12086'.") from exc
+        except NotYetValid as exc:
+            raise Unauthorized("Token not yet valid.") from exc
         except InvalidToken as exc:
-            reason = str(exc)
-            if reason.startswith("invalid audience"):
-                raise Unauthorized(f"AKV10022: Invalid audience. Expected {VAULT_RESOURCE}, "
-                                   f"found: {claims.get('aud')}.") from exc
-            if reason.startswith("signature"):
-                header_b64 = token.split(".")[0]
-                raise Unauthorized("AKV10046: Unable to resolve the key used for signature "
-                                   f"validation. EncodedJwtHeader: '{header_b64}'.") from exc
-            if reason.endswith("expired"):
-                raise Unauthorized("[TokenExpired] Error validating token: 'S2S12086'.") from exc
-            if "not yet valid" in reason:
-                raise Unauthorized("Token not yet valid.") from exc
             raise Unauthorized("[BearerReadAccessTokenFailed] Error validating token: "
                                "'S2S12005'.") from exc
         expected = f"https://sts.windows.net/{vault.tenant}/"
