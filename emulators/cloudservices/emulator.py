@@ -5,12 +5,12 @@ the provider's ARM routes onto them.
 
 from __future__ import annotations
 
-from emulators.arm import Arm
+from emulators.arm import RG_PROVIDERS, Arm, ResourceRoutes
 from emulators.blobs import Blobs
 from emulators.cloudservices.admin import admin_routes
 from emulators.cloudservices.children import Children
 from emulators.cloudservices.control import Lookup, ServiceCrud
-from emulators.cloudservices.model import AdminRoute, ArmHandler
+from emulators.cloudservices.model import RESOURCE_TYPE, AdminRoute
 from emulators.cloudservices.operations import Operations
 from emulators.cloudservices.state import State, Wiring
 from emulators.cloudservices.views import Views
@@ -30,32 +30,24 @@ class CloudServices:
         lookup = Lookup(self.state, operations)
         crud = ServiceCrud(self.state, lookup, self.views, operations)
         children = Children(self.state, lookup, self.views, operations)
-        base = ("/subscriptions/{subscription}/resourceGroups/{resourceGroup}"
-                "/providers/Microsoft.Compute/cloudServices")
-        cs = base + "/{cloudService}"
-        routes: list[tuple[str, str, ArmHandler]] = [
-            ("GET", "/subscriptions/{subscription}/providers/Microsoft.Compute/cloudServices",
-             crud.list_all),
-            ("GET", base, crud.list),
-            ("PUT", cs, crud.put),
-            ("PATCH", cs, crud.patch),
-            ("GET", cs, crud.get),
-            ("DELETE", cs, crud.delete),
-            ("POST", cs + "/restart", children.restart),
-            ("POST", cs + "/poweroff", children.power_off),
-            ("POST", cs + "/start", children.start),
-            ("GET", cs + "/instanceView", children.instance_view),
-            ("GET", cs + "/roles", children.list_roles),
-            ("GET", cs + "/roles/{role}", children.get_role),
-            ("GET", cs + "/roleInstances", children.list_instances),
-            ("GET", cs + "/roleInstances/{instance}", children.get_instance),
-            ("GET", cs + "/roleInstances/{instance}/instanceView", children.get_instance_view),
-            ("GET", cs + "/updateDomains", children.list_update_domains),
-            ("GET", cs + "/updateDomains/{updateDomain}", children.get_update_domain),
-            ("PUT", cs + "/updateDomains/{updateDomain}", children.walk_update_domain),
-        ]
-        for method, pattern, handler in routes:
-            arm.route(method, pattern, lookup.guard(handler))
+        arm.resources(ResourceRoutes(
+            RG_PROVIDERS + RESOURCE_TYPE, "cloudService", list=crud.list,
+            list_all=crud.list_all, get=crud.get, put=crud.put, patch=crud.patch,
+            delete=crud.delete,
+            actions=(
+                ("POST", "restart", children.restart),
+                ("POST", "poweroff", children.power_off),
+                ("POST", "start", children.start),
+                ("GET", "instanceView", children.instance_view),
+                ("GET", "roles", children.list_roles),
+                ("GET", "roles/{role}", children.get_role),
+                ("GET", "roleInstances", children.list_instances),
+                ("GET", "roleInstances/{instance}", children.get_instance),
+                ("GET", "roleInstances/{instance}/instanceView", children.get_instance_view),
+                ("GET", "updateDomains", children.list_update_domains),
+                ("GET", "updateDomains/{updateDomain}", children.get_update_domain),
+                ("PUT", "updateDomains/{updateDomain}", children.walk_update_domain),
+            )), wrap=lookup.guard)
 
     def admin_routes(self) -> list[AdminRoute]:
         """``/cloudservices`` state, operation length, and armed operation failures."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.arm import Arm, ArmRequest
+from emulators.arm import RG_PROVIDERS, Arm, ArmRequest, Operation, ResourceRoutes
 from emulators.core import error_response, json_response
 from emulators.eventgrid.config import Destination, SubscriptionConfig
 from emulators.eventgrid.handshake import Handshake
@@ -42,17 +42,21 @@ from emulators.eventgrid.state import (
     check_dead_letter_identity,
 )
 
-RG_PROVIDER = "/subscriptions/{subscription}/resourceGroups/{resourceGroup}/providers/"
-
 
 def new_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def accepted_delete(arm: Arm, location: str, api_version: str) -> web.Response:
-    """Deletes are LROs in the spec; the work is done, so the operation is too."""
+def finished_operation(arm: Arm, location: str) -> Operation:
+    """Writes are long-running operations in the spec; where the work is done at once, the
+    operation is too."""
     op = arm.start_operation(NAMESPACE, location)
     op.finish(arm.platform.now().isoformat())
+    return op
+
+
+def accepted_delete(arm: Arm, location: str, api_version: str) -> web.Response:
+    op = finished_operation(arm, location)
     return web.Response(status=202, headers=arm.async_headers(op, api_version))
 
 
@@ -64,20 +68,16 @@ class SystemTopics:
         self.platform = state.wiring.platform
         self.arm = state.wiring.arm
         self.handshake = handshake
-        st = RG_PROVIDER + NAMESPACE + "/systemTopics"
-        es = st + "/{topic}/eventSubscriptions"
-        route = self.arm.route
-        route("PUT", st + "/{topic}", self._put_system_topic)
-        route("GET", st + "/{topic}", self._get_system_topic)
-        route("DELETE", st + "/{topic}", self._delete_system_topic)
-        route("GET", st, self._list_system_topics)
-        route("GET", "/subscriptions/{subscription}/providers/" + NAMESPACE + "/systemTopics",
-              self._list_system_topics)
-        route("PUT", es + "/{name}", self._put_subscription)
-        route("GET", es + "/{name}", self._get_subscription)
-        route("DELETE", es + "/{name}", self._delete_subscription)
-        route("POST", es + "/{name}/getFullUrl", self._get_full_url)
-        route("GET", es, self._list_subscriptions)
+        topics = RG_PROVIDERS + NAMESPACE + "/systemTopics"
+        self.arm.resources(ResourceRoutes(
+            topics, "topic", list=self._list_system_topics, list_all=self._list_system_topics,
+            get=self._get_system_topic, put=self._put_system_topic,
+            delete=self._delete_system_topic))
+        self.arm.resources(ResourceRoutes(
+            topics + "/{topic}/eventSubscriptions", "name", list=self._list_subscriptions,
+            get=self._get_subscription, put=self._put_subscription,
+            delete=self._delete_subscription,
+            actions=(("POST", "getFullUrl", self._get_full_url),)))
 
     def _system_topic(self, req: ArmRequest) -> SystemTopic | None:
         return self.state.system_topics.get(
@@ -135,8 +135,7 @@ class SystemTopics:
                 identity=identity,
             )
         self.state.system_topics[key] = topic
-        op = self.arm.start_operation(NAMESPACE, topic.location)
-        op.finish(self.platform.now().isoformat())
+        op = finished_operation(self.arm, topic.location)
         return json_response(topic.render(), 200 if existing else 201,
                              self.arm.async_headers(op, req.api_version))
 
@@ -271,14 +270,11 @@ class CustomTopics:
         self.state = state
         self.platform = state.wiring.platform
         self.arm = state.wiring.arm
-        tp = RG_PROVIDER + NAMESPACE + "/topics"
-        route = self.arm.route
-        route("PUT", tp + "/{name}", self._put_topic)
-        route("GET", tp + "/{name}", self._get_topic)
-        route("DELETE", tp + "/{name}", self._delete_topic)
-        route("GET", tp, self._list_topics)
-        route("POST", tp + "/{name}/listKeys", self._list_keys)
-        route("POST", tp + "/{name}/regenerateKey", self._regenerate_key)
+        self.arm.resources(ResourceRoutes(
+            RG_PROVIDERS + NAMESPACE + "/topics", "name", list=self._list_topics,
+            get=self._get_topic, put=self._put_topic, delete=self._delete_topic,
+            actions=(("POST", "listKeys", self._list_keys),
+                     ("POST", "regenerateKey", self._regenerate_key))))
 
     def _render_topic(self, topic: CustomTopic) -> dict[str, Any]:
         return {"id": topic.id, "name": topic.name, "type": f"{NAMESPACE}/topics",
@@ -329,8 +325,7 @@ class CustomTopics:
             key2=existing.key2 if existing else new_key(),
         )
         self.state.custom_topics[name.lower()] = topic
-        op = self.arm.start_operation(NAMESPACE, topic.location)
-        op.finish(self.platform.now().isoformat())
+        op = finished_operation(self.arm, topic.location)
         return json_response(self._render_topic(topic), 201,
                              self.arm.async_headers(op, req.api_version))
 

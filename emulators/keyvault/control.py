@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.arm import ArmRequest
+from emulators.arm import RG_PROVIDERS, ArmRequest, ResourceRoutes
 from emulators.core import error_response, json_response
 from emulators.keyvault.dataplane import DataPlane
 from emulators.keyvault.lifetime import Lifetime
@@ -38,17 +38,11 @@ class Vaults:
         self.arm = state.wiring.arm
         self.dataplane = dataplane
         self.lifetime = lifetime
-        vaults = "/subscriptions/{subscription}/resourceGroups/{resourceGroup}/providers/" \
-                 "Microsoft.KeyVault/vaults"
-        self.arm.route("PUT", vaults + "/{vaultName}", self._put_vault)
-        self.arm.route("PATCH", vaults + "/{vaultName}", self._patch_vault)
-        self.arm.route("GET", vaults + "/{vaultName}", self._get_vault)
-        self.arm.route("DELETE", vaults + "/{vaultName}", self._delete_vault)
-        self.arm.route("PUT", vaults + "/{vaultName}/accessPolicies/{operationKind}",
-                       self._update_access_policies)
-        self.arm.route("GET", vaults, self._list_vaults)
-        self.arm.route("GET", "/subscriptions/{subscription}/providers/Microsoft.KeyVault/vaults",
-                       self._list_vaults)
+        self.arm.resources(ResourceRoutes(
+            RG_PROVIDERS + VAULT_TYPE, "vaultName", list=self._list_vaults,
+            list_all=self._list_vaults, get=self._get_vault, put=self._put_vault,
+            patch=self._patch_vault, delete=self._delete_vault,
+            actions=(("PUT", "accessPolicies/{operationKind}", self._update_access_policies),)))
 
     def reset(self) -> None:
         """Forget every vault and close their listeners (reset runs inside the loop)."""
