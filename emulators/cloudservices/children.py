@@ -10,24 +10,12 @@ from collections import Counter
 from aiohttp import web
 
 from emulators.arm import ArmRequest, operation_time
-from emulators.cloudservices.control import Lookup
+from emulators.cloudservices.control import RouteHandlers
 from emulators.cloudservices.model import SDK_VERSION, Instance, Service, invalid, missing_property
-from emulators.cloudservices.operations import Operations
-from emulators.cloudservices.state import State
-from emulators.cloudservices.views import Views
 from emulators.core import json_response
 
 
-class Children:
-    def __init__(self, state: State, lookup: Lookup, views: Views,
-                 operations: Operations) -> None:
-        self.state = state
-        self.platform = state.wiring.platform
-        self.arm = state.wiring.arm
-        self.lookup = lookup
-        self.views = views
-        self.operations = operations
-
+class Children(RouteHandlers):
     async def restart(self, req: ArmRequest) -> web.StreamResponse:
         """CloudServices_Restart: ``{"roleInstances": [names or "*"]}``; the model, the
         instances' configuration and the provisioning state are left alone."""

@@ -103,7 +103,10 @@ class Lookup:
             "please go to https://aka.ms/ARMResourceNotFoundFix")
 
 
-class ServiceCrud:
+class RouteHandlers:
+    """What the provider's route handlers share: the state, the lookups every route starts
+    with, the wire shapes they answer in and the operations they start."""
+
     def __init__(self, state: State, lookup: Lookup, views: Views,
                  operations: Operations) -> None:
         self.state = state
@@ -112,6 +115,12 @@ class ServiceCrud:
         self.lookup = lookup
         self.views = views
         self.operations = operations
+
+
+class ServiceCrud(RouteHandlers):
+    def __init__(self, state: State, lookup: Lookup, views: Views,
+                 operations: Operations) -> None:
+        super().__init__(state, lookup, views, operations)
         self.checks = PutChecks(state)
 
     async def put(self, req: ArmRequest) -> web.StreamResponse:

@@ -33,15 +33,11 @@ class KeyVault:
         self.state = State(Wiring(platform, arm, events, authorization, ports))
         issuance = Issuance(self.state)
         self.secrets = Secrets(self.state)
-        self.lifetime = Lifetime(self.state, issuance)
+        lifetime = Lifetime(self.state, issuance)
         dataplane = DataPlane(self.state, Certificates(self.state), issuance, self.secrets)
-        self.vaults = Vaults(self.state, dataplane, self.lifetime)
+        self.vaults = Vaults(self.state, dataplane, lifetime)
         platform.reset_hooks.append(self.vaults.reset)
-        platform.clock_hooks.append(self.lifetime.check_lifetimes)
-
-    async def check_lifetimes(self) -> None:
-        """Apply due AutoRenew actions and raise due expiry events (idempotent)."""
-        await self.lifetime.check_lifetimes()
+        platform.clock_hooks.append(lifetime.check_lifetimes)
 
     def find_secret(self, certificate_url: str) -> SecretFacts | None:
         """Facts behind a versioned secret URL ``{vaultUri}secrets/{name}/{version}``."""
