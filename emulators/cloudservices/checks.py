@@ -106,6 +106,8 @@ def role_specs(properties: dict[str, Any], cscfg: tuple[CscfgRole, ...]) -> tupl
 
 
 class PutChecks:
+    """Runs the checks on a PUT body; holds no state of its own beyond the wiring."""
+
     def __init__(self, state: State) -> None:
         self.state = state
 

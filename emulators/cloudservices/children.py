@@ -16,6 +16,8 @@ from emulators.core import json_response
 
 
 class Children(RouteHandlers):
+    """Handlers for the routes below one cloud service."""
+
     async def restart(self, req: ArmRequest) -> web.StreamResponse:
         """CloudServices_Restart: ``{"roleInstances": [names or "*"]}``; the model, the
         instances' configuration and the provisioning state are left alone."""

@@ -118,6 +118,8 @@ class RouteHandlers:
 
 
 class ServiceCrud(RouteHandlers):
+    """Handlers for the cloud service resource itself and its lists."""
+
     def __init__(self, state: State, lookup: Lookup, views: Views,
                  operations: Operations) -> None:
         super().__init__(state, lookup, views, operations)
@@ -153,10 +155,11 @@ class ServiceCrud(RouteHandlers):
             service.package = draft.package or service.package
             service.version += 1
             service.modified_at = now
-        op = self.operations.begin(service, "create" if existing is None else "update",
-                         "Creating" if existing is None else "Updating", roles=draft.roles)
+        created = existing is None
+        op = self.operations.begin(service, "create" if created else "update",
+                                   "Creating" if created else "Updating", roles=draft.roles)
         op.checked = checked
-        return json_response(self.views.body(service), 201 if existing is None else 200,
+        return json_response(self.views.body(service), 201 if created else 200,
                              self.arm.async_headers(op, req.api_version, write=True))
 
     async def patch(self, req: ArmRequest) -> web.StreamResponse:

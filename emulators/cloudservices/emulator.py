@@ -19,6 +19,8 @@ from emulators.keyvault import KeyVault
 
 
 class CloudServices:
+    """The provider: its parts, wired to one state, behind ARM's routes."""
+
     def __init__(
         self, platform: Platform, arm: Arm, vaults: KeyVault, blobs: Blobs, update_seconds: float
     ) -> None:

@@ -18,6 +18,8 @@ from emulators.cloudservices.state import State
 
 
 class Operations:
+    """Starts, times and applies the operations of every service."""
+
     def __init__(self, state: State) -> None:
         self.state = state
         self.platform = state.wiring.platform

@@ -29,6 +29,8 @@ class Wiring:
 
 @dataclass
 class State:
+    """The mutable store; ``reset`` clears it between tests (the wiring stays)."""
+
     wiring: Wiring
     update_seconds: float
     settle_seconds: float = 0.0

@@ -13,6 +13,8 @@ from emulators.cloudservices.state import State
 
 
 class Views:
+    """Renders services and their children (reads the emulated clock for settling)."""
+
     def __init__(self, state: State) -> None:
         self.state = state
         self.platform = state.wiring.platform

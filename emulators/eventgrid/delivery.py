@@ -47,6 +47,8 @@ from emulators.eventgrid.state import EndpointHealth, EventSubscription, State
 
 
 class Delivery:
+    """Routes raised events to subscriptions and runs one delivery task per batch."""
+
     def __init__(self, state: State) -> None:
         self.state = state
         self.platform = state.wiring.platform

@@ -24,6 +24,8 @@ AdminHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class EventGrid:
+    """The emulator: its parts, wired to one state."""
+
     def __init__(self, platform: Platform, arm: Arm, blobs: Blobs, retry_scale: float) -> None:
         self.state = State(Wiring(platform, arm, blobs, retry_scale))
         platform.reset_hooks.append(self.state.reset)
@@ -107,8 +109,9 @@ class EventGrid:
                 return json_response({"error": problem}, 400)
         raised = []
         for item in items:
-            event, matched = self.delivery.route(item["source"], item["eventType"], item["subject"],
-                                         item["data"], item.get("id"), item.get("eventTime"))
+            event, matched = self.delivery.route(
+                item["source"], item["eventType"], item["subject"], item["data"], item.get("id"),
+                item.get("eventTime"))
             raised.append({"id": event.id, "eventTime": event.event_time,
                            "subscriptions": matched})
         return json_response(raised if isinstance(body, list) else raised[0], 202)

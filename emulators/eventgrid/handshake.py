@@ -36,6 +36,8 @@ from emulators.eventgrid.state import EventSubscription, ManualValidation, State
 
 
 class Handshake:
+    """Validates a webhook subscription's endpoint and finishes its operation."""
+
     def __init__(self, state: State) -> None:
         self.state = state
         self.platform = state.wiring.platform
@@ -67,7 +69,7 @@ class Handshake:
         self._finish(sub, generation, op, error)
 
     def _finish(self, sub: EventSubscription, generation: int, op: Operation,
-                          error: str | None) -> None:
+                error: str | None) -> None:
         if sub.generation == generation:
             sub.state = "Failed" if error else "Succeeded"
         op.finish(self.platform.now().isoformat(),
@@ -151,8 +153,8 @@ class Handshake:
         if self.platform.now() > pending.deadline:
             base = base_url(pending.subscription.config.destination.endpoint_url)
             self._finish(pending.subscription, pending.generation, pending.operation,
-                                   f"Webhook validation handshake failed for {base}. "
-                                   f"The validation URL has expired. {TROUBLESHOOT}")
+                         f"Webhook validation handshake failed for {base}. "
+                         f"The validation URL has expired. {TROUBLESHOOT}")
             return web.Response(status=400, text="The validation URL has expired.")
         self._finish(pending.subscription, pending.generation, pending.operation, None)
         return web.Response(text="Webhook successfully validated as a subscription endpoint.")

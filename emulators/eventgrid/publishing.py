@@ -31,6 +31,8 @@ from emulators.tokens import InvalidToken
 
 
 class TopicPublishing:
+    """Serves ``POST /topics/{name}/api/events`` for every custom topic."""
+
     def __init__(self, state: State) -> None:
         self.state = state
         self.platform = state.wiring.platform

@@ -38,6 +38,8 @@ from emulators.kvcerts import CertError
 
 
 class Certificates:
+    """Handlers for reading, updating, deleting and recovering certificates."""
+
     def __init__(self, state: State) -> None:
         self.state = state
         self.platform = state.wiring.platform
@@ -133,7 +135,7 @@ class Certificates:
     async def get_deleted(self, vault: Vault, request: web.Request,
                           params: dict[str, str]) -> web.Response:
         return json_response(deleted_json(vault, deleted_of(vault, params["name"]),
-                                                 full=True))
+                                           full=True))
 
     async def purge_deleted(self, vault: Vault, request: web.Request,
                             params: dict[str, str]) -> web.Response:

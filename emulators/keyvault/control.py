@@ -32,6 +32,8 @@ from emulators.keyvault.state import State
 
 
 class Vaults:
+    """The ``Microsoft.KeyVault/vaults`` routes and the vault listeners they open."""
+
     def __init__(self, state: State, dataplane: DataPlane, lifetime: Lifetime) -> None:
         self.state = state
         self.platform = state.wiring.platform

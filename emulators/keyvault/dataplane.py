@@ -52,6 +52,8 @@ DataHandler = Callable[[Vault, web.Request, dict[str, str]], Awaitable[web.Respo
 
 
 class DataPlane:
+    """Serves every vault's listener: checks a request, then routes it."""
+
     def __init__(self, state: State, certs: Certificates, issuance: Issuance,
                  secrets: Secrets) -> None:
         self.state = state

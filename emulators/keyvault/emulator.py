@@ -20,6 +20,8 @@ from emulators.keyvault.state import State, Wiring
 
 
 class KeyVault:
+    """The emulator: its parts, wired to one state."""
+
     def __init__(
         self,
         platform: Platform,

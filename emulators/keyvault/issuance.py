@@ -42,6 +42,8 @@ from emulators.kvcerts import CertError, PrivateKey
 
 
 class Issuance:
+    """Handlers and steps that bring new certificate versions into being."""
+
     def __init__(self, state: State) -> None:
         self.state = state
         self.platform = state.wiring.platform
@@ -118,7 +120,7 @@ class Issuance:
         return version
 
     async def import_certificate(self, vault: Vault, request: web.Request,
-                      params: dict[str, str]) -> web.Response:
+                                 params: dict[str, str]) -> web.Response:
         name = params["name"]
         body = await read_body(request)
         refuse_deleted(vault, name)
@@ -158,7 +160,7 @@ class Issuance:
         return json_response(bundle(vault, cert, version))
 
     async def merge(self, vault: Vault, request: web.Request,
-                           params: dict[str, str]) -> web.Response:
+                    params: dict[str, str]) -> web.Response:
         cert = find_cert(vault, params["name"])
         body = await read_body(request)
         op = cert.pending

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class Lifetime:
+    """The lifetime check, run by the clock hook and by a ticker every second."""
+
     def __init__(self, state: State, issuance: Issuance) -> None:
         self.state = state
         self.platform = state.wiring.platform

@@ -16,6 +16,8 @@ from emulators.keyvault.views import page, secret_bundle, secret_item
 
 
 class Secrets:
+    """Handlers for certificate-backed secrets, and Cloud Services' lookup."""
+
     def __init__(self, state: State) -> None:
         self.state = state
         self.platform = state.wiring.platform

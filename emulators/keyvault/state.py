@@ -35,6 +35,8 @@ class Wiring:
 
 @dataclass
 class State:
+    """The mutable store, and the event every part announces a version with."""
+
     wiring: Wiring
     vaults: dict[str, Vault] = field(default_factory=dict)  # by lower-case name: global
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one lifetime check at a time

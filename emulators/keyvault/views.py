@@ -68,7 +68,7 @@ def bundle(vault: Vault, cert: Certificate, v: CertVersion | None) -> dict[str, 
 
 
 def certificate_item(vault: Vault, cert: Certificate, v: CertVersion | None,
-         versioned: bool) -> dict[str, Any]:
+                     versioned: bool) -> dict[str, Any]:
     """A CertificateItem for list answers: as recorded, its attributes carry no
     ``recoveryLevel``/``recoverableDays`` and it ends with ``subject`` (``""`` in every
     recorded list answer, whatever the certificate's subject)."""
