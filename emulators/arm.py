@@ -2,11 +2,15 @@
 long-running operations and paging, shared by the resource-provider emulators.
 
 Theory of operation: ARM paths are case-insensitive, so instead of aiohttp's router the
-ARM app has one catch-all handler that matches ``{var}`` patterns registered by the
-providers (``Arm.route``) case-insensitively, after checking the bearer token (audience
-``https://management.azure.com``; 401 ``InvalidAuthenticationToken`` otherwise) and the
-presence of ``api-version`` (400 ``MissingApiVersionParameter``). Resource groups must
-exist before resources are put in them (404 ``ResourceGroupNotFound``), as in Azure.
+ARM app has one catch-all handler that matches ``{var}`` patterns case-insensitively. A
+provider declares each resource type it serves as a :class:`ResourceRoutes` (list, item
+verbs and actions below the item, by ARM's path convention) and hands it to
+``Arm.resources``, optionally wrapping every handler. Dispatch runs after checking the
+bearer token (audience ``https://management.azure.com``; 401 ``InvalidAuthenticationToken``
+otherwise) and the presence of ``api-version`` (400 ``MissingApiVersionParameter``); a path
+no route matches is 404 ``InvalidResourceType``, one served for other methods 405.
+Resource groups must exist before resources are put in them (404
+``ResourceGroupNotFound``), as in Azure.
 
 Long-running operations follow the ``Azure-AsyncOperation`` pattern the SDK's
 ``ARMPolling`` tries first: the provider answers its PUT with 200/201 plus the header
@@ -37,7 +41,7 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -48,7 +52,50 @@ from emulators.core import Platform, error_response, json_response
 from emulators.tokens import InvalidToken
 
 ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
+SUBSCRIPTION = "/subscriptions/{subscription}"
+# Where a resource group's resources live: followed by ``{namespace}/{type}``.
+RG_PROVIDERS = SUBSCRIPTION + "/resourceGroups/{resourceGroup}/providers/"
 RouteHandler = Callable[["ArmRequest"], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ResourceRoutes:
+    """One resource type's ARM routes, by ARM's convention, mapped onto handlers.
+
+    ``GET {collection}`` lists; ``GET``/``PUT``/``PATCH``/``DELETE
+    {collection}/{{item}}`` act on one resource; each action is ``(method, sub-path below
+    the item, handler)`` (a POST action, a child collection or child resource). A
+    collection in a resource group is also listed subscription-wide by ``list_all``
+    (``/subscriptions/{subscription}/providers/{namespace}/{type}``). A handler left out
+    is a route not served: ARM's dispatch answers 405 if the path has other methods.
+    """
+
+    collection: str
+    item: str  # the path parameter naming one resource, e.g. "vaultName"
+    list: RouteHandler | None = None
+    get: RouteHandler | None = None
+    put: RouteHandler | None = None
+    patch: RouteHandler | None = None
+    delete: RouteHandler | None = None
+    list_all: RouteHandler | None = None
+    actions: tuple[tuple[str, str, RouteHandler], ...] = ()
+
+    def routes(self) -> Iterator[tuple[str, str, RouteHandler]]:
+        """``(method, pattern, handler)`` of every route served."""
+        item = f"{self.collection}/{{{self.item}}}"
+        if self.list_all is not None:
+            if not self.collection.startswith(RG_PROVIDERS):
+                raise ValueError(f"{self.collection} is not in a resource group: no list_all")
+            yield ("GET", f"{SUBSCRIPTION}/providers/{self.collection[len(RG_PROVIDERS):]}",
+                   self.list_all)
+        if self.list is not None:
+            yield "GET", self.collection, self.list
+        for method, handler in (("PUT", self.put), ("PATCH", self.patch), ("GET", self.get),
+                                ("DELETE", self.delete)):
+            if handler is not None:
+                yield method, item, handler
+        for method, below, handler in self.actions:
+            yield method, f"{item}/{below}", handler
 
 
 class AccessCheck(Protocol):
@@ -188,25 +235,28 @@ class Arm:
 
     def __post_init__(self) -> None:
         self.platform.reset_hooks.append(self._reset)
-        sub = "/subscriptions/{subscription}"
-        rg = sub + "/resourceGroups/{resourceGroup}"
-        self.route("PUT", rg, self._put_rg)
-        self.route("GET", rg, self._get_rg)
-        self.route("GET", sub + "/resourceGroups", self._list_rgs)
+        self.resources(ResourceRoutes(SUBSCRIPTION + "/resourceGroups", "resourceGroup",
+                                      list=self._list_rgs, get=self._get_rg, put=self._put_rg))
         for style in STYLES:
-            self.route(
-                "GET",
-                sub + "/providers/{namespace}/locations/{location}/" + style.collection + "/{op}",
-                self._get_operation,
-            )
+            self.resources(ResourceRoutes(
+                SUBSCRIPTION + "/providers/{namespace}/locations/{location}/" + style.collection,
+                "op", get=self._get_operation))
 
     def _reset(self) -> None:
         self.resource_groups.clear()
         self.operations.clear()
 
-    def route(self, method: str, pattern: str, handler: RouteHandler) -> None:
+    def _route(self, method: str, pattern: str, handler: RouteHandler) -> None:
         regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(pattern))
         self._routes.append((method, re.compile(f"^{regex}/?$", re.IGNORECASE), handler))
+
+    def resources(
+        self, routes: ResourceRoutes, wrap: Callable[[RouteHandler], RouteHandler] | None = None
+    ) -> None:
+        """Serve one resource type; ``wrap`` (if given) wraps each of its handlers, as a
+        provider that adds its own headers or error rendering to every answer does."""
+        for method, pattern, handler in routes.routes():
+            self._route(method, pattern, wrap(handler) if wrap is not None else handler)
 
     def build(self) -> web.Application:
         app = self.platform.make_app("arm")

@@ -35,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.arm import Arm, ArmRequest
+from emulators.arm import RG_PROVIDERS, SUBSCRIPTION, Arm, ArmRequest, ResourceRoutes
 from emulators.core import Platform, error_response, json_response
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -159,18 +159,15 @@ class Authorization:
         self.assignments: dict[str, Assignment] = {}
         platform.reset_hooks.append(self._reset)
         arm.access = self
-        sub = "/subscriptions/{subscription}"
-        rg = sub + "/resourceGroups/{resourceGroup}"
-        resource = rg + "/providers/{namespace}/{type}/{name}"
-        suffix = "/providers/Microsoft.Authorization/roleAssignments/{assignment}"
-        for scope in (sub, rg, resource, resource + "/{childType}/{childName}"):
-            arm.route("PUT", scope + suffix, self._put)
-            arm.route("GET", scope + suffix, self._get)
-            arm.route("DELETE", scope + suffix, self._delete)
-        definition = sub + "/providers/Microsoft.Authorization/roleDefinitions/{definition}"
-        arm.route("PUT", definition, self._put_definition)
-        arm.route("GET", definition, self._get_definition)
-        arm.route("DELETE", definition, self._delete_definition)
+        rg = SUBSCRIPTION + "/resourceGroups/{resourceGroup}"
+        resource = RG_PROVIDERS + "{namespace}/{type}/{name}"
+        for scope in (SUBSCRIPTION, rg, resource, resource + "/{childType}/{childName}"):
+            arm.resources(ResourceRoutes(
+                scope + "/providers/Microsoft.Authorization/roleAssignments", "assignment",
+                put=self._put, get=self._get, delete=self._delete))
+        arm.resources(ResourceRoutes(
+            SUBSCRIPTION + "/providers/Microsoft.Authorization/roleDefinitions", "definition",
+            put=self._put_definition, get=self._get_definition, delete=self._delete_definition))
 
     def _reset(self) -> None:
         self.assignments.clear()

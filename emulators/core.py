@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.tokens import InvalidToken, TokenAuthority
+from emulators.tokens import MissingToken, TokenAuthority
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The emulators wrapped by ``Platform.middleware``. The Functions host is a separate
@@ -193,10 +193,10 @@ class Platform:
             hook()
 
     def bearer_claims(self, request: web.Request, audiences: tuple[str, ...]) -> dict[str, Any]:
-        """Validate ``Authorization: Bearer``; raise InvalidToken with the reason."""
+        """Validate ``Authorization: Bearer``; raise the InvalidToken saying what is wrong."""
         header = request.headers.get("Authorization", "")
         if not header.lower().startswith("bearer "):
-            raise InvalidToken("missing bearer token")
+            raise MissingToken
         return self.tokens.validate(header[7:].strip(), audiences)
 
     def middleware(self, service: str) -> Any:

@@ -1,34 +1,33 @@
 """Access tokens as Azure AD issues them, minted by the local managed-identity endpoint.
 
-Tokens are real JWTs (HS256 with a per-stack secret) carrying the claims that the
-services check: ``aud`` (the resource), ``iss`` (``https://sts.windows.net/{tenant}/``,
-which Azurite's ``--oauth basic`` requires), ``tid``/``oid`` (Azurite copies them into a
-user-delegation key), ``nbf``/``exp``. Every emulator validates signature, audience and
-expiry and answers 401 otherwise, so a client that asks for the wrong scope fails here as
-it would in Azure. Expiry uses the wall clock, not the emulated clock: the SDKs cache
-tokens by wall-clock time.
+Tokens are real JWTs (HS256 with a per-stack secret, encoded and verified by PyJWT)
+carrying the claims that the services check: ``aud`` (the resource), ``iss``
+(``https://sts.windows.net/{tenant}/``, which Azurite's ``--oauth basic`` requires),
+``tid``/``oid`` (Azurite copies them into a user-delegation key), ``nbf``/``exp``. Every
+emulator validates signature, expiry, not-before and audience, in that order, and answers
+401 otherwise, so a client that asks for the wrong scope fails here as it would in Azure.
+Expiry uses the wall clock, not the emulated clock: the SDKs cache tokens by wall-clock
+time.
+
+Each refusal is its own :class:`InvalidToken` subclass carrying what a caller words its
+401 with (Key Vault names the audience it found, or the token's encoded header); ``str()``
+of any of them is the reason ARM and Event Grid put into their 401 messages.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
+
 TOKEN_LIFETIME_S = 3600
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+# How far in the future a token's ``nbf`` may lie (clock skew between issuer and service).
+# PyJWT's leeway would widen ``exp`` by as much, so this one check is ours.
+NOT_BEFORE_SKEW_S = 300
+ALGORITHM = "HS256"
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,44 @@ class Principal:
 
 
 class InvalidToken(Exception):
-    """Why a bearer token was refused; the text goes into the 401 body."""
+    """Why a bearer token was refused; ``str()`` is the reason that goes into a 401 body."""
+
+
+class MissingToken(InvalidToken):
+    def __init__(self) -> None:
+        super().__init__("missing bearer token")
+
+
+class MalformedToken(InvalidToken):
+    def __init__(self) -> None:
+        super().__init__("malformed token")
+
+
+class BadSignature(InvalidToken):
+    """Not signed with this stack's secret; ``encoded_header`` is the token's first part,
+    which Key Vault quotes back."""
+
+    def __init__(self, encoded_header: str) -> None:
+        super().__init__("signature verification failed")
+        self.encoded_header = encoded_header
+
+
+class ExpiredToken(InvalidToken):
+    def __init__(self) -> None:
+        super().__init__("token is expired")
+
+
+class NotYetValid(InvalidToken):
+    def __init__(self) -> None:
+        super().__init__("token is not yet valid")
+
+
+class WrongAudience(InvalidToken):
+    """Issued for another resource; ``found`` is the token's ``aud`` (None when absent)."""
+
+    def __init__(self, found: Any, accepted: frozenset[str]) -> None:
+        super().__init__(f"invalid audience '{found}', expected one of {sorted(accepted)}")
+        self.found = found
 
 
 @dataclass(frozen=True)
@@ -64,32 +100,31 @@ class TokenAuthority:
             "uti": uuid.uuid4().hex,
             "ver": "1.0",
         }
-        head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        body = _b64(json.dumps(claims).encode())
-        sig = hmac.new(self.secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
-        return f"{head}.{body}.{_b64(sig)}"
+        return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     def validate(self, token: str, audiences: tuple[str, ...]) -> dict[str, Any]:
-        """Return the claims, or raise InvalidToken saying what is wrong."""
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise InvalidToken("malformed token")
-        expected = hmac.new(self.secret, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256)
+        """Return the claims.
+
+        Raises:
+            InvalidToken: the subclass saying what is wrong, checked in Azure AD's order:
+                signature, expiry, not-before, audience.
+        """
         try:
-            valid_sig = hmac.compare_digest(_unb64(parts[2]), expected.digest())
-            claims: dict[str, Any] = json.loads(_unb64(parts[1]))
-        except ValueError as exc:
-            raise InvalidToken("malformed token") from exc
-        if not valid_sig:
-            raise InvalidToken("signature verification failed")
-        now = time.time()
-        if claims.get("exp", 0) <= now:
-            raise InvalidToken("token is expired")
-        if claims.get("nbf", 0) > now + 300:
-            raise InvalidToken("token is not yet valid")
-        accepted = {a.rstrip("/") for a in audiences}
-        if claims.get("aud") not in accepted:
-            raise InvalidToken(
-                f"invalid audience '{claims.get('aud')}', expected one of {sorted(accepted)}"
+            claims: dict[str, Any] = jwt.decode(
+                token, self.secret, algorithms=[ALGORITHM],
+                # Audience is matched below: a v1 token's single ``aud`` string, exactly.
+                options={"require": ["exp"], "verify_aud": False, "verify_nbf": False,
+                         "verify_iat": False},
             )
+        except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError) as exc:
+            raise BadSignature(token.split(".", 1)[0]) from exc
+        except (jwt.ExpiredSignatureError, jwt.MissingRequiredClaimError) as exc:
+            raise ExpiredToken from exc
+        except jwt.InvalidTokenError as exc:
+            raise MalformedToken from exc
+        if claims.get("nbf", 0) > time.time() + NOT_BEFORE_SKEW_S:
+            raise NotYetValid
+        accepted = frozenset(a.rstrip("/") for a in audiences)
+        if claims.get("aud") not in accepted:
+            raise WrongAudience(claims.get("aud"), accepted)
         return claims
