@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -131,8 +132,13 @@ def _failed_update(stack: Stack, op: Operator, name: str) -> None:
 
 def up(folder: Path) -> Stack:
     """Start the stack in ``folder``, seed it, and leave it running (stopped again if the
-    seeding fails, so no half-made sandbox is left behind)."""
+    seeding fails, so no half-made sandbox is left behind). Storage a previous stack left
+    in ``folder`` (run records, journals, queues of services that no longer exist) is
+    removed first: the emulators start empty, and so does the sandbox's storage."""
     started = time.monotonic()
+    if not (folder / "pids").exists():  # no stack running there: start from empty storage
+        for kept in ("azurite", "azurite-queue"):  # a previous stack's blobs and queues
+            shutil.rmtree(folder / kept, ignore_errors=True)
     stack = start_reported(folder, QUICK_QUEUES)
     os.environ.update(stack.env)  # the operator's SDK clients sign in with the stack's identity
     try:
