@@ -6,7 +6,7 @@ INFRA_VENV := .venv-infra
 PY := $(VENV)/bin/python
 STACK_DIR ?= .local
 
-.PHONY: install chromium test lint demo soak bench stack-up stack-down clean
+.PHONY: install chromium test lint demo soak bench stack-up sandbox stack-down clean
 
 # What the app, its local stack and its tools need; checkov (infra checks) only for make test.
 RUNTIME := $(VENV)/.installed emulators/node_modules/.installed
@@ -73,6 +73,11 @@ soak: $(RUNTIME)
 
 stack-up: $(RUNTIME)
 	$(PY) -m emulators.stack up --dir $(STACK_DIR)
+
+# The stack with sample data (emulators/sandbox.py), left running like stack-up; prints the
+# README walkthrough's commands. make stack-down stops it.
+sandbox: $(RUNTIME)
+	$(PY) -m emulators.sandbox up --dir $(STACK_DIR)
 
 stack-down:
 	$(PY) -m emulators.stack down --dir $(STACK_DIR)

@@ -27,7 +27,7 @@ import requests
 from azure.keyvault.certificates import KeyVaultCertificate
 from azure.mgmt.compute.models import CloudService, CloudServiceProperties
 
-from emulators.provision import APP_POLICY, OPERATOR_POLICY, Operator, combined, cscfg, thumbprint
+from emulators.provision import APP_POLICY, OPERATOR_POLICY, Operator, combined, thumbprint
 from emulators.stack import Stack
 from shared.config import Settings
 from shared.domain import cscfg as parser
@@ -95,12 +95,12 @@ def run(stack: Stack, folder: Path, t0: float) -> int:
          "access policy for the app: certificates get/list, secrets get)")
     v1 = op.new_version(vault_url, "web-tls")
     step(t0, f"certificate web-tls v1 {version(v1)} thumbprint {thumbprint(v1)}")
-    package, md5 = op.package("packages", "contoso.cspkg", b"PK\x03\x04" + b"demo" * 4096)
-    step(t0, f"package {package} (Content-MD5 {md5})")
     roles = ["WebRole1", "WorkerRole1"]
-    config = cscfg("Contoso", {r: {"SslCert": thumbprint(v1)} for r in roles})
-    assert v1.secret_id
-    cs = op.cloud_service(rg, "contoso", config, roles, vault_id, [v1.secret_id], package, md5)
+    cs = op.deploy(rg, "contoso", vault_id, {r: {"SslCert": v1} for r in roles})
+    config = props(cs).configuration or ""
+    tags = cs.tags or {}
+    step(t0, f"package {tags.get('cert-rotation-package')} "
+         f"(Content-MD5 {tags.get('cert-rotation-package-md5')})")
     step(t0, f"cloud service {cs.name} deployed: roles {', '.join(roles)} on v1")
     op.subscribe(rg, vault_id, "rotation")
     step(t0, "keyvault_events subscribed to the vault's certificate events (AzureFunction)")
@@ -141,7 +141,7 @@ def run(stack: Stack, folder: Path, t0: float) -> int:
     }, secrets(cs), secrets(final)))
     run_id = run_of(op)
     if run_id:
-        print(f"\nrun {run_id}; on a running stack (make stack-up) `certrotate show RUN_ID` "
+        print(f"\nrun {run_id}; on a running stack (make sandbox) `certrotate show RUN_ID` "
               "prints a run's record (this stack is gone with the demo)")
     if done:
         print(

@@ -40,6 +40,11 @@ from azure.mgmt.compute.models import (
 )
 from azure.storage.blob import BlobSasPermissions, BlobServiceClient, generate_blob_sas
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
+from cryptography.x509.oid import NameOID
 
 from emulators.authorization import ROLE_IDS
 from shared.domain.messages import WORK_QUEUES
@@ -95,6 +100,23 @@ def cscfg(service: str, roles: dict[str, dict[str, str]]) -> str:
 def thumbprint(cert: KeyVaultCertificate) -> str:
     assert cert.properties and cert.properties.x509_thumbprint
     return cert.properties.x509_thumbprint.hex().upper()
+
+
+def self_signed_pfx(common_name: str, not_before: datetime, not_after: datetime) -> bytes:
+    """A PKCS#12 (no password) holding a fresh RSA key and a self-signed certificate."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    return pkcs12.serialize_key_and_certificates(None, key, cert, None, NoEncryption())
 
 
 @dataclass
@@ -320,6 +342,13 @@ class Operator:
         assert isinstance(result, KeyVaultCertificate)
         return result
 
+    def imported(self, vault_url: str, name: str, days_left: int) -> KeyVaultCertificate:
+        """Import a certificate ``name`` whose only version expires ``days_left`` days from
+        now (negative: already expired), as a person imports one a CA issued."""
+        now = datetime.now(UTC)
+        pfx = self_signed_pfx(name, now - timedelta(days=300), now + timedelta(days=days_left))
+        return self.certificates(vault_url).import_certificate(name, pfx)
+
     def package(self, container: str, name: str, data: bytes) -> tuple[str, str]:
         """Upload a .cspkg; returns (blob URL without SAS, base64 Content-MD5)."""
         client = self.blobs.get_container_client(container)
@@ -419,6 +448,27 @@ class Operator:
         )
         group = rg.rsplit("/", 1)[-1]
         return self.compute.cloud_services.begin_create_or_update(group, name, model).result()
+
+    def deploy(
+        self,
+        rg: str,
+        name: str,
+        vault_id: str,
+        roles: dict[str, dict[str, KeyVaultCertificate]],
+        *,
+        tagged: bool = True,
+    ) -> CloudService:
+        """Upload a package and deploy cloud service ``name`` whose ``roles`` map each role to
+        its cscfg certificates (cscfg name -> Key Vault version), all from ``vault_id``; tagged
+        for rotation (package and its MD5) unless told otherwise."""
+        package, md5 = self.package("packages", f"{name}.cspkg", b"PK\x03\x04" + b"pkg" * 2048)
+        used = {c.secret_id: c for certs in roles.values() for c in certs.values()}
+        config = cscfg(name, {r: {n: thumbprint(c) for n, c in certs.items()}
+                              for r, certs in roles.items()})
+        return self.cloud_service(
+            rg, name, config, list(roles), vault_id, [s for s in used if s],
+            package if tagged else None, md5 if tagged else None,
+        )
 
     def subscribe(
         self, rg: str, vault_id: str, name: str, function: str = "keyvault_events",

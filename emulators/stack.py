@@ -529,21 +529,29 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=ROOT / ".local")
     args = parser.parse_args()
     if args.command == "up":
-        started = time.monotonic()
-        given = settings_from(dict(os.environ))
-        stack = Stack.up(args.dir, settings=given)
-        print(
-            f"local stack up in {time.monotonic() - started:.1f}s; settings in "
-            f"{stack.folder / 'stack.env'}:"
-        )
-        for key, value in stack.env.items():
-            hidden = key == "IDENTITY_HEADER" or key.endswith("_KEY")
-            print(f"  {key}={'<hidden>' if hidden else value}")
-        if given:
-            print("app settings from the environment, over the stack's defaults: "
-                  + ", ".join(f"{k}={v}" for k, v in sorted(given.items())))
+        start_reported(args.dir)
     else:
         print("stack stopped" if stop(args.dir) else f"no stack running in {args.dir}")
+
+
+def start_reported(folder: Path, defaults: dict[str, str] | None = None) -> Stack:
+    """``make stack-up`` (and ``make sandbox``): a stack in ``folder`` whose app settings are
+    ``defaults`` overridden by those given in the environment; prints its settings (keys
+    hidden) and how long it took to start."""
+    started = time.monotonic()
+    given = settings_from(dict(os.environ))
+    stack = Stack.up(folder, settings={**(defaults or {}), **given})
+    print(
+        f"local stack up in {time.monotonic() - started:.1f}s; settings in "
+        f"{stack.folder / 'stack.env'}:"
+    )
+    for key, value in stack.env.items():
+        hidden = key == "IDENTITY_HEADER" or key.endswith("_KEY")
+        print(f"  {key}={'<hidden>' if hidden else value}")
+    if given:
+        print("app settings from the environment, over the stack's defaults: "
+              + ", ".join(f"{k}={v}" for k, v in sorted(given.items())))
+    return stack
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
 """HTTP answers every handler gives the same way: JSON bodies and the error envelope.
 
 Errors are ``{"error": {"message", "field"?}}`` so callers can point at what they sent
-wrong; keeping the shape in one place keeps every endpoint's errors alike.
+wrong; keeping the shape in one place keeps every endpoint's errors alike. Every HTTP
+function is wrapped in :func:`enveloped`, so even an error while rendering an answer is
+the envelope, never the host's empty 500. A request without a valid function key never
+reaches these functions: the Functions host answers it 401 with an empty body (in Azure
+too; docs/http-api.md "Keys and the empty 401").
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
@@ -68,3 +74,18 @@ def error_for(exc: Exception) -> func.HttpResponse:
         return error_response(502, str(exc))
     log.exception("unexpected error answering an HTTP request")
     return error_response(500, f"internal error ({type(exc).__name__}); see the app's log")
+
+
+def enveloped(
+    handler: Callable[[func.HttpRequest], func.HttpResponse],
+) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """``handler``, with any exception it lets out answered by :func:`error_for`."""
+
+    @functools.wraps(handler)
+    def answer(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except Exception as exc:  # every failure answers the JSON envelope
+            return error_for(exc)
+
+    return answer

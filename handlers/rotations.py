@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import azure.functions as func
 
-from handlers.responses import error_for, error_response, json_response
+from handlers.responses import enveloped, error_for, error_response, json_response
 from handlers.runtime import engine
 from handlers.status import FORMATS, html_response, page_format
 from shared.domain.compute_ids import split_service_id
@@ -67,6 +67,7 @@ def parse_request(raw: bytes) -> RotationRequest:
 
 @bp.function_name("rotations")
 @bp.route(route="rotations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@enveloped
 def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
     try:
         request = parse_request(req.get_body())
@@ -147,6 +148,7 @@ def _queued(runs: list[Run]) -> func.HttpResponse:
 
 @bp.function_name("rotation_status")
 @bp.route(route="rotations/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@enveloped
 def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
     run_id = req.route_params.get("id", "")
     if not _valid_run_id(run_id):
@@ -167,6 +169,7 @@ def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.function_name("rotation_history")
 @bp.route(route="rotations", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@enveloped
 def rotation_history(req: func.HttpRequest) -> func.HttpResponse:
     """Runs newest first, ``limit`` at a time (``before``: the last id of the previous page),
     only those touching ``cloudService`` if given. Read-only."""

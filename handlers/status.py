@@ -11,7 +11,7 @@ import logging
 
 import azure.functions as func
 
-from handlers.responses import error_for, error_response, json_response
+from handlers.responses import enveloped, error_for, error_response, json_response
 from handlers.runtime import engine
 from shared.status import status_html
 from shared.status.gather import gather
@@ -44,6 +44,7 @@ def html_response(page: str) -> func.HttpResponse:
 
 @bp.function_name("status")
 @bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@enveloped
 def status(req: func.HttpRequest) -> func.HttpResponse:
     wanted = page_format(req)
     if wanted is None:

@@ -34,7 +34,7 @@ from azure.keyvault.certificates import (
 )
 
 from emulators.polling import wait_for
-from emulators.provision import thumbprint
+from emulators.provision import self_signed_pfx, thumbprint
 from shared.domain.events import CertificateEvent, parse_event
 from shared.domain.messages import SERVICES_QUEUE, Requested, ServiceBatch, to_text
 from tests.e2e.world import (
@@ -52,7 +52,6 @@ from tests.e2e.world import (
     next_second,
     pfx_thumbprint,
     secret_of,
-    self_signed_pfx,
     unique,
     unix,
     version_of,

@@ -22,7 +22,6 @@ from tests.e2e.world import (
     ended_run,
     rotate_over_http,
     secret_of,
-    self_signed_pfx,
     unique,
     version_of,
 )
@@ -51,9 +50,7 @@ def service_named(found: dict[str, Any], name: str) -> dict[str, Any]:
 
 def imported(world: World, name: str, days_left: int) -> KeyVaultCertificate:
     """A certificate ``name`` whose only version expires ``days_left`` days from now."""
-    now = dt.datetime.now(dt.UTC)
-    pfx = self_signed_pfx(name, now - dt.timedelta(days=300), now + dt.timedelta(days=days_left))
-    return world.kv.import_certificate(name, pfx)
+    return world.op.imported(world.vault_url, name, days_left)
 
 
 def deploy_with(world: World, *certs: tuple[str, KeyVaultCertificate]) -> tuple[str, str]:

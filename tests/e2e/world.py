@@ -24,11 +24,8 @@ from azure.keyvault.certificates import (
     CertificatePolicy,
     KeyVaultCertificate,
 )
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from emulators.polling import wait_for
 from emulators.provision import APP_ROLES, NS, OPERATOR_ROLES, Operator, cscfg, thumbprint
@@ -93,23 +90,6 @@ def secret_of(cert: KeyVaultCertificate) -> str:
 def unix(moment: dt.datetime | None) -> int:
     assert moment is not None
     return int(moment.timestamp())
-
-
-def self_signed_pfx(common_name: str, not_before: dt.datetime, not_after: dt.datetime) -> bytes:
-    """A PKCS#12 (no password) holding a fresh RSA key and a self-signed certificate."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    return pkcs12.serialize_key_and_certificates(None, key, cert, None, NoEncryption())
 
 
 def pfx_thumbprint(data: bytes) -> str:

@@ -32,8 +32,8 @@ from azure.keyvault.certificates import CertificateClient
 
 from emulators import eventgrid
 from emulators.polling import wait_for
+from emulators.provision import self_signed_pfx
 from tests.conftest import LocalStack
-from tests.e2e.world import self_signed_pfx
 from tests.stack.test_eventgrid import (
     ArmClient,
     Receiver,

@@ -51,3 +51,15 @@ def test_every_documented_setting_is_read() -> None:
     }
     assert names, "the settings table of docs/configuration.md was not found"
     assert not names - settings_read_by_the_app(), "documented, but nothing reads them"
+
+
+SETTING_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|AzureWebJobs\w+|AzureFunctionsJobHost\w+")
+
+
+def test_no_page_of_docs_documents_a_setting_nothing_reads() -> None:
+    """The same check over every page's table rows (not only configuration.md's settings
+    table): a setting-shaped name (``UPPER_CASE``, ``AzureWebJobs…``) in a row's first cell
+    must be one the app reads."""
+    stale = sorted(n for n in documented_rows() if SETTING_NAME.fullmatch(n)
+                   and n not in settings_read_by_the_app())
+    assert not stale, f"documented in docs/, but nothing reads them: {stale}"
