@@ -44,6 +44,7 @@ from shared.domain.runs import Outcome, Run, RunRecord, RunStatus, ServiceEntry,
 from shared.rotation import adoption
 from shared.rotation.engine import Engine
 from shared.status import inventory
+from shared.status.assessment import findings
 from shared.status.gather import gather
 from shared.status.history import MAX_SCAN, recent_records
 from shared.status.inventory import Flag
@@ -135,7 +136,7 @@ def _status(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
     found = gather(engine)
     document = found.to_json()
     ignore = {Flag(f) for f in args.ignore or ()}
-    check = inventory.findings(found, expiring_days=args.expiring_days, ignore=ignore)
+    check = findings(found, expiring_days=args.expiring_days, ignore=ignore)
     if args.json:
         _dump(document, out)
     else:

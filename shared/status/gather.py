@@ -1,6 +1,6 @@
 """Reading what the inventory needs from Azure and the run records, each thing once.
 
-:func:`gather` does the reading and :func:`~shared.status.inventory.build` the thinking.
+:func:`gather` does the reading and :func:`~shared.status.assessment.build` the thinking.
 What it reads through is the :class:`Sources` protocol: the engine is one (the function
 app and the CLI pass it), an in-memory fake another; status never imports the rotation
 layer, so a status page can never start a rotation.
@@ -17,6 +17,7 @@ from shared.domain.backoff import Failure
 from shared.domain.errors import NotFound, RotationError
 from shared.domain.model import Certificate, CloudServiceSnapshot
 from shared.domain.runs import RunRecord
+from shared.status.assessment import build
 from shared.status.history import last_runs, recent_records
 from shared.status.inventory import (
     RUNS_SCAN,
@@ -24,7 +25,6 @@ from shared.status.inventory import (
     Inventory,
     Unreadable,
     VaultListing,
-    build,
     references,
 )
 

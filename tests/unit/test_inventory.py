@@ -1,4 +1,4 @@
-"""Table-driven tests for the status: shared.status.inventory.build, the last-run lookup in
+"""Table-driven tests for the status: shared.status.assessment.build, the last-run lookup in
 shared.status.history, and the HTML page. Plain values built by hand, ``now`` fixed, no I/O: a
 row reads "Azure showed this; the status page says that"."""
 
@@ -19,15 +19,14 @@ from shared.domain.model import (
     SecretGroup,
 )
 from shared.domain.runs import Outcome, RunRecord, RunStatus
+from shared.status.assessment import build, findings
 from shared.status.history import LastRun, last_runs, recent_records
 from shared.status.inventory import (
     Flag,
     Inventory,
     Unreadable,
     VaultListing,
-    build,
     expiry_state,
-    findings,
 )
 from shared.status.status_html import render
 
