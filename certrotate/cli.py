@@ -39,8 +39,10 @@ from shared.config import Settings
 from shared.domain.compute_ids import split_service_id
 from shared.domain.errors import ConfigError, InvalidInput, NotFound, RotationError
 from shared.domain.model import PACKAGE_MD5_TAG, PACKAGE_TAG, CloudServiceSnapshot, SecretUrl
+from shared.domain.outcomes import Outcome, RunStatus
+from shared.domain.records import RunRecord, ServiceEntry, Trigger
 from shared.domain.requests import RotationRequest
-from shared.domain.runs import Outcome, Run, RunRecord, RunStatus, ServiceEntry, Trigger
+from shared.domain.runs import Run
 from shared.rotation import adoption
 from shared.rotation.engine import Engine
 from shared.status import inventory

@@ -29,8 +29,9 @@ from handlers.status import FORMATS, html_response, page_format
 from shared.domain.compute_ids import split_service_id
 from shared.domain.errors import InvalidInput
 from shared.domain.json_body import load_object
+from shared.domain.records import Trigger
 from shared.domain.requests import RotationRequest
-from shared.domain.runs import QUEUED_MESSAGE, Run, Trigger, describe
+from shared.domain.runs import QUEUED_MESSAGE, Run, describe
 from shared.status import run_html
 from shared.status.history import MAX_SCAN, recent_records
 

@@ -46,7 +46,7 @@ from shared.domain.errors import Busy, NotFound, PreconditionFailed, TransientEr
 from shared.domain.journal import Pending
 from shared.domain.model import PackageFacts
 from shared.domain.packages import PackageRef
-from shared.domain.runs import RunRecord
+from shared.domain.records import RunRecord
 
 SAS_CLOCK_SKEW = timedelta(minutes=15)
 LEASE_SECONDS = 15  # the shortest Azure allows: a dead holder blocks the service briefly

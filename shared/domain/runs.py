@@ -1,144 +1,29 @@
-"""Runs and their records: one vocabulary of outcomes and statuses, one stored form.
+"""Runs: what one invocation does for one certificate, a result per cloud service.
 
-A run is what one invocation did for one certificate: a result per cloud service. While it
-works the rotation layer holds a :class:`Run` (with the live :class:`Plan` and
-:class:`Execution` of each service); what is stored, read back by later invocations, the
-status page, ``certrotate`` and the HTTP API, is its :class:`RunRecord` (one JSON blob per
-run). Later invocations finish a record's open writes by editing the record, never the
-Run, so every reader goes through :meth:`RunRecord.from_json` and every writer through
-:meth:`RunRecord.to_json`: the keys are spelled once, here.
-
-Outcomes, run statuses and write statuses are :class:`~enum.StrEnum`\\ s: their values are
-the strings the records and answers carry, and what each means (quiet, alerts, resumable,
-...) is a property of the member rather than a set repeated in every module.
+While it works the rotation layer holds a :class:`Run` with the live :class:`Plan` and
+:class:`Execution` of each service; :meth:`Run.record` gives the stored form
+(:mod:`shared.domain.records`), and :class:`WriteResult` is how a journaled write ended.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from shared.domain.messages import SERVICES_QUEUE
 from shared.domain.model import PackageFacts, Plan, SecretUrl
+from shared.domain.outcomes import Outcome, RunStatus, WriteStatus
 from shared.domain.plan_diff import redacted_diff
-
-
-class Outcome(StrEnum):
-    """What a run did to one cloud service (``outcome`` in records and answers)."""
-
-    ROTATED = "rotated"
-    NOOP = "noop"
-    DRY_RUN = "dry-run"
-    UPDATING = "updating"  # Azure accepted the PUT; a follow look records how it ends
-    QUEUED = "queued"  # a queued manual run has yet to reach the service
-    PENDING = "pending"  # being worked on (never stored as a final outcome)
-    REFUSED = "refused"  # bad input or a rule: nothing was sent
-    FAILED = "failed"
-    ROLLED_BACK = "rolled-back"
-    UNMANAGED = "unmanaged"
-    OPTED_OUT = "opted-out"
-    TRANSIENT = "transient"  # could not be done now; a retry will
-    BACKOFF = "backoff"  # this version failed before; not tried again until it changes
-
-    @property
-    def quiet(self) -> bool:
-        """Nothing to tell: a reconcile run of only these is neither stored nor announced."""
-        return self in {Outcome.NOOP, Outcome.UNMANAGED, Outcome.OPTED_OUT, Outcome.BACKOFF}
-
-    @property
-    def failed_write(self) -> bool:
-        """A write reached Azure and failed: its version backs off (:mod:`.backoff`)."""
-        return self in {Outcome.FAILED, Outcome.ROLLED_BACK}
-
-    @property
-    def alerts(self) -> bool:
-        """Someone must look: notifications send these as alerts."""
-        return self in {Outcome.FAILED, Outcome.REFUSED, Outcome.ROLLED_BACK, Outcome.UNMANAGED}
-
-    @property
-    def digest(self) -> bool:
-        """Good news worth telling (notifications' digest)."""
-        return self in {Outcome.ROTATED, Outcome.UPDATING}
-
-    @property
-    def done(self) -> bool:
-        """Nothing is left to do for the service (the CLI exits 0 only when all are)."""
-        return self in {
-            Outcome.ROTATED, Outcome.NOOP, Outcome.DRY_RUN, Outcome.UNMANAGED, Outcome.OPTED_OUT
-        }
-
-    @property
-    def unsuccessful(self) -> bool:
-        """The service's last run did not get it where it should be (status flags it)."""
-        return self in {Outcome.FAILED, Outcome.ROLLED_BACK, Outcome.REFUSED, Outcome.TRANSIENT}
-
-
-class RunStatus(StrEnum):
-    """Where a run stands (``status`` in records)."""
-
-    QUEUED = "queued"  # an operator's run, written before its batch was sent
-    RUNNING = "running"
-    UPDATING = "updating"  # ended its invocation with updates still running in Azure
-    TRANSIENT = "transient"  # a service failed transiently: the message is retried
-    DONE = "done"
-
-    @property
-    def resumable(self) -> bool:
-        """A queued manual run's batch may (still, or again) run it: queued, an attempt that
-        died (running) or failed transiently. One that ended or left updates running is
-        done with."""
-        return self in {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.TRANSIENT}
-
-    @property
-    def ended(self) -> bool:
-        """Nothing of the run will change any more (``follow`` stops here)."""
-        return self in {RunStatus.DONE, RunStatus.TRANSIENT}
-
-    @classmethod
-    def of(cls, outcomes: Iterable[Outcome], *, left_updating: bool) -> RunStatus:
-        """The status of a run whose services ended with ``outcomes``."""
-        seen = set(outcomes)
-        if Outcome.TRANSIENT in seen:
-            return cls.TRANSIENT
-        return cls.UPDATING if left_updating or Outcome.UPDATING in seen else cls.DONE
-
-
-class WriteStatus(StrEnum):
-    """How a write to one service went, as the executor reports it."""
-
-    PENDING = "pending"
-    NOOP = "noop"  # re-planned under the lease: nothing left to write
-    SUCCEEDED = "succeeded"
-    UPDATING = "updating"
-    FAILED = "failed"
-    ROLLED_BACK = "rolled-back"
-    NOT_APPLIED = "not-applied"  # a PUT without Azure's answer that never landed
-    EARLIER_FAILED = "earlier-failed"  # an earlier invocation's write failed; none sent
-
-    @property
-    def failed(self) -> bool:
-        """The write reached Azure and failed (a not-applied one never landed)."""
-        return self in {WriteStatus.FAILED, WriteStatus.ROLLED_BACK}
-
-    @property
-    def outcome(self) -> Outcome:
-        """The outcome a run records for a write that went this way."""
-        return _WRITE_OUTCOMES[self]
-
-
-_WRITE_OUTCOMES = {
-    WriteStatus.NOOP: Outcome.NOOP,
-    WriteStatus.SUCCEEDED: Outcome.ROTATED,
-    WriteStatus.UPDATING: Outcome.UPDATING,
-    WriteStatus.FAILED: Outcome.FAILED,
-    WriteStatus.ROLLED_BACK: Outcome.ROLLED_BACK,
-    WriteStatus.NOT_APPLIED: Outcome.FAILED,
-    WriteStatus.EARLIER_FAILED: Outcome.FAILED,
-    WriteStatus.PENDING: Outcome.PENDING,
-}
+from shared.domain.records import (
+    Action,
+    RunRecord,
+    ServiceEntry,
+    Trigger,
+    WriteFacts,
+    is_open,
+)
 
 QUEUED_MESSAGE = f"queued on {SERVICES_QUEUE}: a worker takes it"
 
@@ -169,26 +54,6 @@ class Execution:
     final_thumbprints: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     resumed: WriteResult | None = None  # an earlier invocation's write, finished first
-
-
-@dataclass(frozen=True)
-class Trigger:
-    kind: str  # event | manual | reconcile
-    event_type: str | None = None
-    event_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Action:
-    """What the run learned beyond per-service outcomes, for people and notifications.
-
-    ``kind``: ``renew-requested`` (we asked the issuer), ``renew-pending`` (an issuance is
-    already running), ``renew-required`` (a person must renew), ``newer-version`` (a
-    NearExpiry event for a version already superseded) or ``expired``.
-    """
-
-    kind: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -233,13 +98,6 @@ def _versions_of(secret_urls: Iterable[str], certificate: str) -> tuple[str, ...
     )
 
 
-def is_open(outcome: Outcome, operation_id: str | None) -> bool:
-    """Whether another invocation may record how a result's write ends: it is still
-    ``updating``, or it was left ``transient`` after Azure accepted its PUT (the journal
-    holds it and ``follow_updates`` or the next run finishes it into the run's record)."""
-    return outcome is Outcome.UPDATING or (outcome is Outcome.TRANSIENT and bool(operation_id))
-
-
 def describe(plan: Plan) -> dict[str, Any]:
     """The plan as operators read it: versions, changes, cscfg diff, osProfile change.
 
@@ -260,155 +118,6 @@ def describe(plan: Plan) -> dict[str, Any]:
         "warnings": list(plan.warnings),
         "noop": plan.is_noop,
     }
-
-
-# -- the stored form -----------------------------------------------------------------------
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-@dataclass(frozen=True)
-class WriteFacts:
-    """What a service entry records of a write Azure was sent: the package, the operation,
-    the SAS's expiry (never the SAS), the thumbprints it left, step timings."""
-
-    package: dict[str, Any] | None = None
-    operation_id: str | None = None
-    sas_expiry: str | None = None
-    continuation_token: str | None = None  # only while ``updating``
-    final_thumbprints: dict[str, str] | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-_WRITE_KEYS = {_camel(f.name): f.name for f in fields(WriteFacts)}
-
-
-@dataclass(frozen=True)
-class ServiceEntry:
-    """One service of a stored run (``services[]`` in records and answers)."""
-
-    cloud_service: str
-    outcome: Outcome
-    message: str = ""
-    plan: dict[str, Any] | None = None  # :func:`describe`'s form
-    write: WriteFacts | None = None  # None: nothing was sent (or nothing yet)
-
-    @property
-    def open(self) -> bool:
-        return is_open(self.outcome, self.write.operation_id if self.write else None)
-
-    @property
-    def ended(self) -> bool:
-        """Its write has ended (not open, not still queued)."""
-        return not self.open and self.outcome is not Outcome.QUEUED
-
-    def is_for(self, service_id: str) -> bool:
-        return self.cloud_service.lower() == service_id.lower()
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "cloudService": self.cloud_service,
-            "outcome": str(self.outcome),
-            "message": self.message,
-        }
-        if self.plan is not None:
-            out["plan"] = self.plan
-        if self.write is not None:
-            out.update({key: getattr(self.write, name) for key, name in _WRITE_KEYS.items()})
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ServiceEntry:
-        write = None
-        if any(key in data for key in _WRITE_KEYS):
-            write = WriteFacts(
-                **{name: data.get(key) for key, name in _WRITE_KEYS.items() if key != "timings"},
-                timings=dict(data.get("timings") or {}),
-            )
-        return cls(
-            cloud_service=str(data["cloudService"]),
-            outcome=Outcome(data.get("outcome", Outcome.PENDING)),
-            message=str(data.get("message", "")),
-            plan=data.get("plan"),
-            write=write,
-        )
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A stored run: what every reader of run records reads and every writer writes."""
-
-    id: str
-    status: RunStatus
-    trigger: Trigger
-    vault: str
-    certificate: str
-    dry_run: bool
-    started: str  # ISO 8601, as stored
-    finished: str | None
-    actions: tuple[Action, ...] = ()
-    services: tuple[ServiceEntry, ...] = ()
-    force: bool = False
-
-    def entry(self, service_id: str) -> ServiceEntry | None:
-        return next((e for e in self.services if e.is_for(service_id)), None)
-
-    def names(self, service_id: str) -> bool:
-        return self.entry(service_id) is not None
-
-    def ended_entries(self) -> dict[str, ServiceEntry]:
-        """Entries whose write has ended, by lower-cased service id."""
-        return {e.cloud_service.lower(): e for e in self.services if e.ended}
-
-    def with_entry(self, entry: ServiceEntry) -> RunRecord:
-        """This record with ``entry`` in place of the service's (appended if absent)."""
-        mine = [e for e in self.services if not e.is_for(entry.cloud_service)]
-        if len(mine) == len(self.services):
-            return replace(self, services=(*self.services, entry))
-        return replace(
-            self,
-            services=tuple(entry if e.is_for(entry.cloud_service) else e for e in self.services),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": str(self.status),
-            "trigger": {
-                "kind": self.trigger.kind,
-                "eventType": self.trigger.event_type,
-                "eventId": self.trigger.event_id,
-            },
-            "vault": self.vault,
-            "certificate": self.certificate,
-            "dryRun": self.dry_run,
-            "started": self.started,
-            "finished": self.finished,
-            "actions": [{"kind": a.kind, "message": a.message} for a in self.actions],
-            "services": [e.to_json() for e in self.services],
-            "force": self.force,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunRecord:
-        trigger = data.get("trigger") or {}
-        return cls(
-            id=str(data["id"]),
-            status=RunStatus(data["status"]),
-            trigger=Trigger(str(trigger.get("kind", "")), trigger.get("eventType"),
-                            trigger.get("eventId")),
-            vault=str(data.get("vault", "")),
-            certificate=str(data.get("certificate", "")),
-            dry_run=bool(data.get("dryRun", False)),
-            started=str(data.get("started", "")),
-            finished=data.get("finished"),
-            actions=tuple(Action(a["kind"], a["message"]) for a in data.get("actions", [])),
-            services=tuple(ServiceEntry.from_json(e) for e in data.get("services", [])),
-            force=bool(data.get("force", False)),
-        )
 
 
 @dataclass
@@ -526,17 +235,3 @@ class Run:
 
     def to_json(self) -> dict[str, Any]:
         return self.record().to_json()
-
-
-def keep_finished(record: RunRecord, stored: RunRecord | None) -> RunRecord:
-    """The run's ``record`` to write over ``stored``, keeping what another invocation wrote
-    about how one of the run's updates ended (the run itself still says ``updating``), and
-    the entries of services this run does not name."""
-    if stored is None:
-        return record
-    ended = stored.ended_entries()
-    kept = tuple(
-        ended.get(e.cloud_service.lower(), e) if e.open else e for e in record.services
-    )
-    others = tuple(e for e in stored.services if not record.names(e.cloud_service))
-    return replace(record, services=kept + others)

@@ -67,22 +67,16 @@ from shared.domain.model import (
     Plan,
     SecretUrl,
 )
-from shared.domain.runs import (
+from shared.domain.outcomes import Outcome, RunStatus, WriteStatus
+from shared.domain.records import (
     Action,
-    Execution,
-    Outcome,
-    Rollout,
-    Run,
     RunRecord,
-    RunStatus,
     ServiceEntry,
-    ServiceResult,
     Trigger,
     WriteFacts,
-    WriteResult,
-    WriteStatus,
     keep_finished,
 )
+from shared.domain.runs import Execution, Rollout, Run, ServiceResult, WriteResult
 from shared.observability import logcontext
 from shared.rotation.executor import execute, package_of, resume
 

@@ -49,8 +49,9 @@ from shared.domain.model import (
     CloudServiceSnapshot,
     Plan,
 )
+from shared.domain.outcomes import WriteStatus
 from shared.domain.packages import PackageRef, parse_package
-from shared.domain.runs import Execution, WriteResult, WriteStatus
+from shared.domain.runs import Execution, WriteResult
 from shared.rotation.follow import follow
 from shared.rotation.writing import IN_PROGRESS, Context, Ended, log, submit
 

@@ -40,7 +40,8 @@ from shared.domain.journal import (
     wants_rollback,
 )
 from shared.domain.model import CloudServiceSnapshot
-from shared.domain.runs import Execution, WriteResult, WriteStatus
+from shared.domain.outcomes import WriteStatus
+from shared.domain.runs import Execution, WriteResult
 from shared.rotation.writing import IN_PROGRESS, Context, log, submit
 
 # Failures that are no reason to put the previous model back: the write succeeded, but the

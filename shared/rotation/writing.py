@@ -22,8 +22,9 @@ from shared.config import Settings
 from shared.domain.errors import PlatformRejected, Unconfirmed
 from shared.domain.journal import Pending
 from shared.domain.model import PACKAGE_TAG, CloudServiceSnapshot, SecretGroup
+from shared.domain.outcomes import WriteStatus
 from shared.domain.packages import PackageRef, parse_package
-from shared.domain.runs import Execution, WriteResult, WriteStatus
+from shared.domain.runs import Execution, WriteResult
 
 log = logging.getLogger("certrotate.executor")  # one logger for writing and following
 IN_PROGRESS = {"creating", "updating", "deleting"}

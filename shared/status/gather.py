@@ -16,7 +16,7 @@ from shared.config import Settings
 from shared.domain.backoff import Failure
 from shared.domain.errors import NotFound, RotationError
 from shared.domain.model import Certificate, CloudServiceSnapshot
-from shared.domain.runs import RunRecord
+from shared.domain.records import RunRecord
 from shared.status.assessment import build
 from shared.status.history import last_runs, recent_records
 from shared.status.inventory import (

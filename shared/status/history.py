@@ -13,7 +13,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.domain.runs import Outcome, RunRecord, RunStatus
+from shared.domain.outcomes import Outcome, RunStatus
+from shared.domain.records import RunRecord
 
 # At most this many records are read per call (newest first): each one is a download.
 MAX_SCAN = 500

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from shared.domain.runs import Outcome
+from shared.domain.outcomes import Outcome
 from shared.status.html_page import EMPTY, badge, e, moment, page, table
 
 _GOOD = {"rotated", "noop", "dry-run", "finished"}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.domain.errors import PlatformRejected
-from shared.domain.runs import Trigger
+from shared.domain.records import Trigger
 from tests.e2e.test_faults import HostLog, fault, service_path
 from tests.e2e.test_reliability import pending_journals
 from tests.e2e.world import CERT, World, engine_for

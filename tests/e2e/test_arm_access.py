@@ -16,7 +16,7 @@ from __future__ import annotations
 from emulators.polling import wait_for
 from emulators.provision import Operator
 from shared.domain.events import parse_event
-from shared.domain.runs import Trigger
+from shared.domain.records import Trigger
 from tests.conftest import LocalStack
 from tests.e2e.world import (
     CERT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from shared.domain.runs import Trigger
+from shared.domain.records import Trigger
 from shared.status.gather import gather
 from tests.e2e.test_reliability import fail_next
 from tests.e2e.world import CERT, World, api, ended_run, engine_for, version_of

@@ -38,7 +38,8 @@ from emulators.stack import ROOT, app_settings
 from emulators.tls import ensure_tls
 from shared.config import Settings
 from shared.domain.events import NEAR_EXPIRY, CertificateEvent
-from shared.domain.runs import Run, Trigger
+from shared.domain.records import Trigger
+from shared.domain.runs import Run
 from shared.rotation.engine import Engine
 from tests.conftest import LocalStack
 from tests.e2e.world import AGENT, CERT, World, secret_of, version_of
@@ -394,7 +395,7 @@ PROBE = textwrap.dedent(
     logging.getLogger().setLevel(logging.INFO)  # as the Functions worker sets it
     import function_app  # noqa: F401  (what the Functions worker imports)
     from handlers.runtime import engine
-    from shared.domain.runs import Trigger
+    from shared.domain.records import Trigger
 
     run = engine().rotate(sys.argv[1], sys.argv[2], Trigger("manual"))
     loaded = sorted(

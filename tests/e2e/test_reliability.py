@@ -26,7 +26,7 @@ import requests
 from emulators.polling import wait_for
 from emulators.provision import cscfg, thumbprint
 from shared.domain.events import parse_event
-from shared.domain.runs import Trigger
+from shared.domain.records import Trigger
 from tests.e2e.world import (
     CERT,
     ROLES,
@@ -341,7 +341,7 @@ def test_a_host_killed_after_the_put_is_noticed_and_recorded_once(world: World, 
         from emulators.stack import app_settings
         from shared.config import Settings
         from shared.rotation.engine import Engine
-        from shared.domain.runs import Trigger
+        from shared.domain.records import Trigger
         env = {{**os.environ, **app_settings(dict(os.environ)),
                "ROTATION_RESOURCE_GROUPS": {world.rg_name!r}}}
         Engine.from_settings(Settings.from_env(env)).rotate(

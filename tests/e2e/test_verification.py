@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from shared.domain.runs import Trigger
+from shared.domain.records import Trigger
 from shared.rotation.follow import STOPPED_NOTE
 from tests.e2e.test_reliability import pending_journals
 from tests.e2e.world import CERT, World, engine_for

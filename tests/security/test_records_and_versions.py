@@ -12,7 +12,7 @@ from azure.keyvault.certificates import CertificateContentType, CertificatePolic
 
 from emulators.polling import wait_for
 from emulators.provision import cscfg, thumbprint
-from shared.domain.runs import Trigger
+from shared.domain.records import Trigger
 from shared.observability.announcements import chat_messages, cloud_events
 from tests.e2e.test_reliability import slow, update_seconds
 from tests.e2e.world import (

@@ -18,7 +18,8 @@ from shared.domain.model import (
     CloudServiceSnapshot,
     SecretGroup,
 )
-from shared.domain.runs import Outcome, RunRecord, RunStatus
+from shared.domain.outcomes import Outcome, RunStatus
+from shared.domain.records import RunRecord
 from shared.status.assessment import build, findings
 from shared.status.history import LastRun, last_runs, recent_records
 from shared.status.inventory import (

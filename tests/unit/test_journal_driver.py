@@ -13,7 +13,7 @@ from shared.config import Settings
 from shared.domain.errors import PlatformRejected
 from shared.domain.journal import Pending
 from shared.domain.model import CloudServiceSnapshot, SecretGroup
-from shared.domain.runs import WriteStatus
+from shared.domain.outcomes import WriteStatus
 from shared.rotation.follow import STOPPED_NOTE, follow
 from shared.rotation.writing import Context
 from tests.unit.journal_fakes import FakeLease, FakeOperations, FakePoller, FakeSigner

@@ -14,7 +14,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared.domain.model import CertificateVersion, PackageFacts, Plan, SecretGroup
-from shared.domain.runs import Action, Execution, Run, ServiceResult, Trigger
+from shared.domain.records import Action, Trigger
+from shared.domain.runs import Execution, Run, ServiceResult
 from shared.observability.announcements import (
     ChatMessage,
     chat_messages,

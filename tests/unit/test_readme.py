@@ -8,7 +8,7 @@ import re
 
 from emulators.sandbox import walkthrough
 from emulators.stack import ROOT
-from shared.domain.runs import Outcome, RunStatus
+from shared.domain.outcomes import Outcome, RunStatus
 
 README = ROOT / "README.md"
 MAX_BYTES = 25_000

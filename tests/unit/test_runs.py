@@ -8,20 +8,16 @@ from typing import Any
 
 import pytest
 
-from shared.domain.runs import (
+from shared.domain.outcomes import Outcome, RunStatus, WriteStatus
+from shared.domain.records import (
     Action,
-    Execution,
-    Outcome,
-    Run,
     RunRecord,
-    RunStatus,
     ServiceEntry,
-    ServiceResult,
     Trigger,
     WriteFacts,
-    WriteStatus,
     keep_finished,
 )
+from shared.domain.runs import Execution, Run, ServiceResult
 
 CS = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/cloudServices/"
 VAULT = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv1"
