@@ -141,6 +141,7 @@ def test_hostile_body_is_refused_before_any_request(
     assert answer.headers["Content-Type"].startswith("application/json")
     error = answer.json()["error"]
     assert error["field"] == field and message in error["message"], error
+    assert error["code"] == ("BodyTooLarge" if status == 413 else "InvalidInput"), error
     assert deployed.product_calls(mark) == []
 
 
@@ -167,6 +168,7 @@ def test_vault_outside_the_subscriptions_is_404_without_a_request(deployed: Worl
 
     assert answer.status_code == 404, answer.text
     assert answer.json()["error"] == {
+        "code": "NotFound",
         "field": "vault",
         "message": "the vault is in a subscription not in ROTATION_SUBSCRIPTIONS",
     }
