@@ -14,6 +14,10 @@ changes nothing; every error answers JSON naming the field: 413 for a body over
 ``MAX_BODY``, 400 for anything malformed (including nesting deeper than ``MAX_DEPTH`` and
 a key given twice), 404 for a vault outside ``ROTATION_SUBSCRIPTIONS``. Statuses come from
 the one table in :mod:`handlers.responses`, as for every HTTP function.
+
+Reads never write: ``GET /api/rotations/{id}`` answers the run record as stored. A run's
+updates still running are finished by the follow pipeline (``rotation_follow`` looks, the
+``follow_updates`` sweep), not by whoever reads the record.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ RUN_ID_CHARS = set("0123456789abcdefTZ-")
 # Azure ends an HTTP request after ~230 s; an update still running after this long is
 # answered 202 "updating" and goes on in Azure (its record keeps the operation's token).
 HTTP_WAIT_SECONDS = 60.0
-STATUS_WAIT_SECONDS = 5.0
 PAGE_SIZE, MAX_PAGE = 20, 100  # runs per history page: default, most
 
 
@@ -148,11 +151,13 @@ def _queued(runs: list[Run]) -> func.HttpResponse:
 @bp.route(route="rotations/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @answers_errors
 def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
+    """The run record as stored (JSON or a page): read-only, whatever its status."""
     run_id = _run_id(req.route_params.get("id", ""), "id")
-    if page_format(req) == "html":  # a page only reads the record: it never follows the update
-        return html_response(run_html.render_run(engine().storage.load_record(run_id)))
-    # A run still "updating" is followed a little first, then answered as it stands.
-    return json_response(engine().resume_run(run_id, STATUS_WAIT_SECONDS), 200)
+    wanted = page_format(req)
+    record = engine().storage.load_record(run_id)
+    if wanted == "html":
+        return html_response(run_html.render_run(record))
+    return json_response(record, 200)
 
 
 @bp.function_name("rotation_history")
