@@ -9,13 +9,14 @@ stack's ``stack.env``), whose values win over the environment's.
 
 Output is a table for people, or with ``--json`` the documents the HTTP API returns.
 ``rotate`` shows the engine's own log lines on stderr while it works (they carry the run
-and service ids) and waits for the update; ``follow`` does the same for a run already
-going. Vaults and services may be given by short name (:mod:`certrotate.names`). Exit
-status (``EPILOG``): 0 done; 1 not done (a service failed, was refused, hit a transient
-error, was rolled back or is still updating; a precondition failed; something was not
-found; Azure could not be reached); 2 bad input (arguments, the env file, the settings,
-an ambiguous name); 3 ``status --check`` found something that needs attention. Output cut
-short by a closed pipe (``| head``) ends quietly with 141, as a shell reports SIGPIPE.
+and service ids) and waits for the update; ``follow`` re-reads a run already going until
+it ends (read-only: the app's follow looks and sweep finish its updates). Vaults and
+services may be given by short name (:mod:`certrotate.names`). Exit status (``EPILOG``):
+0 done; 1 not done (a service failed, was refused, hit a transient error, was rolled back
+or is still updating; a precondition failed; something was not found; Azure could not be
+reached); 2 bad input (arguments, the env file, the settings, an ambiguous name); 3
+``status --check`` found something that needs attention. Output cut short by a closed pipe
+(``| head``) ends quietly with 141, as a shell reports SIGPIPE.
 """
 
 from __future__ import annotations
@@ -441,17 +442,13 @@ def _show(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
 
 def _follow(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
     """Progress of a run until it ends (or ``--timeout``): each service's outcome as it
-    changes. A run ``updating`` is followed as ``GET /api/rotations/{id}`` does (which
-    records how its updates ended, unless a follow look is at it); one ``queued`` or
-    ``running`` is a worker's, re-read."""
+    changes. Read-only, as ``GET /api/rotations/{id}``: the record is re-read until it
+    ends; the app's workers, follow looks and ``follow_updates`` sweep finish it."""
     run_id = _run_id(args.run_id)
     deadline = time.monotonic() + args.timeout
     seen: dict[str, str] = {}
     while True:
         record = engine.storage.load_record(run_id)
-        if record.status is RunStatus.UPDATING:
-            left = max(0.0, deadline - time.monotonic())
-            record = engine.resume_run(run_id, min(30.0, left))
         for entry in record.services:
             if seen.get(entry.cloud_service) != entry.outcome:
                 seen[entry.cloud_service] = entry.outcome

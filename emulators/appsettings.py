@@ -12,12 +12,14 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# env["X"], env.get("X"), os.environ.get("X"); the config helpers _flag(env, "X") ...; and
-# module constants holding a setting's name (NAME = "SOME_SETTING").
+# env["X"], env.get("X"), os.environ.get("X"); the config helpers _flag(env, "X") ...;
+# module constants holding a setting's name (NAME = "SOME_SETTING"); and binding
+# expressions the Functions host resolves from app settings ("%SOME_SETTING%").
 READ = re.compile(
     r"""(?:env|environ)(?:\.get\(|\[)\s*"([A-Za-z][A-Za-z0-9_]+)"|"""
-    r"""_(?:flag|number|whole|https|list|port_range)\(env,\s*"([A-Za-z][A-Za-z0-9_]+)"|"""
-    r"""^[A-Z_]+ = "([A-Z][A-Z0-9]+(?:_[A-Z0-9]+)+)"$""",
+    r"""_(?:flag|number|whole|https|list|port_range|schedule)\(env,\s*"([A-Za-z][A-Za-z0-9_]+)"|"""
+    r"""^[A-Z_]+ = "([A-Z][A-Z0-9]+(?:_[A-Z0-9]+)+)"$|"""
+    r'"%([A-Za-z][A-Za-z0-9_]+)%"',
     re.M,
 )
 

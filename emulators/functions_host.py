@@ -17,8 +17,12 @@ Theory of operation. At start-up the host puts the app folder first on ``sys.pat
 the working directory, imports ``function_app`` and takes the one module-level
 ``FunctionRegister`` (``func.FunctionApp``), as the worker does. It calls
 ``app.get_functions()`` exactly once (a second call raises) and indexes each function by
-name from its raw bindings, the JSON the worker sends the host. Loading fails loudly on
-what this host cannot honour: a trigger other than HTTP, Event Grid, timer or queue, any
+name from its raw bindings, the JSON the worker sends the host. ``%NAME%`` expressions in
+a timer's ``schedule`` and a queue's ``queueName`` are replaced by app settings, as the
+WebJobs SDK's name resolver does; a function whose expression names a missing setting is
+"in error", as in Azure: logged (``'%NAME%' does not resolve to a value.``) and not
+served, while the other functions are. Loading fails loudly on what this host cannot
+honour: a trigger other than HTTP, Event Grid, timer or queue, any
 binding besides the trigger, the HTTP ``$return`` and queue outputs, a queue connection
 without identity-based settings, or a Python parameter that no binding fills.
 
@@ -136,6 +140,33 @@ class AppLoadError(Exception):
     """The app cannot be served the way the real host would serve it."""
 
 
+class FunctionInError(Exception):
+    """One function the real host would not index (it logs it and serves the others)."""
+
+
+# Binding properties the host resolves ``%NAME%`` app-setting expressions in (the
+# extensions' [AutoResolve] properties this host honours).
+_RESOLVED_PROPERTIES = ("schedule", "queueName")
+
+
+def resolve_app_settings(text: str, settings: Mapping[str, str]) -> str:
+    """``text`` with each ``%NAME%`` replaced by the app setting NAME, with the messages of
+    the WebJobs SDK's ``NameResolverExtensions.ResolveWholeString``; FunctionInError when a
+    setting is missing or a ``%`` is not closed."""
+    resolved, at = [], 0
+    while (start := text.find("%", at)) >= 0:
+        end = text.find("%", start + 1)
+        if end < 0:
+            raise FunctionInError(f"The '%' at position {start} does not have a closing '%'")
+        name = text[start + 1 : end]
+        value = settings.get(name)
+        if value is None:
+            raise FunctionInError(f"'%{name}%' does not resolve to a value.")
+        resolved += [text[at:start], value]
+        at = end + 1
+    return "".join([*resolved, text[at:]])
+
+
 # --- Route templates ------------------------------------------------------------------
 
 
@@ -249,7 +280,7 @@ class QueueBinding:
         if not _QUEUE_NAME.fullmatch(queue):
             raise AppLoadError(f"function '{function}': queue name {queue!r} is not a valid "
                                "Azure queue name (3-63 lower-case letters, digits, single "
-                               "hyphens; app-setting expressions are not supported here)")
+                               "hyphens)")
         return cls(str(binding["name"]), queue,
                    str(binding.get("connection") or "AzureWebJobsStorage"))
 
@@ -264,6 +295,7 @@ class Function:
     methods: frozenset[str] | None = None  # None: every method
     auth_level: str = "function"
     queue: QueueBinding | None = None  # the queue trigger's
+    schedule: str | None = None  # a timer's, its %SETTING% expressions resolved
     outputs: tuple[QueueBinding, ...] = ()  # queue output bindings (``$return`` possible)
 
 
@@ -326,9 +358,13 @@ def _check_signature(
         raise AppLoadError(f"function '{name}': return annotation does not match binding 'http'")
 
 
-def _index(fn: Any) -> Function:
+def _index(fn: Any, settings: Mapping[str, str]) -> Function:
     name = str(fn.get_function_name())
     bindings = [json.loads(raw) for raw in fn.get_raw_bindings()]
+    for binding in bindings:
+        for key in _RESOLVED_PROPERTIES:
+            if isinstance(binding.get(key), str):
+                binding[key] = resolve_app_settings(binding[key], settings)
     triggers = [b for b in bindings if str(b["type"]).endswith("Trigger")]
     if len(triggers) != 1 or triggers[0]["type"] not in _ANNOTATION_CHECKS:
         types = [b["type"] for b in bindings]
@@ -349,6 +385,9 @@ def _index(fn: Any) -> Function:
     if kind == QUEUE:
         return Function(name, kind, arg_name, user, queue=QueueBinding.from_json(name, trigger),
                         outputs=outputs)
+    if kind == TIMER:
+        return Function(name, kind, arg_name, user, outputs=outputs,
+                        schedule=str(trigger.get("schedule")))
     if kind != HTTP:
         return Function(name, kind, arg_name, user, outputs=outputs)
     methods = trigger.get("methods")
@@ -364,8 +403,11 @@ def _index(fn: Any) -> Function:
     )
 
 
-def load_app(app_dir: Path) -> list[Function]:
-    """Import ``function_app.py`` from ``app_dir`` (also made the working directory)."""
+def load_app(app_dir: Path, settings: Mapping[str, str] | None = None) -> list[Function]:
+    """Import ``function_app.py`` from ``app_dir`` (also made the working directory); the
+    functions to serve, without those in error (``settings``: the app settings, by default
+    the environment)."""
+    settings = os.environ if settings is None else settings
     app_dir = app_dir.resolve()
     sys.path.insert(0, str(app_dir))
     os.chdir(app_dir)
@@ -373,7 +415,12 @@ def load_app(app_dir: Path) -> list[Function]:
     apps = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
     if len(apps) != 1:
         raise AppLoadError(f"function_app.py must define one FunctionApp, found {len(apps)}")
-    functions = [_index(fn) for fn in apps[0].get_functions()]
+    functions = []
+    for fn in apps[0].get_functions():
+        try:
+            functions.append(_index(fn, settings))
+        except FunctionInError as exc:  # the real host's words; its other functions run
+            log.error("The '%s' function is in error: %s", fn.get_function_name(), exc)
     names = [f.name.lower() for f in functions]
     if len(set(names)) != len(names):
         raise AppLoadError("function names must be unique (case-insensitively)")
@@ -824,7 +871,9 @@ async def run(app_dir: Path, port: int, ready: Path) -> None:
     except QueueConfigError as exc:
         raise AppLoadError(str(exc)) from None
     for fn in functions:
-        if fn.route is None:
+        if fn.schedule is not None:
+            log.info("Function '%s' (%s) schedule '%s'", fn.name, fn.trigger, fn.schedule)
+        elif fn.route is None:
             log.info("Function '%s' (%s)", fn.name, fn.trigger)
         else:
             route = "/".join(part for part in (route_prefix, fn.route.template) if part)

@@ -174,6 +174,10 @@ def app_settings(env: dict[str, str]) -> dict[str, str]:
         # stand-ins for PACKAGE_CONTAINERS from infra and for *.vault.azure.net).
         "PACKAGE_CONTAINERS": f"{env['AZURITE_BLOB_URL']}/{PACKAGE_CONTAINER}",
         "LOCAL_VAULT_PORTS": env["LOCAL_VAULT_PORTS"],
+        # The timers' schedules, infra's defaults: the host resolves the %SETTING% in each
+        # and, as in Azure, leaves a timer whose setting is missing unindexed.
+        "RECONCILE_SCHEDULE": "0 0 * * * *",
+        "FOLLOW_SCHEDULE": "0 */5 * * * *",
     }
 
 

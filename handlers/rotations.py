@@ -12,7 +12,12 @@ request, following its updates for up to ``HTTP_WAIT_SECONDS``.
 Input is validated completely before anything is read from Azure, so a bad request
 changes nothing; every error answers JSON naming the field: 413 for a body over
 ``MAX_BODY``, 400 for anything malformed (including nesting deeper than ``MAX_DEPTH`` and
-a key given twice), 404 for a vault outside ``ROTATION_SUBSCRIPTIONS``.
+a key given twice), 404 for a vault outside ``ROTATION_SUBSCRIPTIONS``. Statuses come from
+the one table in :mod:`handlers.responses`, as for every HTTP function.
+
+Reads never write: ``GET /api/rotations/{id}`` answers the run record as stored. A run's
+updates still running are finished by the follow pipeline (``rotation_follow`` looks, the
+``follow_updates`` sweep), not by whoever reads the record.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ from urllib.parse import urlencode
 
 import azure.functions as func
 
-from handlers.responses import enveloped, error_for, error_response, json_response
+from handlers.responses import answers_errors, json_response
 from handlers.runtime import engine
-from handlers.status import FORMATS, html_response, page_format
+from handlers.status import html_response, page_format
 from shared.domain.compute_ids import split_service_id
-from shared.domain.errors import InvalidInput
+from shared.domain.errors import InvalidInput, NotFound
 from shared.domain.json_body import load_object
 from shared.domain.records import Trigger
 from shared.domain.requests import RotationRequest
@@ -43,12 +48,13 @@ RUN_ID_CHARS = set("0123456789abcdefTZ-")
 # Azure ends an HTTP request after ~230 s; an update still running after this long is
 # answered 202 "updating" and goes on in Azure (its record keeps the operation's token).
 HTTP_WAIT_SECONDS = 60.0
-STATUS_WAIT_SECONDS = 5.0
 PAGE_SIZE, MAX_PAGE = 20, 100  # runs per history page: default, most
 
 
-def _valid_run_id(run_id: str) -> bool:
-    return bool(run_id) and len(run_id) <= 64 and set(run_id) <= RUN_ID_CHARS
+def _run_id(text: str, field: str) -> str:
+    if not text or len(text) > 64 or not set(text) <= RUN_ID_CHARS:
+        raise InvalidInput(field, "not a rotation run id")
+    return text
 
 
 def parse_request(raw: bytes) -> RotationRequest:
@@ -68,29 +74,24 @@ def parse_request(raw: bytes) -> RotationRequest:
 
 @bp.function_name("rotations")
 @bp.route(route="rotations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-@enveloped
+@answers_errors
 def start_rotation(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        request = parse_request(req.get_body())
-        if not engine().settings.in_scope(request.vault_id):
-            return error_response(
-                404, "the vault is in a subscription not in ROTATION_SUBSCRIPTIONS", "vault"
-            )
-        if not request.dry_run and engine().queues is not None:
-            return _queued(engine().queue_rotation(
-                request.vault_id, request.certificate, request.cloud_services, request.force
-            ))
-        run = engine().rotate(
-            request.vault_id,
-            request.certificate,
-            Trigger("manual"),
-            only=request.cloud_services,
-            dry_run=request.dry_run,
-            wait_seconds=HTTP_WAIT_SECONDS,
-            force=request.force,
-        )
-    except Exception as exc:  # every failure answers the JSON envelope
-        return error_for(exc)
+    request = parse_request(req.get_body())
+    if not engine().settings.in_scope(request.vault_id):
+        raise NotFound("the vault is in a subscription not in ROTATION_SUBSCRIPTIONS", "vault")
+    if not request.dry_run and engine().queues is not None:
+        return _queued(engine().queue_rotation(
+            request.vault_id, request.certificate, request.cloud_services, request.force
+        ))
+    run = engine().rotate(
+        request.vault_id,
+        request.certificate,
+        Trigger("manual"),
+        only=request.cloud_services,
+        dry_run=request.dry_run,
+        wait_seconds=HTTP_WAIT_SECONDS,
+        force=request.force,
+    )
     if request.dry_run:
         return json_response(
             {
@@ -149,57 +150,43 @@ def _queued(runs: list[Run]) -> func.HttpResponse:
 
 @bp.function_name("rotation_status")
 @bp.route(route="rotations/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-@enveloped
+@answers_errors
 def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
-    run_id = req.route_params.get("id", "")
-    if not _valid_run_id(run_id):
-        return error_response(400, "not a rotation run id", "id")
+    """The run record as stored (JSON or a page): read-only, whatever its status."""
+    run_id = _run_id(req.route_params.get("id", ""), "id")
     wanted = page_format(req)
-    if wanted is None:
-        return error_response(400, f"must be one of {', '.join(FORMATS)}", "format")
-    try:
-        if wanted == "html":  # a page only reads the record: it never follows the update
-            return html_response(
-                run_html.render_run(engine().storage.load_record(run_id).to_json())
-            )
-        # A run still "updating" is followed a little first, then answered as it stands.
-        return json_response(engine().resume_run(run_id, STATUS_WAIT_SECONDS).to_json(), 200)
-    except Exception as exc:  # every failure answers the JSON envelope
-        return error_for(exc)
+    record = engine().storage.load_record(run_id).to_json()
+    if wanted == "html":
+        return html_response(run_html.render_run(record))
+    return json_response(record, 200)
 
 
 @bp.function_name("rotation_history")
 @bp.route(route="rotations", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-@enveloped
+@answers_errors
 def rotation_history(req: func.HttpRequest) -> func.HttpResponse:
     """Runs newest first, ``limit`` at a time (``before``: the last id of the previous page),
     only those touching ``cloudService`` if given. Read-only."""
     wanted = page_format(req)
-    if wanted is None:
-        return error_response(400, f"must be one of {', '.join(FORMATS)}", "format")
     text = req.params.get("limit", str(PAGE_SIZE))
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
-        return error_response(400, f"must be a whole number from 1 to {MAX_PAGE}", "limit")
+        raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_PAGE}")
     limit = int(text)
     before = req.params.get("before") or None
-    if before is not None and not _valid_run_id(before):
-        return error_response(400, "not a rotation run id", "before")
+    if before is not None:
+        _run_id(before, "before")
     service = req.params.get("cloudService") or None
     if service is not None:
         try:
             split_service_id(service)
         except InvalidInput as exc:
-            return error_response(400, exc.detail, "cloudService")
-    try:
-        records = [
-            r.to_json()
-            for r in recent_records(
-                engine().storage, limit=limit + 1, service_id=service, scan=MAX_SCAN,
-                before=before,
-            )
-        ]
-    except Exception as exc:  # every failure answers the JSON envelope
-        return error_for(exc)
+            raise InvalidInput("cloudService", exc.detail) from None
+    records = [
+        r.to_json()
+        for r in recent_records(
+            engine().storage, limit=limit + 1, service_id=service, scan=MAX_SCAN, before=before
+        )
+    ]
     page, more = records[:limit], len(records) > limit
     after = {"limit": str(limit), "before": str(page[-1]["id"])} if more else None
     if service is not None and after is not None:

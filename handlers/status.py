@@ -11,8 +11,9 @@ import logging
 
 import azure.functions as func
 
-from handlers.responses import enveloped, error_for, error_response, json_response
+from handlers.responses import answers_errors, json_response
 from handlers.runtime import engine
+from shared.domain.errors import InvalidInput
 from shared.status import status_html
 from shared.status.gather import gather
 
@@ -29,11 +30,12 @@ HTML_HEADERS = {
 }
 
 
-def page_format(req: func.HttpRequest) -> str | None:
-    """``json`` or ``html`` from ``?format=``; None when it is neither."""
-    wanted = req.params.get("format", "json").strip().lower()
-    return wanted if wanted in FORMATS else None
-
+def page_format(req: func.HttpRequest) -> str:
+    """``json`` or ``html`` from ``?format=``; InvalidInput naming ``format`` otherwise."""
+    wanted = str(req.params.get("format", "json")).strip().lower()
+    if wanted not in FORMATS:
+        raise InvalidInput("format", f"must be one of {', '.join(FORMATS)}")
+    return wanted
 
 
 def html_response(page: str) -> func.HttpResponse:
@@ -44,15 +46,10 @@ def html_response(page: str) -> func.HttpResponse:
 
 @bp.function_name("status")
 @bp.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-@enveloped
+@answers_errors
 def status(req: func.HttpRequest) -> func.HttpResponse:
     wanted = page_format(req)
-    if wanted is None:
-        return error_response(400, f"must be one of {', '.join(FORMATS)}", "format")
-    try:
-        found = gather(engine())
-    except Exception as exc:  # every failure answers the JSON envelope
-        return error_for(exc)
+    found = gather(engine())
     if wanted == "html":
         return html_response(status_html.render(found))
     return json_response(found.to_json(), 200)

@@ -7,7 +7,7 @@ plans each certificate's services (a dry run: reads only, nothing written when n
 changed) and queues those with a change to make as batches on ``cert-rotation-services``,
 each converged as a reconcile run by whichever instance takes it: the writes are spread
 over the instances, and this timer, which the host never runs twice at once, is not held
-for them. Schedule: ``RECONCILE_SCHEDULE`` (NCRONTAB, default hourly).
+for them. Schedule: the ``RECONCILE_SCHEDULE`` app setting (NCRONTAB; infra sets hourly).
 
 ``follow_updates`` is the backstop sweep of updates still running. A run does not wait for
 its updates: it queues a follow message that looks at them until they end
@@ -16,8 +16,14 @@ sent, a poison look), the update's journal (the continuation token in the servic
 blob) is still there, and this timer looks at every journal in scope: an update that has
 ended is verified and recorded in the run that sent it; one still running is left to run.
 With nothing journaled a tick costs one blob listing and logs nothing. A service whose lease
-another invocation holds is being looked at already. Schedule: ``FOLLOW_SCHEDULE``
-(default every five minutes).
+another invocation holds is being looked at already. Schedule: the ``FOLLOW_SCHEDULE`` app
+setting (infra sets every five minutes).
+
+The schedules are ``%SETTING%`` binding expressions, resolved by the Functions host from the
+app settings when it indexes the functions, not by this module at import. A setting that
+is missing leaves its timer unindexed (the host logs "'%RECONCILE_SCHEDULE%' does not
+resolve to a value"), so infra/main.bicep and the local stack always set both;
+``Settings.from_env`` checks their shape.
 
 Either invocation fails when some work could not be done (transient errors), so it shows up
 in monitoring; the next tick tries again. The Functions host never runs a timer function
@@ -27,7 +33,6 @@ twice at once, so a long tick simply delays the next.
 from __future__ import annotations
 
 import logging
-import os
 
 import azure.functions as func
 
@@ -47,7 +52,7 @@ def _fail_on_transient(name: str, outcomes: dict[str, int]) -> None:
 @bp.function_name("reconcile")
 @bp.timer_trigger(
     arg_name="timer",
-    schedule=os.environ.get("RECONCILE_SCHEDULE") or "0 0 * * * *",
+    schedule="%RECONCILE_SCHEDULE%",
     run_on_startup=False,
 )
 def reconcile(timer: func.TimerRequest) -> None:
@@ -59,7 +64,7 @@ def reconcile(timer: func.TimerRequest) -> None:
 @bp.function_name("follow_updates")
 @bp.timer_trigger(
     arg_name="timer",
-    schedule=os.environ.get("FOLLOW_SCHEDULE") or "0 */5 * * * *",
+    schedule="%FOLLOW_SCHEDULE%",
     run_on_startup=False,
 )
 def follow_updates(timer: func.TimerRequest) -> None:

@@ -70,9 +70,13 @@ param instanceSettleSeconds int = 600
 @description('ROTATION_ROLLBACK: roll a service back when its update fails verification.')
 param rollback bool = false
 
+// The timers' schedules are %SETTING% binding expressions (handlers/timers.py): the host does
+// not index a timer whose setting is missing, so both are always set, never empty.
+@minLength(11)
 @description('RECONCILE_SCHEDULE: NCRONTAB schedule of the backstop reconcile run.')
 param reconcileSchedule string = '0 0 * * * *'
 
+@minLength(11)
 @description('FOLLOW_SCHEDULE: NCRONTAB schedule of the sweep that looks at journaled updates whose follow message was lost.')
 param followSchedule string = '0 */5 * * * *'
 

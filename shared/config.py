@@ -20,6 +20,8 @@ from shared.domain.packages import ContainerRef, parse_containers
 
 UNTAGGED_MODES = ("report", "update")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+# NCRONTAB with seconds, six fields (Flex Consumption takes no TimeSpan schedules).
+_NCRONTAB = re.compile(r"^\s*[\w*/,-]+(\s+[\w*/,-]+){5}\s*$")
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -72,6 +74,17 @@ def _port_range(env: Mapping[str, str], name: str) -> tuple[int, int] | None:
     if not 1 <= ports[0] <= ports[1] <= 65535:
         raise ConfigError(f"{name}={raw!r} is not a port range (e.g. 20000-20511)")
     return ports
+
+
+def _schedule(env: Mapping[str, str], name: str) -> None:
+    """A timer's schedule, which the Functions host reads (``%NAME%`` in handlers/timers.py):
+    checked here so a malformed one is named at the first invocation. Missing is the
+    host's to report (it does not index the timer)."""
+    raw = env.get(name, "")
+    if raw and not _NCRONTAB.match(raw):
+        raise ConfigError(
+            f"{name}={raw!r} is not an NCRONTAB schedule (six fields, e.g. '0 0 * * * *')"
+        )
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -192,6 +205,8 @@ class Settings:
             if env.get(name) and not env[name].startswith("https://"):
                 raise ConfigError(f"{name} must be an https URL")
         storage_suffix = (env.get("STORAGE_DNS_SUFFIX") or cls.storage_dns_suffix).strip(".")
+        _schedule(env, "RECONCILE_SCHEDULE")
+        _schedule(env, "FOLLOW_SCHEDULE")
         return cls(
             package_containers=parse_containers(
                 env.get("PACKAGE_CONTAINERS", ""), storage_suffix

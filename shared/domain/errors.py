@@ -26,7 +26,12 @@ class IgnoredEvent(RotationError):
 
 
 class NotFound(RotationError):
-    """A vault, certificate or cloud service that the request names does not exist."""
+    """A vault, certificate or cloud service that the request names does not exist.
+    ``field`` names the part of the request that named it, when known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ConfigError(RotationError):

@@ -142,28 +142,6 @@ def parse_event(item: Mapping[str, Any]) -> CertificateEvent:
     )
 
 
-def validation_code(items: Any) -> str | None:
-    """The ``data.validationCode`` of a subscription-validation delivery, else None.
-
-    ``items`` is the decoded request body: an array holding one event or a single
-    event object. Never raises: anything unexpected simply is not a handshake.
-    """
-    item = items[0] if isinstance(items, list) and len(items) == 1 else items
-    if not isinstance(item, Mapping):
-        return None
-    event_type = item.get(_schema_of(item).type_key)
-    if not isinstance(event_type, str) or not _is_validation(event_type):
-        return None
-    try:
-        data = _decoded_data(item.get("data"))
-    except InvalidInput:
-        return None
-    code = data.get("validationCode") if isinstance(data, Mapping) else None
-    if not isinstance(code, str):
-        return None
-    return code.strip() or None
-
-
 def _shown(value: object) -> str:
     """``repr`` of a sender-supplied value, clipped: error messages are logged, and an
     event may carry up to a megabyte of whatever its sender chose."""
@@ -190,7 +168,7 @@ def _certificate_kind(item: Mapping[str, Any], schema: _Schema) -> str:
     if _is_validation(event_type):
         raise IgnoredEvent(
             f"{SUBSCRIPTION_VALIDATION} is the webhook handshake; "
-            "the HTTP layer answers it via validation_code()"
+            "the Functions host's Event Grid extension answers it"
         )
     kind = _CERTIFICATE_TYPES.get(event_type.casefold())
     if kind is None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from emulators.appsettings import settings_read_by_the_app
-from tests.infra.bicep import template, variable
+from emulators.stack import app_settings
+from shared.config import Settings
+from tests.infra.bicep import ROOT, template, variable
 
 # Read by the app but never set in Azure, with the reason.
 NOT_DEPLOYED = {
@@ -47,3 +51,28 @@ def test_the_scan_finds_the_known_settings() -> None:
     assert {"ROTATION_SUBSCRIPTIONS", "RECONCILE_SCHEDULE", "PACKAGE_SAS_HOURS",
             "AzureWebJobsStorage__blobServiceUri", "APPLICATIONINSIGHTS_CONNECTION_STRING",
             *NOT_DEPLOYED} <= settings_read_by_the_app()
+
+
+def test_every_binding_expression_setting_is_always_set() -> None:
+    """The Functions host does not index a function whose ``%SETTING%`` is missing ("'%X%'
+    does not resolve to a value"): infra sets each from a parameter that cannot be empty,
+    whose default the app accepts, and the local stack sets each too."""
+    expressions = {
+        name
+        for path in (ROOT / "handlers").glob("*.py")
+        for name in re.findall(r'"%([A-Za-z][A-Za-z0-9_]*)%"', path.read_text())
+    }
+    assert expressions == {"RECONCILE_SCHEDULE", "FOLLOW_SCHEDULE"}
+    main = template("main.bicep")
+    chosen = main["modules"]["app"]["config"]["params"]["settings"]
+    base = {"ROTATION_SUBSCRIPTIONS": "00000000-0000-0000-0000-000000000001",
+            "ROTATION_STORAGE_URL": "https://st.blob.core.windows.net"}
+    for name in sorted(expressions):
+        param = main["parameters"][chosen[name]]
+        least = [d["argument"] for d in param["decorators"] if d["type"] == "min_length"]
+        assert least and least[0] >= 1, f"{name}: its parameter may be empty"
+        Settings.from_env({**base, name: param["default"]})  # a schedule the app accepts
+    stack = app_settings({k: "x" for k in (
+        "AZURE_SUBSCRIPTION_ID", "AZURITE_BLOB_URL", "AZURITE_QUEUE_URL", "ARM_ENDPOINT",
+        "STACK_CA_BUNDLE", "AZURE_CLIENT_ID", "LOCAL_VAULT_PORTS")})
+    assert expressions <= set(stack)

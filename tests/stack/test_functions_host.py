@@ -21,7 +21,12 @@ from typing import Any
 import pytest
 import requests
 
-from emulators.functions_host import OVERRIDE_PREFIX, read_host_json
+from emulators.functions_host import (
+    OVERRIDE_PREFIX,
+    FunctionInError,
+    read_host_json,
+    resolve_app_settings,
+)
 from emulators.polling import wait_for
 from tests.conftest import LocalStack
 
@@ -501,3 +506,62 @@ def test_app_settings_override_host_json_values(tmp_path: Path) -> None:
     assert read_host_json(tmp_path, {}) == {
         "version": "2.0", "extensions": {"queues": {"batchSize": 4}},
     }
+
+
+# --- App-setting binding expressions ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "resolved"),
+    [
+        ("0 0 3 * * *", "0 0 3 * * *"),
+        ("%TICK%", "0 */5 * * * *"),
+        ("jobs-%ENV%-%ENV%", "jobs-dev-dev"),
+        ("%EMPTY%", ""),  # set but empty resolves (to what the extension then refuses)
+        ("%MISSING%", "'%MISSING%' does not resolve to a value."),
+        ("jobs-%ENV", "The '%' at position 5 does not have a closing '%'"),
+    ],
+)
+def test_app_setting_expressions_resolve_as_the_webjobs_name_resolver_does(
+    text: str, resolved: str
+) -> None:
+    settings = {"TICK": "0 */5 * * * *", "ENV": "dev", "EMPTY": ""}
+    try:
+        assert resolve_app_settings(text, settings) == resolved
+    except FunctionInError as exc:
+        assert str(exc) == resolved
+
+
+def test_a_timer_schedule_comes_from_its_app_setting_and_a_missing_one_is_in_error(
+    tmp_path: Path,
+) -> None:
+    """``schedule="%NAME%"`` is resolved from the app settings when the host indexes the app;
+    a timer whose setting is missing is in error (logged, not served), the others run."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(
+        "import azure.functions as func\n\napp = func.FunctionApp()\n\n\n"
+        "@app.timer_trigger(schedule='%TICK_SCHEDULE%', arg_name='t')\n"
+        "def tick(t: func.TimerRequest) -> None:\n    pass\n\n\n"
+        "@app.timer_trigger(schedule='%MISSING_SCHEDULE%', arg_name='t')\n"
+        "def orphan(t: func.TimerRequest) -> None:\n    pass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MISSING_SCHEDULE"}
+    proc, ready = _start(app_dir, tmp_path, {**env, **KEYS, "TICK_SCHEDULE": "0 30 2 * * *"})
+    try:
+        wait_for(lambda: ready.exists() or proc.poll() is not None, "the host to start")
+        assert proc.poll() is None, (tmp_path / "host.log").read_text()
+        url = f"http://127.0.0.1:{json.loads(ready.read_text())['port']}"
+        master, body = {"x-functions-key": MASTER_KEY}, json.dumps({"input": ""})
+        run = requests.post(f"{url}/admin/functions/tick", data=body, headers=master, timeout=10)
+        assert run.status_code == 202
+        gone = requests.post(f"{url}/admin/functions/orphan", data=body, headers=master,
+                             timeout=10)
+        assert gone.status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    log = (tmp_path / "host.log").read_text()
+    assert "Function 'tick' (timerTrigger) schedule '0 30 2 * * *'" in log
+    assert ("The 'orphan' function is in error: '%MISSING_SCHEDULE%' does not resolve to a "
+            "value.") in log

@@ -22,7 +22,8 @@ def test_only_names_the_app_reads_and_the_stack_does_not_wire_count() -> None:
     assert set(app_settings({k: "x" for k in (
         "AZURE_SUBSCRIPTION_ID", "AZURITE_BLOB_URL", "AZURITE_QUEUE_URL", "ARM_ENDPOINT",
         "STACK_CA_BUNDLE", "AZURE_CLIENT_ID", "LOCAL_VAULT_PORTS")})) - STACK_WIRED == {
-        "KEYVAULT_VERIFY_CHALLENGE_RESOURCE", "OPERATION_WAIT_SECONDS", "ARM_POLLING_INTERVAL"}
+        "KEYVAULT_VERIFY_CHALLENGE_RESOURCE", "OPERATION_WAIT_SECONDS", "ARM_POLLING_INTERVAL",
+        "RECONCILE_SCHEDULE", "FOLLOW_SCHEDULE"}
 
 
 def _environ(pid: int) -> dict[str, str]:

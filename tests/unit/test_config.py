@@ -57,6 +57,11 @@ def test_accepted(extra: dict[str, str], value: tuple[str, object]) -> None:
         ({"ROTATION_STORAGE_URL": "http://st"}, "ROTATION_STORAGE_URL (or AzureWebJobsStorage"),
         ({"NOTIFY_WEBHOOK_FORMAT": "irc"}, "NOTIFY_WEBHOOK_FORMAT='irc' is not supported"),
         ({"NOTIFY_WEBHOOK_URL": "http://hooks"}, "NOTIFY_WEBHOOK_URL must be an https URL"),
+        # The host reads the schedules (%SETTING% expressions); their shape is checked here.
+        ({"RECONCILE_SCHEDULE": "hourly"},
+         "RECONCILE_SCHEDULE='hourly' is not an NCRONTAB schedule (six fields"),
+        ({"FOLLOW_SCHEDULE": "*/5 * * * *"},  # five-field cron: NCRONTAB starts with seconds
+         "FOLLOW_SCHEDULE='*/5 * * * *' is not an NCRONTAB schedule"),
     ],
 )
 def test_refused_with_the_setting_named(extra: dict[str, str], message: str) -> None:

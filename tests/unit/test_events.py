@@ -20,7 +20,6 @@ from shared.domain.events import (
     NEW_VERSION,
     CertificateEvent,
     parse_event,
-    validation_code,
 )
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -417,52 +416,6 @@ def test_invalid_input_carries_field() -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_event(_with_data(EG_EVENT, VaultName="kv2"))
     assert caught.value.field == "data.VaultName"
-
-
-VALIDATION_EVENT: dict[str, Any] = {
-    "id": "2d1781af-3a4c-4d7c-bd0c-e34b19da4e66",
-    "topic": f"/subscriptions/{SUB}",
-    "subject": "",
-    "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
-    "eventTime": "2018-01-25T22:12:19.4556811Z",
-    "metadataVersion": "1",
-    "dataVersion": "1",
-    "data": {
-        "validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
-        "validationUrl": "https://rp-eastus2.eventgrid.azure.net:553/eventsubscriptions/x/validate",
-    },
-}
-CODE = "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"
-
-VALIDATION_CASES = [
-    pytest.param([VALIDATION_EVENT], CODE, id="array-of-one"),
-    pytest.param(VALIDATION_EVENT, CODE, id="single-object"),
-    pytest.param(
-        {
-            "id": "x",
-            "specversion": "1.0",
-            "type": "Microsoft.EventGrid.SubscriptionValidationEvent",
-            "source": f"/subscriptions/{SUB}",
-            "data": json.dumps(VALIDATION_EVENT["data"]),
-        },
-        CODE,
-        id="cloudevent-double-encoded-data",
-    ),
-    pytest.param([VALIDATION_EVENT, VALIDATION_EVENT], None, id="batched-is-not-handshake"),
-    pytest.param([EG_EVENT], None, id="certificate-event"),
-    pytest.param(CLOUD_EVENT, None, id="cloudevent-notification"),
-    pytest.param(_with(VALIDATION_EVENT, data="{oops"), None, id="bad-json-data"),
-    pytest.param(_with(VALIDATION_EVENT, data={"validationCode": 7}), None, id="code-not-str"),
-    pytest.param(_with(VALIDATION_EVENT, data=None), None, id="no-data"),
-    pytest.param([], None, id="empty-array"),
-    pytest.param("hello", None, id="string-body"),
-    pytest.param(None, None, id="no-body"),
-]
-
-
-@pytest.mark.parametrize(("body", "expected"), VALIDATION_CASES)
-def test_validation_code(body: Any, expected: str | None) -> None:
-    assert validation_code(body) == expected
 
 
 def test_module_is_pure() -> None:

@@ -16,7 +16,10 @@ from handlers import status
 
 
 def http_functions() -> list[Any]:
-    """The app's HTTP-triggered functions, from every blueprint function_app registers."""
+    """The app's HTTP-triggered functions, from every blueprint function_app registers.
+
+    azure-functions 1.x has no public list of an app's functions before indexing; the
+    worker reads these same private ``_function_builders``/``_function`` attributes."""
     functions = [builder._function for builder in function_app.app._function_builders]
     return [f for f in functions if any(b.type == "httpTrigger" for b in f.get_bindings())]
 
@@ -27,7 +30,7 @@ def test_every_http_function_is_enveloped() -> None:
         "rotations", "rotation_status", "rotation_history", "status"}
     bare = [f.get_function_name() for f in functions
             if not hasattr(f.get_user_function(), "__wrapped__")]
-    assert not bare, f"wrap these in handlers.responses.enveloped: {bare}"
+    assert not bare, f"wrap these in handlers.responses.answers_errors: {bare}"
 
 
 def test_an_error_while_rendering_is_the_envelope(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,4 +47,4 @@ def test_an_error_while_rendering_is_the_envelope(monkeypatch: pytest.MonkeyPatc
     assert answer.status_code == 500
     assert answer.mimetype == "application/json"
     error = json.loads(answer.get_body())["error"]
-    assert error["message"] == "internal error (RuntimeError); see the app's log"
+    assert (error["code"], error["message"]) == ("InternalError", "internal error; see the app's log")
