@@ -36,14 +36,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from azure.core.polling import LROPoller
 
 from shared.adapters.compute import Compute, operation_id
-from shared.adapters.storage import Lease, Storage
+from shared.adapters.storage import Storage
 from shared.config import Settings
 from shared.domain import cscfg
+from shared.domain.convergence import Reason, after_earlier_write
 from shared.domain.errors import (
     PlatformRejected,
     PreconditionFailed,
@@ -63,6 +64,7 @@ from shared.domain.model import (
 )
 from shared.domain.packages import PackageRef, parse_package
 from shared.domain.runs import Execution, WriteResult, WriteStatus
+from shared.rotation.ports import CloudServices, JournalLease, Ports, Store
 
 log = logging.getLogger("certrotate.executor")
 IN_PROGRESS = {"creating", "updating", "deleting"}
@@ -88,11 +90,11 @@ class Context:
     service_id: str
     name: str
     upgrade_mode: str | None
-    compute: Compute
-    storage: Storage
+    compute: CloudServices
+    storage: Store
     settings: Settings
     now: Callable[[], datetime]
-    lease: Lease
+    lease: JournalLease
     deadline: float
     ended: Ended = field(default=lambda entry, outcome: None)
     # A look (a follow message): the service as read under the lease. While its state says
@@ -105,11 +107,11 @@ class Context:
     def locked(
         cls,
         service: CloudServiceSnapshot,
-        compute: Compute,
-        storage: Storage,
+        compute: CloudServices,
+        storage: Store,
         settings: Settings,
         now: Callable[[], datetime],
-        lease: Lease,
+        lease: JournalLease,
         wait_seconds: float,
         ended: Ended | None = None,
         look: bool = False,
@@ -155,21 +157,38 @@ class Context:
         return tick
 
 
-def execute(
-    plan: Plan,
-    service: CloudServiceSnapshot,
-    replan: Callable[[CloudServiceSnapshot], Plan],
-    compute: Compute,
-    storage: Storage,
-    settings: Settings,
-    now: Callable[[], datetime],
-    progress: Callable[[Execution], None],
-    wait_seconds: float,
-    run_id: str,
-    *,
-    ended: Ended | None = None,
-) -> tuple[Plan, Execution]:
-    """Execute ``plan``; returns the plan actually applied and what happened."""
+class Caller(Protocol):
+    """What a write asks of the code that wants it (:mod:`shared.rotation.converge`)."""
+
+    def replan(self, fresh: CloudServiceSnapshot) -> Plan:
+        """The plan against the service as re-read under the lease; BackingOff while its
+        version waits out a failure recorded meanwhile."""
+        ...
+
+    def sent(self, execution: Execution) -> None:
+        """Azure accepted the PUT: the run is recorded as updating (before it is followed)."""
+        ...
+
+    def ended(self, entry: Pending, outcome: WriteResult) -> None:
+        """A journaled write has ended (see :data:`Ended`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write to carry out: the plan made before the lease, for ``service``, by ``run_id``;
+    ``wait_seconds`` to follow it here (0: only look at a write found in flight)."""
+
+    plan: Plan
+    service: CloudServiceSnapshot
+    run_id: str
+    wait_seconds: float
+
+
+def execute(write: Write, ports: Ports, caller: Caller) -> tuple[Plan, Execution]:
+    """Execute ``write.plan``; returns the plan actually applied and what happened."""
+    plan, service, wait_seconds = write.plan, write.service, write.wait_seconds
+    compute, storage, settings, now = ports.compute, ports.storage, ports.settings, ports.now
     run = Execution()
     started = time.monotonic()
 
@@ -187,19 +206,20 @@ def execute(
             now,
             lease,
             wait_seconds,
-            ended,
+            caller.ended,
             look=wait_seconds <= 0,
         )
         if lease.pending is not None:
+            # Finish the earlier write first (shared.domain.convergence decides what is left).
             found = lease.pending
-            earlier, version = found.run_id, found.version
             run.resumed = follow(ctx, found)
-            if run.resumed.status == WriteStatus.UPDATING:
-                raise Waiting(f"the update sent by run {earlier} is still running")
+            earlier = after_earlier_write(
+                run.resumed, wrote=found.version, version=plan.desired.version
+            )
+            if earlier.reason is Reason.STILL_RUNNING:
+                raise Waiting(earlier.message)
             ctx.ended(found, run.resumed)
-            if run.resumed.status.failed and version == plan.desired.version:
-                # The write found in flight was this very version, and it failed: it now
-                # backs off (shared.domain.backoff); writing it again here would be the loop.
+            if earlier.reason is Reason.SAME_VERSION_FAILED:
                 run.status = WriteStatus.EARLIER_FAILED
                 return plan, run
         # Re-read under the lock: the truth may have moved since planning.
@@ -208,7 +228,7 @@ def execute(
             raise Waiting(
                 f"{fresh.name} is {fresh.provisioning_state}: another operation is running"
             )
-        plan = replan(fresh)
+        plan = caller.replan(fresh)
         if plan.is_noop:
             run.status = WriteStatus.NOOP
             log.info("%s: already converged under the lock; nothing to write", fresh.name)
@@ -224,7 +244,7 @@ def execute(
                 f"longer matches tag {PACKAGE_MD5_TAG}; redeploy it or update the tag"
             )
         entry = Pending(
-            run_id=run_id,
+            run_id=write.run_id,
             kind="update",
             vault_id=plan.vault_id,
             certificate=plan.certificate,
@@ -239,7 +259,7 @@ def execute(
         ctx.name = fresh.name
         entry, poller = submit(ctx, fresh, entry, plan.configuration_after, plan.secrets_after, run)
         mark("submitted")
-        progress(run)
+        caller.sent(run)
         if poller is not None and ctx.remaining() <= 0:
             # Not followed here (an Unpolled poller): the update runs on in Azure, and a
             # follow look (or the sweep) follows it by its journaled token.
