@@ -5,8 +5,9 @@ reference the certificate; take the vault URL from those references (never from 
 event); read the certificate's versions once; then, per service and isolated from the
 others, decide (pure, :mod:`shared.domain.convergence`) and, unless it is a no-op or a dry
 run, execute. Each run is stored as a JSON record. A transient failure of any service
-makes :meth:`Engine.rotate` report ``transient`` so event handlers can fail the invocation
-and let Event Grid retry; the retry is safe because planning starts again from the truth.
+makes ``Engine.rotate`` (:meth:`shared.rotation.rotate.Rotator.rotate`) report
+``transient`` so event handlers can fail the invocation and let Event Grid retry; the
+retry is safe because planning starts again from the truth.
 
 This class is the facade handlers, the CLI and tests call; each part lives in a module
 named for what it owns:
@@ -40,7 +41,7 @@ from shared.config import Settings
 from shared.domain.events import CertificateEvent
 from shared.domain.messages import Follow, Hint, Origin, Requested, ServiceBatch
 from shared.domain.model import Certificate, CloudServiceSnapshot
-from shared.domain.runs import Action, Run, RunRecord, Trigger
+from shared.domain.runs import Run, RunRecord
 from shared.observability.notify import observer
 from shared.rotation.clock import utcnow
 from shared.rotation.converge import Converger
@@ -90,6 +91,9 @@ class Engine:
         self.rotator = Rotator(
             self.discovery, converger, self.records, self.queueing, storage, self._clock
         )
+        # One run over a certificate's services: Rotator.rotate itself (its thirteen
+        # keyword options are spelled once, there).
+        self.rotate = self.rotator.rotate
         self.intake = Intake(
             settings, compute, storage, self.discovery, self.records,
             Renewals(settings, keyvault, self._clock), self.rotator,
@@ -174,39 +178,6 @@ class Engine:
         self.records.gave_up(vault_id, certificate, origin, services)
 
     # -- runs ------------------------------------------------------------------------------
-
-    def rotate(
-        self,
-        vault_id: str,
-        certificate: str,
-        trigger: Trigger,
-        *,
-        only: Iterable[str] = (),
-        dry_run: bool = False,
-        services: list[CloudServiceSnapshot] | None = None,
-        certificate_state: Certificate | None = None,
-        actions: Iterable[Action] = (),
-        wait_seconds: float | None = None,
-        pending: set[str] | None = None,
-        force: bool = False,
-        run_id: str | None = None,
-    ) -> Run:
-        """Converge every service in scope using the certificate; never raises for one
-        service's failure (it is in the run's results).
-
-        ``wait_seconds`` bounds how long the run follows its updates, all services together
-        (default ``OPERATION_WAIT_SECONDS``), so an invocation's length does not grow with
-        the number of services: once it is spent, later updates are still sent but reported
-        ``updating``, and their journal lets a later invocation finish them; the updates
-        themselves go on in Azure. ``pending``: ids (lower case) of services with a journaled
-        write to finish first (listed here unless the caller already did). ``force``: an
-        operator's explicit request, which writes a version even while it backs off.
-        """
-        return self.rotator.rotate(
-            vault_id, certificate, trigger, only=only, dry_run=dry_run, services=services,
-            certificate_state=certificate_state, actions=actions, wait_seconds=wait_seconds,
-            pending=pending, force=force, run_id=run_id,
-        )
 
     def reconcile(
         self, wait_seconds: float | None = None, fan_out: bool = False

@@ -59,7 +59,17 @@ class Rotator:
         force: bool = False,
         run_id: str | None = None,
     ) -> Run:
-        """See :meth:`shared.rotation.engine.Engine.rotate`."""
+        """Converge every service in scope using the certificate; never raises for one
+        service's failure (it is in the run's results).
+
+        ``wait_seconds`` bounds how long the run follows its updates, all services together
+        (default ``OPERATION_WAIT_SECONDS``), so an invocation's length does not grow with
+        the number of services: once it is spent, later updates are still sent but reported
+        ``updating``, and their journal lets a later invocation finish them; the updates
+        themselves go on in Azure. ``pending``: ids (lower case) of services with a journaled
+        write to finish first (listed here unless the caller already did). ``force``: an
+        operator's explicit request, which writes a version even while it backs off.
+        """
         run = Run(
             id=run_id or new_run_id(self.now()),
             trigger=trigger,
