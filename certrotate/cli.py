@@ -524,7 +524,9 @@ def _entries(record: RunRecord, service: str | None) -> list[ServiceEntry]:
 def _adopt(engine: Engine, args: argparse.Namespace, out: TextIO) -> int:
     in_scope = [] if names.is_arm_id(args.cloud_service) else list(engine.compute.list_services())
     service = names.service_id(args.cloud_service, in_scope)
-    done = adoption.adopt(engine, service, args.package)
+    done = adoption.adopt(
+        engine.compute, engine.storage, engine.settings.package_containers, service, args.package
+    )
     if args.json:
         _dump({"cloudService": done.service_id, "package": done.package_url, "md5": done.md5}, out)
     else:

@@ -109,6 +109,12 @@ class WriteStatus(StrEnum):
         return self in {WriteStatus.FAILED, WriteStatus.ROLLED_BACK}
 
     @property
+    def ended(self) -> bool:
+        """A write that reached Azure has ended: what a run records as its own result, and
+        what the failure backoff is kept (or cleared) for."""
+        return self in {WriteStatus.SUCCEEDED, WriteStatus.FAILED, WriteStatus.ROLLED_BACK}
+
+    @property
     def outcome(self) -> Outcome:
         """The outcome a run records for a write that went this way."""
         return _WRITE_OUTCOMES[self]

@@ -12,14 +12,20 @@ send one. So the decision reads only Key Vault's own data, never the event's ``E
    The window is the policy's lifetime action (``days_before_expiry``, or
    ``lifetime_percentage`` of the validity period), else 30 days before expiry, as Key
    Vault's own NearExpiry;
-3. otherwise (inside the window, or no valid version at all) → ``RENEW``; the caller then
-   decides *how* (ask the issuer, or tell a person).
+3. otherwise (inside the window, or no valid version at all) → ``RENEW``.
+
+Then :func:`who_renews` decides *how*: ``ASK_ISSUER`` when renewal on NearExpiry is on and
+the issuer issues without a person (the act step asks Key Vault for a new version:
+``renew-requested``, or ``renew-pending`` when one is being issued already), else
+``RENEW_REQUIRED`` with the reason a person must do it. :func:`expired_message` words
+the alert for an ``Expired`` event.
 
 The clock is an argument, so the same inputs give the same decision.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,6 +40,8 @@ class RenewalReason(StrEnum):
     NEWER_VERSION = "newer-version"
     NOT_NEAR_EXPIRY = "not-near-expiry"
     RENEW = "renew"
+    ASK_ISSUER = "ask-issuer"
+    RENEW_REQUIRED = "renew-required"
 
 
 @dataclass(frozen=True)
@@ -75,3 +83,49 @@ def decide(certificate: Certificate, event_version: str | None, now: datetime) -
                 else f"not near expiry: version {current.version} does not expire",
             )
     return RenewalDecision(RenewalReason.RENEW, "the current version is inside its renewal window")
+
+
+def who_renews(
+    certificate: Certificate,
+    event_version: str | None,
+    now: datetime,
+    *,
+    vault_name: str,
+    services: Sequence[str],
+    enabled: bool,
+    issuer_renews: bool,
+) -> RenewalDecision:
+    """How a certificate :func:`decide` found due gets its new version: the app asks the
+    issuer (``enabled``: ``RENEW_ON_NEAR_EXPIRY``; ``issuer_renews``: the issuer needs no
+    person and the policy does not renew by itself), or a person must (the message says
+    why, when the current version expires and which ``services`` use it)."""
+    if enabled and issuer_renews:
+        return RenewalDecision(
+            RenewalReason.ASK_ISSUER, f"ask issuer {certificate.issuer} for a new version"
+        )
+    current = desired_version(certificate, now) or next(
+        (v for v in certificate.versions if v.version == event_version), None
+    )
+    expiry = current.expires.isoformat() if current and current.expires else "unknown"
+    why = (
+        "its policy renews automatically"
+        if certificate.auto_renew
+        else f"issuer '{certificate.issuer}' needs a person"
+        if certificate.issuer
+        else "renewal on NearExpiry is off"
+    )
+    return RenewalDecision(
+        RenewalReason.RENEW_REQUIRED,
+        f"ACTION REQUIRED: renew certificate '{certificate.name}' in vault {vault_name} "
+        f"(expires {expiry}; {why}); used by " + ", ".join(services),
+    )
+
+
+def expired_message(
+    certificate: str, version: str | None, vault_name: str, services: Sequence[str]
+) -> str:
+    """The alert for an ``Expired`` event (nothing is decided: it is told)."""
+    return (
+        f"EXPIRED: certificate '{certificate}' version {version} in vault {vault_name} has "
+        "expired; services: " + ", ".join(services)
+    )

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
-from shared.adapters.compute import Compute
-from shared.adapters.storage import Storage
 from shared.config import Settings
+from shared.domain.convergence import Reason, after_earlier_write
 from shared.domain.errors import (
     PreconditionFailed,
     TransientError,
@@ -53,24 +54,42 @@ from shared.domain.outcomes import WriteStatus
 from shared.domain.packages import PackageRef, parse_package
 from shared.domain.runs import Execution, WriteResult
 from shared.rotation.follow import follow
+from shared.rotation.ports import CloudServices, Ports, Store
 from shared.rotation.writing import IN_PROGRESS, Context, Ended, log, submit
 
 
-def execute(
-    plan: Plan,
-    service: CloudServiceSnapshot,
-    replan: Callable[[CloudServiceSnapshot], Plan],
-    compute: Compute,
-    storage: Storage,
-    settings: Settings,
-    now: Callable[[], datetime],
-    progress: Callable[[Execution], None],
-    wait_seconds: float,
-    run_id: str,
-    *,
-    ended: Ended | None = None,
-) -> tuple[Plan, Execution]:
-    """Execute ``plan``; returns the plan actually applied and what happened."""
+class Caller(Protocol):
+    """What a write asks of the code that wants it (:mod:`shared.rotation.converge`)."""
+
+    def replan(self, fresh: CloudServiceSnapshot) -> Plan:
+        """The plan against the service as re-read under the lease; BackingOff while its
+        version waits out a failure recorded meanwhile."""
+        ...
+
+    def sent(self, execution: Execution) -> None:
+        """Azure accepted the PUT: the run is recorded as updating (before it is followed)."""
+        ...
+
+    def ended(self, entry: Pending, outcome: WriteResult) -> None:
+        """A journaled write has ended (see :data:`~shared.rotation.writing.Ended`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write to carry out: the plan made before the lease, for ``service``, by ``run_id``;
+    ``wait_seconds`` to follow it here (0: only look at a write found in flight)."""
+
+    plan: Plan
+    service: CloudServiceSnapshot
+    run_id: str
+    wait_seconds: float
+
+
+def execute(write: Write, ports: Ports, caller: Caller) -> tuple[Plan, Execution]:
+    """Execute ``write.plan``; returns the plan actually applied and what happened."""
+    plan, service, wait_seconds = write.plan, write.service, write.wait_seconds
+    compute, storage, settings, now = ports.compute, ports.storage, ports.settings, ports.now
     run = Execution()
     started = time.monotonic()
 
@@ -88,19 +107,20 @@ def execute(
             now,
             lease,
             wait_seconds,
-            ended,
+            caller.ended,
             look=wait_seconds <= 0,
         )
         if lease.pending is not None:
+            # Finish the earlier write first (shared.domain.convergence decides what is left).
             found = lease.pending
-            earlier, version = found.run_id, found.version
             run.resumed = follow(ctx, found)
-            if run.resumed.status == WriteStatus.UPDATING:
-                raise Waiting(f"the update sent by run {earlier} is still running")
+            earlier = after_earlier_write(
+                run.resumed, wrote=found.version, version=plan.desired.version
+            )
+            if earlier.reason is Reason.STILL_RUNNING:
+                raise Waiting(earlier.message)
             ctx.ended(found, run.resumed)
-            if run.resumed.status.failed and version == plan.desired.version:
-                # The write found in flight was this very version, and it failed: it now
-                # backs off (shared.domain.backoff); writing it again here would be the loop.
+            if earlier.reason is Reason.SAME_VERSION_FAILED:
                 run.status = WriteStatus.EARLIER_FAILED
                 return plan, run
         # Re-read under the lock: the truth may have moved since planning.
@@ -109,7 +129,7 @@ def execute(
             raise Waiting(
                 f"{fresh.name} is {fresh.provisioning_state}: another operation is running"
             )
-        plan = replan(fresh)
+        plan = caller.replan(fresh)
         if plan.is_noop:
             run.status = WriteStatus.NOOP
             log.info("%s: already converged under the lock; nothing to write", fresh.name)
@@ -125,7 +145,7 @@ def execute(
                 f"longer matches tag {PACKAGE_MD5_TAG}; redeploy it or update the tag"
             )
         entry = Pending(
-            run_id=run_id,
+            run_id=write.run_id,
             kind="update",
             vault_id=plan.vault_id,
             certificate=plan.certificate,
@@ -140,7 +160,7 @@ def execute(
         ctx.name = fresh.name
         entry, poller = submit(ctx, fresh, entry, plan.configuration_after, plan.secrets_after, run)
         mark("submitted")
-        progress(run)
+        caller.sent(run)
         if poller is not None and ctx.remaining() <= 0:
             # Not followed here (an Unpolled poller): the update runs on in Azure, and a
             # follow look (or the sweep) follows it by its journaled token.
@@ -172,8 +192,8 @@ def execute(
 
 def resume(
     service_id: str,
-    compute: Compute,
-    storage: Storage,
+    compute: CloudServices,
+    storage: Store,
     settings: Settings,
     now: Callable[[], datetime],
     wait_seconds: float,

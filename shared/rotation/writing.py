@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from azure.core.polling import LROPoller
 
@@ -23,8 +23,9 @@ from shared.domain.errors import PlatformRejected, Unconfirmed
 from shared.domain.journal import Pending
 from shared.domain.model import PACKAGE_TAG, CloudServiceSnapshot, SecretGroup
 from shared.domain.outcomes import WriteStatus
-from shared.domain.packages import PackageRef, parse_package
+from shared.domain.packages import parse_package
 from shared.domain.runs import Execution, WriteResult
+from shared.rotation.ports import CloudServices, JournalLease, Store
 
 log = logging.getLogger("certrotate.executor")  # one logger for writing and following
 IN_PROGRESS = {"creating", "updating", "deleting"}
@@ -39,53 +40,6 @@ LOOK_SECONDS = 10.0
 Ended = Callable[[Pending, WriteResult], None]
 
 
-class Operations(Protocol):
-    """What sending and following a write ask of the compute adapter
-    (:class:`shared.adapters.compute.Compute`; unit tests pass an in-memory fake)."""
-
-    def get(self, service_id: str) -> CloudServiceSnapshot: ...
-
-    def begin_update(
-        self,
-        service: CloudServiceSnapshot,
-        configuration: str,
-        secrets: tuple[SecretGroup, ...],
-        package_sas_url: str | None,
-        *,
-        poll: bool = True,
-    ) -> LROPoller[Any]: ...
-
-    def resume(self, service_id: str, token: str) -> LROPoller[Any]: ...
-
-    def update_domains(self, service_id: str) -> int: ...
-
-    def begin_walk(
-        self, service_id: str, domain: int, token: str | None = None
-    ) -> LROPoller[None]: ...
-
-    def instance_states(self, service_id: str) -> dict[str, int]: ...
-
-    def wait(self, poller: LROPoller[Any], timeout: float, tick: Callable[[], None]) -> bool: ...
-
-    def final(self, poller: LROPoller[Any]) -> CloudServiceSnapshot: ...
-
-
-class PackageSigner(Protocol):
-    """Minting a package SAS (:class:`shared.adapters.storage.Storage`)."""
-
-    def package_sas(
-        self, package: PackageRef, hours: float, now: datetime
-    ) -> tuple[str, datetime]: ...
-
-
-class JournalLease(Protocol):
-    """The service's lease and the journal entry it guards (:class:`.storage.Lease`)."""
-
-    def write(self, pending: Pending | None) -> None: ...
-
-    def renew(self) -> None: ...
-
-
 @dataclass
 class Context:
     """What following a journaled write needs, bundled for the helpers below."""
@@ -93,8 +47,8 @@ class Context:
     service_id: str
     name: str
     upgrade_mode: str | None
-    compute: Operations
-    storage: PackageSigner
+    compute: CloudServices
+    storage: Store
     settings: Settings
     now: Callable[[], datetime]
     lease: JournalLease
@@ -110,8 +64,8 @@ class Context:
     def locked(
         cls,
         service: CloudServiceSnapshot,
-        compute: Operations,
-        storage: PackageSigner,
+        compute: CloudServices,
+        storage: Store,
         settings: Settings,
         now: Callable[[], datetime],
         lease: JournalLease,

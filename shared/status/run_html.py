@@ -1,6 +1,6 @@
 """A run record and the run history as pages (``GET /api/rotations[/{id}]?format=html``).
 
-Both render stored run records (:meth:`shared.rotation.engine.Run.to_json`) as they are: the run
+Both render stored run records (:meth:`shared.domain.runs.RunRecord.to_json`) as they are: the run
 page shows the outcome of each service, its message, its plan (versions, changes,
 osProfile secrets, warnings), the cscfg diff (already redacted by
 :mod:`shared.domain.plan_diff`: certificates and rewritten setting names only) and the timings
