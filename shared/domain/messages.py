@@ -58,7 +58,7 @@ LONGEST_WAIT_S = 900
 MAX_FOLLOWS = 240
 # The trigger of a batch the reconcile timer queued (an event's names eventType and eventId).
 RECONCILE = {"kind": "reconcile"}
-RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}")  # shared.rotation.records.new_run_id
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}")  # shared.rotation.recording.new_run_id
 CERTIFICATE_EVENTS = frozenset({NEW_VERSION, NEAR_EXPIRY, EXPIRED})
 MAX_TEXT = 48 * 1024  # Azure's limit is 64 KiB of base64: 48 KiB of text
 

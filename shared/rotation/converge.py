@@ -36,7 +36,7 @@ from shared.domain.outcomes import Outcome, WriteStatus
 from shared.domain.runs import Execution, Run, ServiceResult, WriteResult
 from shared.rotation.executor import Write, execute, package_of
 from shared.rotation.ports import Certificates, Ports
-from shared.rotation.records import Records
+from shared.rotation.recording import RunRecorder
 from shared.rotation.writing import Ended
 
 log = logging.getLogger("certrotate")
@@ -52,7 +52,7 @@ class Converger:
         self,
         ports: Ports,
         keyvault: Certificates,
-        records: Records,
+        records: RunRecorder,
         finish: Finish,
         ended_for: EndedFor,
     ) -> None:

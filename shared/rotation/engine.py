@@ -19,7 +19,7 @@ named for what it owns:
 - :mod:`~shared.rotation.rotate`: one run over a certificate's services;
 - :mod:`~shared.rotation.converge`: one service (decide, then act through the executor);
 - :mod:`~shared.rotation.pending`: journaled writes finished later, the backoff they keep;
-- :mod:`~shared.rotation.records`: run records and what later invocations write into them;
+- :mod:`~shared.rotation.recording`: run records and what later invocations write into them;
 - :mod:`~shared.rotation.queueing`: messages to the app's own queues;
 - :mod:`~shared.rotation.reconcile`: the backstop over every managed service;
 - :mod:`~shared.rotation.ports`: what all of them need from Azure and storage.
@@ -51,7 +51,7 @@ from shared.rotation.pending import PendingWrites
 from shared.rotation.ports import Ports
 from shared.rotation.queueing import Queueing
 from shared.rotation.reconcile import Reconciler
-from shared.rotation.records import Records
+from shared.rotation.recording import RunRecorder
 from shared.rotation.renewing import Renewals
 from shared.rotation.rotate import Rotator
 
@@ -78,7 +78,7 @@ class Engine:
         self.notify = notify
         self.queues = queues
         self.discovery = Discovery(settings, compute, keyvault)
-        self.records = Records(storage, self._clock, self._announce)
+        self.records = RunRecorder(storage, self._clock, self._announce)
         self.pending = PendingWrites(
             settings, compute, storage, self._clock, self.records,
             self.discovery.service_in_scope,

@@ -20,7 +20,7 @@ from shared.domain.records import Action, RunRecord, Trigger
 from shared.domain.runs import Run
 from shared.rotation.discovery import Discovery
 from shared.rotation.ports import RunRecords, ServiceReader
-from shared.rotation.records import Records, trigger_of
+from shared.rotation.recording import RunRecorder, trigger_of
 from shared.rotation.renewing import Renewals
 from shared.rotation.rotate import Rotator
 
@@ -34,7 +34,7 @@ class Intake:
         compute: ServiceReader,
         storage: RunRecords,
         discovery: Discovery,
-        records: Records,
+        records: RunRecorder,
         renewals: Renewals,
         rotator: Rotator,
     ) -> None:

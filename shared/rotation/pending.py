@@ -29,7 +29,7 @@ from shared.domain.runs import WriteResult
 from shared.observability import logcontext
 from shared.rotation.clock import budget
 from shared.rotation.executor import resume
-from shared.rotation.records import Records
+from shared.rotation.recording import RunRecorder
 from shared.rotation.writing import Ended
 
 log = logging.getLogger("certrotate")
@@ -43,7 +43,7 @@ class PendingWrites:
         compute: Compute,
         storage: Storage,
         now: Callable[[], datetime],
-        records: Records,
+        records: RunRecorder,
         in_scope: Callable[[str], bool],
     ) -> None:
         self.settings = settings

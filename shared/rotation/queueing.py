@@ -30,7 +30,7 @@ from shared.domain.records import Trigger
 from shared.domain.runs import Run
 from shared.rotation.discovery import Discovery
 from shared.rotation.ports import MessageQueue
-from shared.rotation.records import Records
+from shared.rotation.recording import RunRecorder
 
 log = logging.getLogger("certrotate")
 
@@ -41,7 +41,7 @@ class Queueing:
         settings: Settings,
         queues: MessageQueue | None,
         discovery: Discovery,
-        records: Records,
+        records: RunRecorder,
     ) -> None:
         self.settings = settings
         self.queues = queues

@@ -23,7 +23,7 @@ from shared.rotation.converge import Converger
 from shared.rotation.discovery import Discovery
 from shared.rotation.ports import Journals
 from shared.rotation.queueing import Queueing
-from shared.rotation.records import Records, new_run_id
+from shared.rotation.recording import RunRecorder, new_run_id
 
 log = logging.getLogger("certrotate")
 
@@ -33,7 +33,7 @@ class Rotator:
         self,
         discovery: Discovery,
         converger: Converger,
-        records: Records,
+        records: RunRecorder,
         queueing: Queueing,
         journals: Journals,
         now: Callable[[], datetime],

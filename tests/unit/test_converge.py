@@ -26,7 +26,7 @@ from shared.domain.runs import Run, ServiceResult, WriteResult
 from shared.rotation.converge import Converger
 from shared.rotation.pending import PendingWrites
 from shared.rotation.ports import Ports
-from shared.rotation.records import Records
+from shared.rotation.recording import RunRecorder
 from tests.unit.fakes import FakeCompute, FakeKeyVault, FakeStorage
 from tests.unit.test_planner import (
     API_URL,
@@ -149,7 +149,7 @@ class World:
     earlier: WriteResult | None = None  # what finishing a journaled write returns
 
     def converger(self) -> Converger:
-        records = Records(self.storage, lambda: NOW, self.announced.append)
+        records = RunRecorder(self.storage, lambda: NOW, self.announced.append)
         pending = PendingWrites(
             SETTINGS, self.compute, self.storage, lambda: NOW, records,  # type: ignore[arg-type]
             lambda _: True,

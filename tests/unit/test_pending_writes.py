@@ -13,7 +13,7 @@ from shared.domain.outcomes import Outcome, RunStatus, WriteStatus
 from shared.domain.records import Trigger
 from shared.domain.runs import Run, ServiceResult, WriteResult
 from shared.rotation.pending import PendingWrites
-from shared.rotation.records import Records
+from shared.rotation.recording import RunRecorder
 from tests.unit.fakes import FakeCompute, FakeStorage
 from tests.unit.test_converge import CONVERGED, OLD, SETTINGS
 from tests.unit.test_planner import KV1, NOW, TP2, WEB2, WEB_V2
@@ -35,7 +35,7 @@ class Harness:
         self.compute = compute
         self.storage = FakeStorage()
         self.announced: list[Run] = []
-        records = Records(self.storage, lambda: NOW, self.announced.append)
+        records = RunRecorder(self.storage, lambda: NOW, self.announced.append)
         self.pending = PendingWrites(
             SETTINGS, compute, self.storage, lambda: NOW, records,  # type: ignore[arg-type]
             lambda service_id: "/rg/" in service_id,

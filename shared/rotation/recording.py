@@ -49,7 +49,7 @@ def trigger_of(origin: Origin | Requested | None) -> Trigger:
     return Trigger("event", origin.event_type, origin.event_id)
 
 
-class Records:
+class RunRecorder:
     def __init__(
         self,
         storage: RunRecords,
