@@ -33,10 +33,13 @@ from shared.domain.records import RunRecord
 
 @dataclass
 class FakePoller:
-    """A finished operation: ``final`` is what it left (None: a domain walk)."""
+    """An operation: ``final`` is what it left (None: a domain walk); still running while
+    not ``done``; ``failure`` is what waiting on it raises (Azure said it failed)."""
 
     final: CloudServiceSnapshot | None
     token: str = "token"
+    done: bool = True
+    failure: Exception | None = None
 
     def continuation_token(self) -> str:
         return self.token
@@ -47,12 +50,23 @@ class FakePoller:
 
 @dataclass
 class FakeCompute:
-    """Cloud services by id; a PUT applies at once and succeeds unless ``put_fails``."""
+    """Cloud services by id; a PUT applies at once and succeeds unless ``put_fails``.
+
+    ``calls`` lists what changes something (PUTs, walks, tags), ``reads`` every read. An
+    operation followed by token runs while ``running`` and fails with ``operation_fails``;
+    ``domains`` update domains, of which ``walk_fails`` fails domain 1.
+    """
 
     services: dict[str, CloudServiceSnapshot] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)
     put_fails: Exception | None = None
     instances: dict[str, int] = field(default_factory=lambda: {"RoleState/RoleStateStarted": 2})
+    running: bool = False
+    operation_fails: Exception | None = None
+    domains: int = 1
+    walk_fails: Exception | None = None
+    sent: list[str] = field(default_factory=list)  # the configurations PUT
 
     def add(self, *services: CloudServiceSnapshot) -> FakeCompute:
         for s in services:
@@ -63,6 +77,7 @@ class FakeCompute:
         return list(self.services.values())
 
     def get(self, service_id: str) -> CloudServiceSnapshot:
+        self.reads.append("get")
         try:
             return self.services[service_id.lower()]
         except KeyError:
@@ -77,6 +92,7 @@ class FakeCompute:
         poll: bool = True,
     ) -> FakePoller:
         self.calls.append(f"put {service.name}")
+        self.sent.append(configuration)
         if self.put_fails is not None:
             raise self.put_fails
         updated = replace(
@@ -87,22 +103,30 @@ class FakeCompute:
         return FakePoller(updated)
 
     def resume(self, service_id: str, token: str) -> FakePoller:
-        return FakePoller(self.get(service_id), token)
+        self.reads.append(f"resume {token}")
+        service = self.services[service_id.lower()]
+        return FakePoller(service, token, not self.running, self.operation_fails)
 
     def update_domains(self, service_id: str) -> int:
-        return 1
+        self.reads.append("domains")
+        return self.domains
 
     def begin_walk(self, service_id: str, domain: int, token: str | None = None) -> FakePoller:
         self.calls.append(f"walk {domain}")
-        return FakePoller(None)
+        fails = self.walk_fails if domain == 1 else None
+        return FakePoller(None, f"walk-{domain}", failure=fails)
 
     def instance_states(self, service_id: str) -> dict[str, int]:
+        self.reads.append("instances")
         return dict(self.instances)
 
     def wait(self, poller: FakePoller, timeout: float, tick: Callable[[], None]) -> bool:
-        return True
+        if poller.failure is not None:
+            raise poller.failure
+        return poller.done
 
     def final(self, poller: FakePoller) -> CloudServiceSnapshot:
+        self.reads.append("final")
         assert poller.final is not None
         return poller.final
 
@@ -153,6 +177,7 @@ class FakeLease:
 
     def write(self, pending: Pending | None) -> None:
         self.storage.calls.append("journal" if pending is not None else "journal cleared")
+        self.storage.written.append(pending)
         self.storage.journals[self.service_id] = pending
         self.pending = pending
 
@@ -166,6 +191,7 @@ class FakeStorage:
     failures: dict[tuple[str, str], Failure] = field(default_factory=dict)
     records: dict[str, RunRecord] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    written: list[Pending | None] = field(default_factory=list)  # journal entries, in order
 
     @contextmanager
     def lock(self, service_id: str) -> Iterator[FakeLease]:
