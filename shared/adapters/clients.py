@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import suppress
 from functools import cached_property
 from typing import Any
 
 from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ResourceExistsError
 from azure.identity import DefaultAzureCredential
 
 from shared.adapters.retries import BoundedRetryPolicy
@@ -85,3 +87,10 @@ class Clients:
         if self.settings.ca_bundle:
             options["connection_verify"] = self.settings.ca_bundle
         return options
+
+
+def create_container(container: Any) -> None:
+    """Create a blob container of the app's own account on first use (racing writers:
+    whoever comes second finds it there)."""
+    with suppress(ResourceExistsError):
+        container.create_container()

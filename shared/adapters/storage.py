@@ -40,7 +40,8 @@ from azure.storage.blob import (
 )
 
 from shared.adapters.arm_errors import translate
-from shared.adapters.clients import Clients
+from shared.adapters.clients import Clients, create_container
+from shared.adapters.failure_records import FailureRecords
 from shared.domain.backoff import Failure
 from shared.domain.errors import Busy, NotFound, PreconditionFailed, TransientError
 from shared.domain.journal import Pending
@@ -97,6 +98,9 @@ class Storage:
         self._services: dict[str, BlobServiceClient] = {}
         self._keys: dict[str, UserDelegationKey] = {}
         self._own = self._service(clients.settings.storage_url)
+        self._failures = FailureRecords(
+            self._own.get_container_client(clients.settings.failures_container)
+        )
 
     def _service(self, account_url: str) -> BlobServiceClient:
         key = account_url.lower()
@@ -156,77 +160,19 @@ class Storage:
             str(props.etag) if props.etag else None,
         )
 
-    # -- failure backoff (shared.domain.backoff): one blob per service with a failed version --
-
-    def _failure_blob(self, service_id: str) -> BlobClient:
-        name = hashlib.sha256(service_id.lower().encode()).hexdigest() + ".json"
-        container = self._own.get_container_client(self._clients.settings.failures_container)
-        return container.get_blob_client(name)
-
-    def _failure_map(self, service_id: str) -> dict[str, Failure]:
-        try:
-            data = json.loads(self._failure_blob(service_id).download_blob().readall())
-        except ResourceNotFoundError:
-            return {}
-        except AzureError as exc:
-            raise translate(exc, "reading the service's failure record") from exc
-        return {k: Failure.from_json(v) for k, v in (data.get("failures") or {}).items()}
+    # -- failure backoff (shared.domain.backoff): kept by FailureRecords --------------------
 
     def failure(self, service_id: str, certificate: str) -> Failure | None:
-        """The last failed write of ``certificate`` on the service, if one is remembered."""
-        return self._failure_map(service_id).get(certificate.lower())
+        return self._failures.failure(service_id, certificate)
 
     def record_failure(self, service_id: str, failure: Failure) -> None:
-        """Remember ``failure`` (replacing that certificate's earlier one).
-
-        Read-modify-write without a condition: two writers of one service's failures at the
-        same moment are rare, and a lost record only means one attempt sooner.
-        """
-        failures = self._failure_map(service_id)
-        failures[failure.certificate.lower()] = failure
-        self._write_failures(service_id, failures)
+        self._failures.record(service_id, failure)
 
     def clear_failure(self, service_id: str, certificate: str) -> None:
-        failures = self._failure_map(service_id)
-        if failures.pop(certificate.lower(), None) is not None:
-            self._write_failures(service_id, failures)
-
-    def _write_failures(self, service_id: str, failures: dict[str, Failure]) -> None:
-        blob = self._failure_blob(service_id)
-        try:
-            if not failures:
-                with suppress(ResourceNotFoundError):
-                    blob.delete_blob()
-                return
-            body = json.dumps(
-                {"serviceId": service_id, "failures": {k: f.to_json() for k, f in failures.items()}}
-            ).encode()
-            try:
-                blob.upload_blob(body, overwrite=True)
-            except ResourceNotFoundError:
-                _create(
-                    self._own.get_container_client(self._clients.settings.failures_container)
-                )
-                blob.upload_blob(body, overwrite=True)
-        except AzureError as exc:
-            raise translate(exc, "writing the service's failure record") from exc
+        self._failures.clear(service_id, certificate)
 
     def failures(self) -> dict[str, list[Failure]]:
-        """Every remembered failure by service id (lower case): one listing, then one read
-        per failing service (few: a success clears its record)."""
-        container = self._own.get_container_client(self._clients.settings.failures_container)
-        found: dict[str, list[Failure]] = {}
-        try:
-            for blob in container.list_blobs():
-                data = json.loads(container.download_blob(blob.name).readall())
-                found[str(data["serviceId"]).lower()] = [
-                    Failure.from_json(v) for v in (data.get("failures") or {}).values()
-                ]
-        except ResourceNotFoundError:
-            return {}
-        except AzureError as exc:
-            raise translate(exc, "listing failure records") from exc
-        return found
+        return self._failures.every()
 
     def _lock_blob(self, service_id: str) -> BlobClient:
         name = hashlib.sha256(service_id.lower().encode()).hexdigest() + ".lock"
@@ -247,7 +193,7 @@ class Storage:
             try:
                 blob.upload_blob(initial, overwrite=False, metadata=metadata)
             except ResourceNotFoundError:
-                _create(self._own.get_container_client(self._clients.settings.locks_container))
+                create_container(self._own.get_container_client(self._clients.settings.locks_container))
                 blob.upload_blob(initial, overwrite=False, metadata=metadata)
         except ResourceExistsError:
             pass
@@ -380,18 +326,13 @@ def _journal_metadata(service_id: str, pending: bool) -> dict[str, str]:
     return {"service": service_id, "pending": "true" if pending else "false"}
 
 
-def _create(container: Any) -> None:
-    with suppress(ResourceExistsError):
-        container.create_container()
-
-
 def _upload_record(container: ContainerClient, record: RunRecord, **conditions: Any) -> None:
     """Upload a run record, creating the container on first use."""
     data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode()
     try:
         container.upload_blob(f"{record.id}.json", data, **conditions)
     except ResourceNotFoundError:
-        _create(container)
+        create_container(container)
         container.upload_blob(f"{record.id}.json", data, **conditions)
 
 
