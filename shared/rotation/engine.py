@@ -18,6 +18,9 @@ named for what it owns:
 - :mod:`~shared.rotation.renewing`: acting on the renewal decision (NearExpiry, Expired);
 - :mod:`~shared.rotation.rotate`: one run over a certificate's services;
 - :mod:`~shared.rotation.converge`: one service (decide, then act through the executor);
+- :mod:`~shared.rotation.executor`, :mod:`~shared.rotation.writing`,
+  :mod:`~shared.rotation.follow`: the one PUT under the lease, and following it (the
+  journal's driver);
 - :mod:`~shared.rotation.pending`: journaled writes finished later, the backoff they keep;
 - :mod:`~shared.rotation.recording`: run records and what later invocations write into them;
 - :mod:`~shared.rotation.queueing`: messages to the app's own queues;
