@@ -7,9 +7,9 @@ until the service serves the new thumbprint. Ends with a before/after table and 
 id. Exits non-zero if the service did not converge.
 
 The first ``make demo`` on a fresh machine installs the pinned packages and Azurite (94 s
-in all on a 2-core VM with empty pip and npm caches); the demo itself takes about 15 s. Its temporary folder (the stack's
-TLS key, the vault's certificates, logs) is removed at the end, or kept and named when
-the demo failed, for its logs.
+in all on a 2-core VM with empty pip and npm caches); the demo itself takes about 15 s.
+Its temporary folder (the stack's TLS key, the vault's certificates, logs) is removed at
+the end, or kept and named when the demo failed, for its logs.
 """
 
 from __future__ import annotations

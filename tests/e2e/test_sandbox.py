@@ -24,6 +24,7 @@ import pytest
 
 from emulators.sandbox import walkthrough
 from emulators.stack import ROOT
+from tests.e2e.browser import HEIGHT, SCREENSHOTS, WIDTH, chromium, fits, tiles_match
 
 # The environment before any fixture of this session exported a stack's settings into it.
 BASE_ENV = dict(os.environ)
@@ -135,3 +136,43 @@ def test_readme_walkthrough_runs_as_written(sandbox: Path) -> None:
 
 def _index(run: list[str], text: str) -> int:
     return next(i for i, c in enumerate(run) if text in c)
+
+
+def test_the_sandbox_status_page_in_chromium(sandbox: Path, tmp_path: Path) -> None:
+    """The sandbox's page as an operator opens it, after the walkthrough (whose rotations
+    give cs-web and cs-api a run to link to): it fits 1280 px, Azure's Failed service is
+    visible and marked failed, the tiles count what the JSON counts, a run link opens the
+    run's page."""
+    env = dict(
+        line.split("=", 1)
+        for line in (sandbox / ".local" / "stack.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    base = env["FUNCTIONS_URL"]
+    with chromium(tmp_path / "profile", env["FUNCTIONS_KEY"]) as browser:
+        page = browser.new_page()
+        summary = page.request.get(f"{base}/api/status").json()["summary"]
+        page.goto(f"{base}/api/status?format=html")
+
+        width = fits(page)
+        jobs = page.locator('tr[data-service$="/cs-jobs"]')
+        assert jobs.is_visible()
+        assert "failed" in (jobs.get_attribute("data-attention") or "").split()
+        assert jobs.locator(".badge.b-failed").first.inner_text() == "failed"
+        tiles_match(page, summary)
+        page.screenshot(path=str(SCREENSHOTS / "sandbox-status.png"), full_page=True)
+        page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+
+        web = page.locator('tr[data-service$="/cs-web"]')
+        web.locator('a[href*="rotations/"]').first.click()
+        page.wait_for_load_state()
+
+        assert "/api/rotations/" in page.url
+        run_id = page.url.split("/api/rotations/", 1)[1].split("?", 1)[0]
+        assert run_id in page.locator("h1").inner_text()
+        badge = page.locator('section[data-service$="/cs-web"] .badge').first
+        assert "rotated" in badge.inner_text()
+        fits(page)
+        page.screenshot(path=str(SCREENSHOTS / "sandbox-run.png"), full_page=True)
+    print(f"\nsandbox status page at {WIDTH}x{HEIGHT}: {width} px wide")
+

@@ -1,79 +1,36 @@
 """End-to-end in a real browser: the status, run and history pages as an operator sees them.
 
-Playwright (PyPI) drives Debian's Chromium (``/usr/bin/chromium``, never a downloaded
-browser) against the function app on the local stack, at 1280x800, signed in the way a
-browser the stack lets through: every request sends ``x-functions-key`` (the pages never echo
-a key into their links: a key is a secret; in Azure, App Service authentication fronts them). The
-world holds what the page must tell apart: a healthy service, one on a certificate that
-expires within 30 days, one on an expired certificate, an untagged one and one that Azure
-left ``Failed`` (``POST /cloudservices/fail-next``) after a failed run. Screenshots go to
-``.local/screenshots/`` for people to look at; the assertions do not depend on them.
+The browser is :mod:`tests.e2e.browser` (Debian's Chromium at 1280x800, every request
+with ``x-functions-key``) against the function app on the local stack. The world holds
+what the page must tell apart: a healthy service, one on a certificate that expires within
+30 days, one on an expired certificate, an untagged one and one that Azure
+left ``Failed`` (``POST /cloudservices/fail-next``) after a failed run. The sandbox's own
+page is checked the same way in tests/e2e/test_sandbox.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-from emulators.stack import ROOT
 from tests.conftest import LocalStack
+from tests.e2e.browser import HEIGHT, SCREENSHOTS, WIDTH, chromium, fits, tiles_match
 from tests.e2e.test_reliability import fail_next
 from tests.e2e.test_status import deploy_with, imported
 from tests.e2e.world import World, api, rotate_over_http
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = ROOT / ".local" / "screenshots"
-WIDTH, HEIGHT = 1280, 800
-# As the machine notes say: headless, and none of the background traffic a closed network
-# refuses (sync, component updates, QUIC).
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory, stack: LocalStack) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"browser tests skipped: Debian's chromium is not installed ({CHROMIUM}); "
-            "'make test' installs it with apt-get when run as root"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh --user-data-dir
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=FLAGS,
-            viewport={"width": WIDTH, "height": HEIGHT},
-            extra_http_headers={"x-functions-key": stack.env["FUNCTIONS_KEY"]},
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), stack.env["FUNCTIONS_KEY"]) as b:
+        yield b
 
 
 def _page_url(world: World, path: str, **params: str) -> str:
     return f"{world.stack.env['FUNCTIONS_URL']}{path}?{urlencode(params)}"
-
-
-def _fits(page: Any) -> int:
-    width: int = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= WIDTH, f"{page.url}: {width} px wide, more than {WIDTH}"
-    return width
 
 
 def test_status_page_run_page_and_history_in_chromium(world: World, browser: Any) -> None:
@@ -88,20 +45,17 @@ def test_status_page_run_page_and_history_in_chromium(world: World, browser: Any
     fail_next(world, failing)
     run_id = rotate_over_http(world, failing)
     page = browser.new_page()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     page.goto(_page_url(world, "/api/status", format="html"))
     summary = api(world.stack, "GET", "/api/status").json()["summary"]
 
-    status_width = _fits(page)
+    status_width = fits(page)
     row = page.locator(f'tr[data-service="{failing.id}"]')
     assert row.is_visible()
     assert "failed" in (row.get_attribute("data-attention") or "").split()
     assert row.locator(".badge.b-failed").first.inner_text() == "failed"
     assert "last run failed" in row.inner_text()
-    for flag in ("failed", "run-failed", "expired", "expiring", "drift", "unmanaged"):
-        shown = page.locator(f"#tile-{flag} .n").inner_text()
-        assert int(shown) == summary[flag], (flag, shown, summary)
+    tiles_match(page, summary)
     order = page.eval_on_selector_all(
         "tr[data-service]", "rows => rows.map(r => r.dataset.service)"
     )
@@ -124,14 +78,14 @@ def test_status_page_run_page_and_history_in_chromium(world: World, browser: Any
     assert "failed" in service.locator(".badge").first.inner_text()
     assert "RoleInstanceStartupFailed" in service.inner_text()
     assert "cscfg diff" in service.inner_text() and "Timings" in service.inner_text()
-    run_width = _fits(page)
+    run_width = fits(page)
     page.screenshot(path=str(SCREENSHOTS / "run.png"), full_page=True)
 
     page.get_by_text("Run history").click()
     page.wait_for_load_state()
 
     assert page.locator(f'a[href*="rotations/{run_id}"]').count() >= 1
-    history_width = _fits(page)
+    history_width = fits(page)
     page.screenshot(path=str(SCREENSHOTS / "history.png"), full_page=True)
     print(f"\npage widths at {WIDTH}x{HEIGHT}: status {status_width}, run {run_width}, "
           f"history {history_width} px")
