@@ -29,6 +29,7 @@ import json
 import os
 import random
 import secrets
+import shlex
 import signal
 import socket
 import ssl
@@ -445,7 +446,8 @@ class Stack:
         env_file.touch(mode=0o600)
         # With the app's settings too, so the CLI (certrotate --env-file) runs as the app does.
         env_file.write_text("".join(
-            f"{k}={v}\n" for k, v in {**env, **app_settings(env), **settings}.items()))
+            f"{k}={shlex.quote(v)}\n"  # a shell sources it: '0 0 * * * *' stays one value
+            for k, v in {**env, **app_settings(env), **settings}.items()))
         return cls(folder, env)
 
     def down(self) -> None:
@@ -514,6 +516,17 @@ def _stop(pids: list[int]) -> None:
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """A ``stack.env`` as a dict: the ``KEY=VALUE`` lines :meth:`Stack.up` writes, values
+    shell-quoted where they need it (what ``set -a; . stack.env`` reads the same way)."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            env[key] = "".join(shlex.split(value))
+    return env
 
 
 def stop(folder: Path) -> bool:

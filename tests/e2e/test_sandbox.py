@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from emulators.sandbox import walkthrough
-from emulators.stack import ROOT
+from emulators.stack import ROOT, read_env
 from tests.e2e.browser import HEIGHT, SCREENSHOTS, WIDTH, chromium, fits, tiles_match
 
 # The environment before any fixture of this session exported a stack's settings into it.
@@ -127,6 +127,8 @@ def test_readme_walkthrough_runs_as_written(sandbox: Path) -> None:
             f" (expected {status}):\n{output[-3000:]}"
         for text in texts:
             assert text in output, f"{command}: no {text!r} in:\n{output[-3000:]}"
+    sourced = sandbox / ".walk" / f"{_index(run, 'stack.env')}.err"
+    assert sourced.read_text() == "", "the shell must source stack.env without an error"
     page = (sandbox / ".local" / "status.html").read_text()
     assert "cs-jobs" in page and "<!DOCTYPE html>" in page
     summary = json.loads((sandbox / ".walk" / f"{_index(run, 'api/status?format=json')}.out")
@@ -143,11 +145,7 @@ def test_the_sandbox_status_page_in_chromium(sandbox: Path, tmp_path: Path) -> N
     give cs-web and cs-api a run to link to): it fits 1280 px, Azure's Failed service is
     visible and marked failed, the tiles count what the JSON counts, a run link opens the
     run's page."""
-    env = dict(
-        line.split("=", 1)
-        for line in (sandbox / ".local" / "stack.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
+    env = read_env(sandbox / ".local" / "stack.env")
     base = env["FUNCTIONS_URL"]
     with chromium(tmp_path / "profile", env["FUNCTIONS_KEY"]) as browser:
         page = browser.new_page()

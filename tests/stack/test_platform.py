@@ -40,7 +40,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from emulators.polling import wait_for
 from emulators.provision import OPERATOR_ROLES, Operator
-from emulators.stack import ROOT, Stack, app_settings
+from emulators.stack import ROOT, Stack, app_settings, read_env
 from tests.conftest import LocalStack
 from tests.webhook import Webhook
 
@@ -645,9 +645,14 @@ def test_storage_gate_takes_azurite_away_and_gives_it_back(side: Stack) -> None:
 
 
 def test_stack_env_has_every_setting(side: Stack) -> None:
-    written = dict(line.split("=", 1) for line in
-                   (side.folder / "stack.env").read_text().splitlines() if line)
+    written = read_env(side.folder / "stack.env")
     assert written == {**side.env, **app_settings(side.env)}  # the CLI runs as the app does
+    # A shell sources it as README says (set -a; . stack.env): every value whole.
+    sourced = subprocess.run(
+        ["bash", "-c", 'set -a; . "$1"; echo "$RECONCILE_SCHEDULE|$FOLLOW_SCHEDULE"', "-",
+         str(side.folder / "stack.env")], capture_output=True, text=True, check=True)
+    assert sourced.stderr == ""
+    assert sourced.stdout.strip() == f"{written['RECONCILE_SCHEDULE']}|{written['FOLLOW_SCHEDULE']}"
     missing = [key for key in REQUIRED_KEYS if not written.get(key)]
     assert missing == []
     assert written["ARM_ENDPOINT"].startswith("https://127.0.0.1:")
@@ -718,8 +723,7 @@ def test_cli_up_and_down_without_printing_secrets(tmp_path: Path) -> None:
     up = cli("up")
     try:
         assert up.returncode == 0, up.stderr
-        env = dict(line.split("=", 1) for line in
-                   (tmp_path / "stack.env").read_text().splitlines() if line)
+        env = read_env(tmp_path / "stack.env")
         pids = pids_of(tmp_path)
         ports = stack_ports(tmp_path, env)
         assert "local stack up" in up.stdout

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from emulators.stack import STACK_WIRED, app_settings, settings_from
+from emulators.stack import STACK_WIRED, app_settings, read_env, settings_from
 from tests.infra.bicep import ROOT
 
 
@@ -44,8 +44,7 @@ def test_stack_up_hands_environment_settings_to_the_host(tmp_path: Path) -> None
                     if line.startswith("app settings from the environment")]
         assert "OPERATION_WAIT_SECONDS=7" in taken and "ROTATION_ROLLBACK=true" in taken
         assert "AZURE_SUBSCRIPTION_ID" not in taken
-        written = dict(line.split("=", 1) for line in
-                       (folder / "stack.env").read_text().splitlines())
+        written = read_env(folder / "stack.env")
         host = _environ(int((folder / "pids").read_text().split()[-1]))  # the host: last
         for seen in (written, host):
             assert seen["ROTATION_ROLLBACK"] == "true"
