@@ -155,10 +155,10 @@ def rotation_status(req: func.HttpRequest) -> func.HttpResponse:
     """The run record as stored (JSON or a page): read-only, whatever its status."""
     run_id = _run_id(req.route_params.get("id", ""), "id")
     wanted = page_format(req)
-    record = engine().storage.load_record(run_id).to_json()
+    record = engine().storage.load_record(run_id)
     if wanted == "html":
         return html_response(run_html.render_run(record))
-    return json_response(record, 200)
+    return json_response(record.to_json(), 200)
 
 
 @bp.function_name("rotation_history")
@@ -181,19 +181,22 @@ def rotation_history(req: func.HttpRequest) -> func.HttpResponse:
             split_service_id(service)
         except InvalidInput as exc:
             raise InvalidInput("cloudService", exc.detail) from None
-    records = [
-        r.to_json()
-        for r in recent_records(
+    records = list(
+        recent_records(
             engine().storage, limit=limit + 1, service_id=service, scan=MAX_SCAN, before=before
         )
-    ]
+    )
     page, more = records[:limit], len(records) > limit
-    after = {"limit": str(limit), "before": str(page[-1]["id"])} if more else None
+    after = {"limit": str(limit), "before": page[-1].id} if more else None
     if service is not None and after is not None:
         after["cloudService"] = service
     if wanted == "html":
         next_link = urlencode({**after, "format": "html"}) if after else None
         return html_response(run_html.render_history(page, next_link))
     return json_response(
-        {"runs": page, "next": f"/api/rotations?{urlencode(after)}" if after else None}, 200
+        {
+            "runs": [r.to_json() for r in page],
+            "next": f"/api/rotations?{urlencode(after)}" if after else None,
+        },
+        200,
     )

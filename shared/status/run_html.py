@@ -1,7 +1,7 @@
 """A run record and the run history as pages (``GET /api/rotations[/{id}]?format=html``).
 
-Both render stored run records (:meth:`shared.domain.runs.RunRecord.to_json`) as they are: the run
-page shows the outcome of each service, its message, its plan (versions, changes,
+Both render stored run records (:class:`shared.domain.records.RunRecord`): the run page
+shows the outcome of each service, its message, its plan (versions, changes,
 osProfile secrets, warnings), the cscfg diff (already redacted by
 :mod:`shared.domain.plan_diff`: certificates and rewritten setting names only) and the timings
 of its update. The history page lists runs newest first, a page at a time. No script;
@@ -14,19 +14,20 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from shared.domain.outcomes import Outcome
+from shared.domain.outcomes import Outcome, RunStatus
+from shared.domain.records import RunRecord, ServiceEntry, WriteFacts
 from shared.status.html_page import EMPTY, badge, e, moment, page, table
 
-_GOOD = {"rotated", "noop", "dry-run", "finished"}
-# Records are rendered as stored (JSON): outcomes arrive as their strings.
-_FAILED = frozenset(o for o in Outcome if o.unsuccessful)
+FINISHED, WITH_FAILURES = "finished", "finished with failures"
+_UNSETTLED = {Outcome.QUEUED, Outcome.UPDATING, Outcome.BACKOFF, RunStatus.RUNNING}
+_GOOD = {Outcome.ROTATED, Outcome.NOOP, Outcome.DRY_RUN, FINISHED}
 
 
 def outcome_badge(outcome: str) -> str:
     """Red for a failure, amber while unsettled, green when done, grey otherwise."""
-    if outcome in _FAILED or outcome == "finished with failures":
+    if outcome == WITH_FAILURES or (outcome in set(Outcome) and Outcome(outcome).unsuccessful):
         css = "failed"
-    elif outcome in ("queued", "updating", "running", "backoff"):
+    elif outcome in _UNSETTLED:
         css = "expiring"
     elif outcome in _GOOD:
         css = "ok"
@@ -35,20 +36,19 @@ def outcome_badge(outcome: str) -> str:
     return badge(css, outcome)
 
 
-def run_status(record: Mapping[str, Any]) -> str:
+def run_status(record: RunRecord) -> str:
     """The run's status as people read it: a finished run with a failure says so."""
-    outcomes = [str(s.get("outcome", "")) for s in record.get("services") or []]
-    status = str(record.get("status", ""))
-    if status == "done" and any(o in _FAILED for o in outcomes):
-        return "finished with failures"
-    return "finished" if status == "done" else status
+    if record.status is not RunStatus.DONE:
+        return str(record.status)
+    failed = any(s.outcome.unsuccessful for s in record.services)
+    return WITH_FAILURES if failed else FINISHED
 
 
-def _duration(record: Mapping[str, Any]) -> str | None:
+def _duration(record: RunRecord) -> str | None:
     try:
-        started = datetime.fromisoformat(str(record["started"]))
-        finished = datetime.fromisoformat(str(record["finished"]))
-    except (KeyError, TypeError, ValueError):
+        started = datetime.fromisoformat(record.started)
+        finished = datetime.fromisoformat(record.finished or "")
+    except ValueError:
         return None
     return f"{(finished - started).total_seconds():.1f} s"
 
@@ -85,82 +85,75 @@ def _plan(plan: Mapping[str, Any]) -> str:
     )
 
 
-def _timings(timings: Any) -> str:
-    if not isinstance(timings, Mapping) or not timings:
+def _timings(timings: Mapping[str, float]) -> str:
+    if not timings:
         return ""
     rows = [f"<tr><td>{e(k)}</td><td class=\"nw\">{e(v)}</td></tr>" for k, v in timings.items()]
     return "<h4>Timings</h4>" + table([("Step", "60%"), ("Seconds", "40%")], rows, "")
 
 
-def _service(entry: Mapping[str, Any]) -> str:
-    service = str(entry.get("cloudService", ""))
-    package = entry.get("package") or {}
-    facts = [("Outcome", outcome_badge(str(entry.get("outcome", "")))),
-             ("Message", e(entry.get("message"))),
+def _service(entry: ServiceEntry) -> str:
+    service = entry.cloud_service
+    write = entry.write or WriteFacts()
+    facts = [("Outcome", outcome_badge(entry.outcome)),
+             ("Message", e(entry.message)),
              ("Cloud service id", f'<span class="mono">{e(service)}</span>')]
-    if entry.get("operationId"):
-        facts.append(("Operation", f'<span class="mono">{e(entry["operationId"])}</span>'))
-    if package:
+    if write.operation_id:
+        facts.append(("Operation", f'<span class="mono">{e(write.operation_id)}</span>'))
+    if write.package:
+        package = write.package
         facts.append(("Package", f"{e(package.get('url'))} (MD5 {e(package.get('md5'))})"))
-    plan = entry.get("plan")
     return (
         f'<section class="service" data-service="{e(service)}">'
         f"<h3>{e(service.rsplit('/', 1)[-1])}</h3>"
         + _kv(facts)
-        + (_plan(plan) if isinstance(plan, Mapping) else "")
-        + _timings(entry.get("timings"))
+        + (_plan(entry.plan) if entry.plan else "")
+        + _timings(write.timings)
         + "</section>"
     )
 
 
-def render_run(record: Mapping[str, Any]) -> str:
-    trigger = record.get("trigger") or {}
-    run_id = str(record.get("id", ""))
+def render_run(record: RunRecord) -> str:
+    trigger, run_id = record.trigger, record.id
     history = "../rotations?format=html"
-    actions = "".join(
-        f"<li>{e(a.get('kind'))}: {e(a.get('message'))}</li>" for a in record.get("actions") or []
-    )
+    actions = "".join(f"<li>{e(a.kind)}: {e(a.message)}</li>" for a in record.actions)
     body = (
         f'<p><a href="{e(history)}">&larr; Run history</a></p>'
         f'<h1>Run <span class="mono">{e(run_id)}</span></h1>'
         + _kv([
             ("Status", outcome_badge(run_status(record))),
-            ("Trigger", e(" ".join(str(v) for v in (trigger.get("kind"), trigger.get("eventType"))
-                                   if v))),
-            ("Vault", f'<span class="mono">{e(record.get("vault"))}</span>'),
-            ("Certificate", e(record.get("certificate"))),
-            ("Dry run", e("yes" if record.get("dryRun") else "no")),
-            ("Started", moment(record.get("started"))),
-            ("Finished", moment(record.get("finished"))),
+            ("Trigger", e(" ".join(v for v in (trigger.kind, trigger.event_type) if v))),
+            ("Vault", f'<span class="mono">{e(record.vault)}</span>'),
+            ("Certificate", e(record.certificate)),
+            ("Dry run", e("yes" if record.dry_run else "no")),
+            ("Started", moment(record.started)),
+            ("Finished", moment(record.finished)),
             ("Duration", e(_duration(record))),
         ])
         + (f"<h2>Actions</h2><ul>{actions}</ul>" if actions else "")
         + "<h2>Services</h2>"
-        + ("".join(_service(s) for s in record.get("services") or [])
+        + ("".join(_service(s) for s in record.services)
            or '<p class="muted">No service in this run.</p>')
     )
     return page(f"certrotate run {run_id}", body)
 
 
-def render_history(
-    records: Sequence[Mapping[str, Any]], next_link: str | None
-) -> str:
+def render_history(records: Sequence[RunRecord], next_link: str | None) -> str:
     """``next_link``: the query string of the next (older) page, if there is one."""
     rows = []
     for record in records:
-        run_id = str(record.get("id", ""))
+        run_id = record.id
         services = " ".join(
-            f'{e(str(s.get("cloudService", "")).rsplit("/", 1)[-1])} '
-            + outcome_badge(str(s.get("outcome", "")))
-            for s in record.get("services") or []
+            f"{e(s.cloud_service.rsplit('/', 1)[-1])} " + outcome_badge(s.outcome)
+            for s in record.services
         )
         rows.append(
-            f"<tr><td>{moment(record.get('started'))}</td>"
+            f"<tr><td>{moment(record.started)}</td>"
             f'<td class="mono"><a href="rotations/{e(run_id)}?format=html">'
             f"{e(run_id)}</a></td>"
-            f"<td>{e((record.get('trigger') or {}).get('kind'))}</td>"
-            f"<td>{e(str(record.get('vault', '')).rsplit('/', 1)[-1])}/"
-            f"{e(record.get('certificate'))}</td>"
+            f"<td>{e(record.trigger.kind)}</td>"
+            f"<td>{e(record.vault.rsplit('/', 1)[-1])}/"
+            f"{e(record.certificate)}</td>"
             f"<td>{outcome_badge(run_status(record))}</td><td>{services or EMPTY}</td></tr>"
         )
     status_link = "status?format=html"
