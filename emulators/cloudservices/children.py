@@ -9,7 +9,8 @@ from collections import Counter
 
 from aiohttp import web
 
-from emulators.arm import ArmRequest, operation_time
+from emulators.arm import ArmRequest
+from emulators.arm_operations import operation_time
 from emulators.cloudservices.control import RouteHandlers
 from emulators.cloudservices.model import SDK_VERSION, Instance, Service, invalid, missing_property
 from emulators.core import json_response

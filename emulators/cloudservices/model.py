@@ -15,7 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from emulators.arm import ArmRequest, Operation
+from emulators.arm import ArmRequest
+from emulators.arm_operations import Operation
 from emulators.core import error_response
 
 PROVIDER = "Microsoft.Compute"

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from emulators.arm import CS_OPERATIONS, Operation, operation_time
+from emulators.arm_operations import CS_OPERATIONS, Operation, operation_time
 from emulators.cloudservices.model import PROVIDER, Instance, Pending, Service
 from emulators.cloudservices.state import State
 

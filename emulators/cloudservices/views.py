@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.arm import system_time
+from emulators.arm_operations import system_time
 from emulators.cloudservices.model import RESOURCE_TYPE, Instance, RoleSpec, Service, rendered
 from emulators.cloudservices.state import State
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators.arm import RG_PROVIDERS, Arm, ArmRequest, Operation, ResourceRoutes
+from emulators.arm import RG_PROVIDERS, Arm, ArmRequest, ResourceRoutes
+from emulators.arm_operations import Operation
 from emulators.core import error_response, json_response
 from emulators.eventgrid.config import Destination, SubscriptionConfig
 from emulators.eventgrid.handshake import Handshake

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from emulators.arm import Operation
+from emulators.arm_operations import Operation
 from emulators.eventgrid.model import (
     CLOUDEVENT_SCHEMA,
     DELIVERY_TIMEOUT_S,

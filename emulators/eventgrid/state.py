@@ -18,7 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from emulators.arm import Arm, Operation
+from emulators.arm import Arm
+from emulators.arm_operations import Operation
 from emulators.blobs import Blobs
 from emulators.core import Platform
 from emulators.eventgrid.config import DeadLetterTarget, SubscriptionConfig
