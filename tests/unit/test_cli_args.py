@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from certrotate import names
-from certrotate.cli import BadInput, build_parser, load_env_file, main, outcome_line, table
+from certrotate.cli import build_parser, main
+from certrotate.envfile import load_env_file
+from certrotate.exits import BadInput, outcome_line
+from certrotate.output import table
 from shared.domain.errors import NotFound
 from shared.domain.model import CloudServiceSnapshot, SecretGroup
 
