@@ -28,17 +28,22 @@ emulators/node_modules/.installed: emulators/package.json emulators/package-lock
 	cd emulators && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The browser tests (tests/e2e/test_status_page.py) drive Debian's Chromium. Installed here
-# when missing and we are root (CI); otherwise those tests skip and say why.
+# The browser tests (tests/e2e/test_status_page.py, test_sandbox.py) drive Debian's
+# Chromium; README's walkthrough (test_sandbox.py) runs curl and jq. Installed here when
+# missing and we are root (CI); otherwise the browser tests skip and say why.
 CHROMIUM := /usr/bin/chromium
 chromium:
-	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	@missing=""; \
+	[ -x $(CHROMIUM) ] || missing=" chromium"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's$$missing for the browser and walkthrough tests (apt-get)"; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq >/dev/null && \
-		apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
-	elif [ ! -x $(CHROMIUM) ]; then \
-		echo "note: $(CHROMIUM) missing and not root: the browser tests will be skipped"; \
+		apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	elif [ -n "$$missing" ]; then \
+		echo "note:$$missing missing and not root: the tests that need them skip or fail"; \
 	fi
 
 # Three pytest workers, each module whole on one (its module-scoped stack with it), each
