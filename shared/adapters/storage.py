@@ -268,9 +268,7 @@ class Storage:
             for _ in range(RECORD_ATTEMPTS):
                 try:
                     downloader = blob.download_blob()
-                    stored: RunRecord | None = RunRecord.from_json(
-                        json.loads(downloader.readall())
-                    )
+                    stored: RunRecord | None = parse_record(record_id, downloader.readall())
                     etag = downloader.properties.etag
                 except ResourceNotFoundError:
                     stored, etag = None, None
@@ -308,7 +306,7 @@ class Storage:
             raise NotFound(f"no rotation run '{record_id}'") from exc
         except AzureError as exc:
             raise translate(exc, "reading the run record") from exc
-        return RunRecord.from_json(json.loads(data))
+        return parse_record(record_id, data)
 
     def record_ids(self) -> list[str]:
         """Every stored run id, newest first (ids start with their UTC start time)."""
@@ -324,6 +322,18 @@ class Storage:
 
 def _journal_metadata(service_id: str, pending: bool) -> dict[str, str]:
     return {"service": service_id, "pending": "true" if pending else "false"}
+
+
+def parse_record(record_id: str, data: bytes) -> RunRecord:
+    """A stored run record, or PreconditionFailed naming it when it cannot be read (not
+    JSON, an outcome or status this version does not know): one unreadable record is
+    reported where it is asked for, never a bare 500."""
+    try:
+        return RunRecord.from_json(json.loads(data))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PreconditionFailed(
+            f"run record {record_id} cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _upload_record(container: ContainerClient, record: RunRecord, **conditions: Any) -> None:

@@ -3,11 +3,14 @@ what each value means (tables, one row per member where it matters)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from shared.adapters.storage import parse_record
+from shared.domain.errors import PreconditionFailed
 from shared.domain.outcomes import Outcome, RunStatus, WriteStatus
 from shared.domain.records import (
     Action,
@@ -193,3 +196,20 @@ def test_a_run_adopts_how_its_open_write_ended() -> None:
     assert (result.outcome, result.message) == (Outcome.FAILED, "the update failed: Failed")
     assert result.execution is not None
     assert result.execution.final_thumbprints == {"Web/ssl": "AB"}
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"{not json", "JSONDecodeError"),
+        (json.dumps(stored({**REFUSED, "outcome": "done-ish"})).encode(), "'done-ish'"),
+        (json.dumps({**stored(), "status": "paused"}).encode(), "'paused'"),
+        (json.dumps({"status": "done"}).encode(), "KeyError"),
+    ],
+)
+def test_a_stored_record_that_cannot_be_read_is_named_not_a_crash(data: bytes, says: str
+                                                                  ) -> None:
+    with pytest.raises(PreconditionFailed) as refused:
+        parse_record("20261203T000000Z-abc", data)
+    assert "run record 20261203T000000Z-abc cannot be read" in str(refused.value)
+    assert says in str(refused.value)
