@@ -252,23 +252,12 @@ class BoundedRetryPolicy(RetryPolicy[Any, Any]):
         decision = decide(failure)
         if decision.wait is not None and not allowed:
             decision = Decision(None, "the SDK allows no retry of this call")
-        _TALLY.add(kind, retried=decision.wait is not None)
-        if decision.wait is None:
-            outcome = f"giving up: {decision.reason}"
-        else:
+        if decision.wait is not None:
             settings["wait"] = decision.wait
             settings["waited"] += decision.wait
-            outcome = f"retrying in {decision.wait:.1f}s"
-        log.warning(
-            "%s %s %s failed (%s) on attempt %d of %d; %s",
-            kind,
-            failure.method,
-            urlsplit(request.url).path,
-            status if status is not None else type(error).__name__,
-            failure.attempt,
-            RULES.max_attempts,
-            outcome,
-        )
+        what = f"{failure.method} {urlsplit(request.url).path}"
+        _report(failure, what, status if status is not None else type(error).__name__,
+                decision, RULES)
         return decision.wait is not None
 
     def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
@@ -299,22 +288,30 @@ def retrying(
             status, error = classify(exc)
             failure = Failure(method, attempt, waited, status, error, None, kind)
             decision = decide(failure, rules)
-            _TALLY.add(kind, retried=decision.wait is not None)
-            log.warning(
-                "%s %s failed (%s) on attempt %d of %d; %s",
-                kind,
-                method,
-                status if status is not None else error,
-                attempt,
-                rules.max_attempts,
-                "giving up: " + decision.reason
-                if decision.wait is None
-                else f"retrying in {decision.wait:.1f}s",
-            )
+            _report(failure, method, status if status is not None else error, decision, rules)
             if decision.wait is None:
                 raise
             sleep(decision.wait)
             waited += decision.wait
+
+
+def _report(
+    failure: Failure, what: str, answer: object, decision: Decision, rules: RetryRules
+) -> None:
+    """Count and log one failed attempt and what :func:`decide` made of it: ``what`` is the
+    method and, for SDK calls, the URL path (never the query: it may hold a SAS)."""
+    _TALLY.add(failure.kind, retried=decision.wait is not None)
+    log.warning(
+        "%s %s failed (%s) on attempt %d of %d; %s",
+        failure.kind,
+        what,
+        answer,
+        failure.attempt,
+        rules.max_attempts,
+        f"giving up: {decision.reason}"
+        if decision.wait is None
+        else f"retrying in {decision.wait:.1f}s",
+    )
 
 
 def _error_kind(error: Exception | None) -> str | None:

@@ -21,11 +21,12 @@ from shared.status.html_page import EMPTY, badge, e, moment, page, table
 FINISHED, WITH_FAILURES = "finished", "finished with failures"
 _UNSETTLED = {Outcome.QUEUED, Outcome.UPDATING, Outcome.BACKOFF, RunStatus.RUNNING}
 _GOOD = {Outcome.ROTATED, Outcome.NOOP, Outcome.DRY_RUN, FINISHED}
+_FAILED = frozenset(o for o in Outcome if o.unsuccessful)  # a string compares as its member
 
 
 def outcome_badge(outcome: str) -> str:
     """Red for a failure, amber while unsettled, green when done, grey otherwise."""
-    if outcome == WITH_FAILURES or (outcome in set(Outcome) and Outcome(outcome).unsuccessful):
+    if outcome == WITH_FAILURES or outcome in _FAILED:
         css = "failed"
     elif outcome in _UNSETTLED:
         css = "expiring"
