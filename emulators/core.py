@@ -88,8 +88,10 @@ class Fault:
             raise ValueError("apply and drop must be true or false")
         if drop and status is not None:
             raise ValueError("a fault either answers a status or drops the connection")
-        if apply and status is None and not drop:
-            raise ValueError("an apply fault needs a status or drop: what replaces the answer")
+        if apply and status is None and not drop and not delay:
+            raise ValueError(
+                "an apply fault needs a status, drop or delay_ms: what becomes of the answer"
+            )
         if status is None and not delay and not drop:
             raise ValueError("a fault needs a status, a delay_ms, drop, or a combination")
         retry_after = body.get("retry_after")
@@ -205,12 +207,14 @@ class Platform:
             fault = next((f for f in self.faults if f.matches(service, request)), None)
             response: web.StreamResponse
             applied: int | None = None  # the status the handler answered, if it ran
+            handled: web.StreamResponse | None = None  # its answer, kept for an apply fault
             if fault is not None:
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self.faults.remove(fault)
                 if fault.apply:
-                    applied = (await _handle(handler, request)).status
+                    handled = await _handle(handler, request)
+                    applied = handled.status
                 if fault.delay_ms:
                     # The body is taken first, as a front door does: a client that hangs up
                     # while the request is held does not take back a request it sent.
@@ -226,6 +230,8 @@ class Platform:
                 )
             elif fault is not None and fault.drop:
                 response = web.Response(status=499)  # logged only: nothing is sent
+            elif handled is not None:
+                response = handled  # it acted at once; its own answer comes after the delay
             else:
                 response = await _handle(handler, request)
             self.requests.append(
