@@ -67,15 +67,20 @@ class RunStatus(StrEnum):
     QUEUED = "queued"  # an operator's run, written before its batch was sent
     RUNNING = "running"
     UPDATING = "updating"  # ended its invocation with updates still running in Azure
-    TRANSIENT = "transient"  # a service failed transiently: the message is retried
+    # An operator's queued run whose attempt failed transiently: the queue runs the same
+    # run again (its record is resumed), so it has not ended.
+    RETRYING = "retrying"
+    # A service failed transiently and this record will not change: an event's attempt
+    # (its retry is a run of its own), or an operator's run the queue gave up on.
+    TRANSIENT = "transient"
     DONE = "done"
 
     @property
     def resumable(self) -> bool:
         """A queued manual run's batch may (still, or again) run it: queued, an attempt that
-        died (running) or failed transiently. One that ended or left updates running is
-        done with."""
-        return self in {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.TRANSIENT}
+        died (running) or failed transiently (retrying). One that ended or left updates
+        running is done with."""
+        return self in {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING}
 
     @property
     def ended(self) -> bool:
@@ -83,11 +88,14 @@ class RunStatus(StrEnum):
         return self in {RunStatus.DONE, RunStatus.TRANSIENT}
 
     @classmethod
-    def of(cls, outcomes: Iterable[Outcome], *, left_updating: bool) -> RunStatus:
-        """The status of a run whose services ended with ``outcomes``."""
+    def of(
+        cls, outcomes: Iterable[Outcome], *, left_updating: bool, retried: bool = False
+    ) -> RunStatus:
+        """The status of a run whose services ended with ``outcomes``; ``retried``: the
+        queue runs this same run again after a transient failure (an operator's run)."""
         seen = set(outcomes)
         if Outcome.TRANSIENT in seen:
-            return cls.TRANSIENT
+            return cls.RETRYING if retried else cls.TRANSIENT
         return cls.UPDATING if left_updating or Outcome.UPDATING in seen else cls.DONE
 
 

@@ -114,11 +114,16 @@ class RunRecorder:
             )
             outcomes = [e.outcome for e in record.services]
             # Also for a run still going (its own last write sets its status again) and
-            # for one whose invocation died (nothing else would ever end it).
+            # for one whose invocation died (nothing else would ever end it). An
+            # operator's run the queue retries stays retrying: its next attempt ends it.
             if Outcome.UPDATING not in outcomes:
                 record = replace(
                     record,
-                    status=RunStatus.of(outcomes, left_updating=False),
+                    status=RunStatus.of(
+                        outcomes,
+                        left_updating=False,
+                        retried=record.status is RunStatus.RETRYING,
+                    ),
                     finished=self.now().isoformat(),
                 )
             return record
@@ -221,3 +226,30 @@ class RunRecorder:
         log.error("run %s: %s", run.id, message)
         self.storage.save_record(run.record())
         self.announce(run)
+        if isinstance(origin, Requested):
+            self._end_retrying(origin.run_id, Action("gave-up", f"{message} (run {run.id})"))
+
+    def _end_retrying(self, run_id: str, action: Action) -> None:
+        """An operator's run the queue gave up on ends ``transient`` with the action (a
+        service it never reached says so), so whoever follows it stops waiting; one that
+        ended meanwhile is left as it is."""
+        unreached = {Outcome.QUEUED, Outcome.PENDING}
+
+        def ended(record: RunRecord | None) -> RunRecord | None:
+            if record is None or not record.status.resumable:
+                return None
+            return replace(
+                record,
+                services=tuple(
+                    replace(e, outcome=Outcome.TRANSIENT, message="not reached: " + action.message)
+                    if e.outcome in unreached
+                    else e
+                    for e in record.services
+                ),
+                status=RunStatus.TRANSIENT,
+                finished=self.now().isoformat(),
+                actions=(*record.actions, action),
+            )
+
+        if self.storage.update_record(run_id, ended) is not None:
+            log.error("manual run %s ended transient: the queue gave up on it", run_id)

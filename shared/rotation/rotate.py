@@ -4,7 +4,9 @@ The services come from discovery (or the caller, which found them already); the
 certificate is read once; each service is converged (:mod:`shared.rotation.converge`) and
 the run is saved after each, so a reader sees it grow. A run ends ``transient`` when a
 service failed transiently (the message is retried, safely: planning starts again from the
-truth), and its updates still running are queued to be looked at.
+truth; an operator's queued run is that same run again, so it is ``retrying`` until an
+attempt ends it or the queue gives up), and its updates still running are queued to be
+looked at.
 """
 
 from __future__ import annotations
@@ -112,7 +114,10 @@ class Rotator:
                     result = self.converger.converge(run, service, cert, remaining, pending)
                 run.results.append(result)
                 self.records.save(run)
-            run.status = RunStatus.of((r.outcome for r in run.results), left_updating=False)
+            # A queued run (``run_id``) failing transiently is run again by its queue.
+            run.status = RunStatus.of(
+                (r.outcome for r in run.results), left_updating=False, retried=run_id is not None
+            )
             run.finished = self.now()
             self.records.save(run)
             if not dry_run:

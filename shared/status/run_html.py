@@ -19,7 +19,9 @@ from shared.domain.records import RunRecord, ServiceEntry, WriteFacts
 from shared.status.html_page import EMPTY, badge, e, moment, page, table
 
 FINISHED, WITH_FAILURES = "finished", "finished with failures"
-_UNSETTLED = {Outcome.QUEUED, Outcome.UPDATING, Outcome.BACKOFF, RunStatus.RUNNING}
+_UNSETTLED = {
+    Outcome.QUEUED, Outcome.UPDATING, Outcome.BACKOFF, RunStatus.RUNNING, RunStatus.RETRYING
+}
 _GOOD = {Outcome.ROTATED, Outcome.NOOP, Outcome.DRY_RUN, FINISHED}
 _FAILED = frozenset(o for o in Outcome if o.unsuccessful)  # a string compares as its member
 

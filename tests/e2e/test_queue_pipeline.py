@@ -24,7 +24,7 @@ from emulators.provision import Operator
 from emulators.stack import QUEUE_RETRY_SETTING, QUICK_QUEUES, Stack
 from shared.domain.messages import HINTS_QUEUE, SERVICES_QUEUE
 from tests.conftest import LocalStack
-from tests.e2e.world import RUNS_CONTAINER, World, engine_for
+from tests.e2e.world import CERT, RUNS_CONTAINER, World, api, engine_for
 
 MESSAGE_LEASE_S = 4
 
@@ -122,6 +122,50 @@ def test_a_batch_that_fails_every_attempt_ends_as_a_gave_up_run_naming_its_servi
     world.assert_on(broken, v1)
     assert world.puts(broken, succeeded=False) == []
     assert world.op.queued(f"{SERVICES_QUEUE}-poison") == 0  # taken by its function
+
+
+@pytest.mark.timeout(240)
+def test_an_operators_run_is_retrying_until_the_queue_gives_up_then_ends_transient(
+    pair: tuple[LocalStack, Stack],
+) -> None:
+    """An operator's run of a service that cannot be read (ARM 500 on its GET, always):
+    each failed attempt leaves the same record ``retrying``, since the queue runs it again
+    and whoever follows it must wait; once its batch reaches the poison queue the run ends
+    ``transient``, with the gave-up action naming the service."""
+    stack, _ = pair
+    world = World(stack, Operator(stack.env))
+    broken = world.deploy(world.new_version())
+    world.new_version()
+    stack.admin("POST", "/faults", {
+        "service": "arm", "method": "GET", "path": f"(?i)/cloudServices/{broken.name}$",
+        "status": 500, "retry_after": 0, "count": 10_000,
+    })
+    statuses: list[str] = []
+
+    def ended() -> dict[str, Any] | None:
+        record: dict[str, Any] = api(stack, "GET", resp.headers["Location"]).json()
+        if not statuses or statuses[-1] != record["status"]:
+            statuses.append(record["status"])
+        return record if record["status"] == "transient" else None
+
+    try:
+        resp = api(stack, "POST", "/api/rotations", {
+            "vault": world.vault_id, "certificate": CERT, "cloudServices": [broken.id],
+        })
+        assert resp.status_code == 202, resp.text
+        record = wait_for(ended, "the queue to give up on the run", timeout=200)
+        world.wait_hints_worked()
+    finally:
+        stack.admin("DELETE", "/faults")
+
+    assert "retrying" in statuses, statuses
+    assert statuses[-1] == "transient" and record["finished"], statuses
+    ((action,),) = [record["actions"]]
+    assert action["kind"] == "gave-up"
+    assert f"converging the services {broken.name} failed every attempt" in action["message"]
+    (entry,) = record["services"]
+    assert entry["outcome"] == "transient", entry
+    assert world.puts(broken, succeeded=False) == []
 
 
 def test_a_service_held_by_another_invocation_is_waited_for_without_spending_attempts(

@@ -31,6 +31,7 @@ from emulators.polling import wait_for
 from emulators.provision import APP_ROLES, NS, OPERATOR_ROLES, Operator, cscfg, thumbprint
 from emulators.stack import app_settings
 from shared.config import Settings
+from shared.domain.outcomes import RunStatus
 from shared.rotation.engine import Engine
 from tests.conftest import LocalStack
 from tests.infra.bicep import variable
@@ -405,14 +406,14 @@ def rotate_over_http(world: World, service: Service) -> str:
 
 def ended_run(world: World, resp: requests.Response) -> dict[str, Any]:
     """The record of the manual rotation ``resp`` (a POST's 202: queued) answered, once it
-    has ended: no longer queued for a worker, running, or updating."""
+    has ended: no longer queued for a worker, running, retrying or updating."""
     assert resp.status_code == 202, resp.text
     answer = resp.json()
     assert answer["status"] == "queued" and resp.headers["Location"].endswith(answer["id"])
 
     def ended() -> dict[str, Any] | None:
         record: dict[str, Any] = api(world.stack, "GET", resp.headers["Location"]).json()
-        return None if record["status"] in ("queued", "running", "updating") else record
+        return record if RunStatus(record["status"]).ended else None
 
     return wait_for(ended, f"manual run {answer['id']} to end", timeout=120)
 

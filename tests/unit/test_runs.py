@@ -117,7 +117,8 @@ def test_what_an_outcome_means(outcome: Outcome, meaning: tuple[bool, ...]) -> N
         (RunStatus.QUEUED, True, False),
         (RunStatus.RUNNING, True, False),
         (RunStatus.UPDATING, False, False),
-        (RunStatus.TRANSIENT, True, True),
+        (RunStatus.RETRYING, True, False),
+        (RunStatus.TRANSIENT, False, True),
         (RunStatus.DONE, False, True),
     ],
 )
@@ -126,19 +127,21 @@ def test_what_a_run_status_means(status: RunStatus, resumable: bool, ended: bool
 
 
 @pytest.mark.parametrize(
-    ("outcomes", "left_updating", "status"),
+    ("outcomes", "left_updating", "retried", "status"),
     [
-        ((Outcome.ROTATED, Outcome.NOOP), False, RunStatus.DONE),
-        ((Outcome.ROTATED, Outcome.UPDATING), False, RunStatus.UPDATING),
-        ((Outcome.UPDATING, Outcome.TRANSIENT), False, RunStatus.TRANSIENT),
-        ((Outcome.FAILED,), True, RunStatus.UPDATING),
-        ((), False, RunStatus.DONE),
+        ((Outcome.ROTATED, Outcome.NOOP), False, False, RunStatus.DONE),
+        ((Outcome.ROTATED, Outcome.UPDATING), False, False, RunStatus.UPDATING),
+        ((Outcome.UPDATING, Outcome.TRANSIENT), False, False, RunStatus.TRANSIENT),
+        ((Outcome.UPDATING, Outcome.TRANSIENT), False, True, RunStatus.RETRYING),
+        ((Outcome.ROTATED,), False, True, RunStatus.DONE),
+        ((Outcome.FAILED,), True, False, RunStatus.UPDATING),
+        ((), False, False, RunStatus.DONE),
     ],
 )
 def test_a_run_status_follows_its_outcomes(
-    outcomes: tuple[Outcome, ...], left_updating: bool, status: RunStatus
+    outcomes: tuple[Outcome, ...], left_updating: bool, retried: bool, status: RunStatus
 ) -> None:
-    assert RunStatus.of(outcomes, left_updating=left_updating) is status
+    assert RunStatus.of(outcomes, left_updating=left_updating, retried=retried) is status
 
 
 @pytest.mark.parametrize(
