@@ -24,6 +24,7 @@ from tests.e2e.world import (
     api,
     ended_run,
     engine_for,
+    secret_of,
     unique,
 )
 
@@ -144,30 +145,45 @@ def test_storage_lost_answers_503_json_and_queues_nothing(
     assert world.puts(svc, succeeded=False) == []
 
 
+@pytest.mark.timeout(300)  # about a minute of it is the outage and the retries themselves
 def test_storage_lost_mid_update_loses_nothing_and_the_record_is_corrected(
     world: World, storage: None, slow: None
 ) -> None:
     """Storage (blobs and queues) goes away once Azure has accepted the PUT, while the
-    update runs: the invocations that meet the outage fail and say so; once storage is
-    back, the journal and the messages that came back finish the run: rotated, one PUT."""
+    update runs: the invocation that meets the outage fails and says so; once storage is
+    back, the journal and the message that came back finish the same run: rotated, one PUT.
+
+    Where the outage meets the invocation is pinned: Azure applies the PUT at once and its
+    answer is held (``apply`` + ``delay_ms``) until storage is gone, so the first thing the
+    worker does after it (record the accepted write) meets the outage. Storage comes back
+    once the worker has given the service up as transient, while it still retries saving
+    the run, so the run is recorded ``retrying`` and its message is released for the next
+    attempt (both would otherwise wait out the 10-minute message lease)."""
     v1 = world.new_version()
     svc = world.deploy(v1)
     v2 = world.new_version()
     update_seconds(world, 3.0)
+    world.stack.admin("POST", "/faults", {
+        "service": "arm", "method": "PUT", "path": f"(?i)/cloudServices/{svc.name}$",
+        "apply": True, "delay_ms": 10_000,
+    })
     log = world.stack.folder / "logs" / "functions.log"
     seen = len(log.read_text())
     resp = api(world.stack, "POST", "/api/rotations",
                {"vault": world.vault_id, "certificate": CERT})
     assert resp.status_code == 202, resp.text
 
-    wait_for(lambda: world.puts(svc), "Azure to accept the PUT")
+    wait_for(lambda: world.read(svc).secrets == [secret_of(v2)], "Azure to accept the PUT",
+             timeout=60)
     world.stack.admin("POST", "/storage", {"available": False})
-    wait_for(lambda: "(Failed, Id=" in log.read_text()[seen:],
-             "an invocation to meet the outage", timeout=90)
+    wait_for(lambda: ": will retry: " in log.read_text()[seen:],
+             "the worker to meet the outage", timeout=90)
     world.stack.admin("POST", "/storage", {"available": True})
+    wait_for(lambda: "(Failed, Id=" in log.read_text()[seen:],
+             "the invocation that met the outage to fail", timeout=90)
 
     record = ended_run(world, resp)
-    assert record["status"] == "done"
+    assert record["status"] == "done", record
     assert [s["outcome"] for s in record["services"]] == ["rotated"]
     world.wait_hints_worked(timeout=120)
     world.assert_on(svc, v2)
