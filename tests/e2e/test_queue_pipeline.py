@@ -128,17 +128,19 @@ def test_a_batch_that_fails_every_attempt_ends_as_a_gave_up_run_naming_its_servi
 def test_an_operators_run_is_retrying_until_the_queue_gives_up_then_ends_transient(
     pair: tuple[LocalStack, Stack],
 ) -> None:
-    """An operator's run of a service that cannot be read (ARM 500 on its GET, always):
-    each failed attempt leaves the same record ``retrying``, since the queue runs it again
-    and whoever follows it must wait; once its batch reaches the poison queue the run ends
-    ``transient``, with the gave-up action naming the service."""
+    """An operator's run of a service whose update Azure refuses every time (ARM 503 on
+    its PUT, nothing applied): each failed attempt leaves the same record ``retrying``,
+    since the queue runs it again and whoever follows it must wait; once its batch
+    reaches the poison queue the run ends ``transient``, with the gave-up action naming
+    the service."""
     stack, _ = pair
     world = World(stack, Operator(stack.env))
-    broken = world.deploy(world.new_version())
+    v1 = world.new_version()
+    broken = world.deploy(v1)
     world.new_version()
     stack.admin("POST", "/faults", {
-        "service": "arm", "method": "GET", "path": f"(?i)/cloudServices/{broken.name}$",
-        "status": 500, "retry_after": 0, "count": 10_000,
+        "service": "arm", "method": "PUT", "path": f"(?i)/cloudServices/{broken.name}$",
+        "status": 503, "retry_after": 0, "count": 10_000,
     })
     statuses: list[str] = []
 
@@ -165,7 +167,8 @@ def test_an_operators_run_is_retrying_until_the_queue_gives_up_then_ends_transie
     assert f"converging the services {broken.name} failed every attempt" in action["message"]
     (entry,) = record["services"]
     assert entry["outcome"] == "transient", entry
-    assert world.puts(broken, succeeded=False) == []
+    assert world.puts(broken) == [] and world.puts(broken, succeeded=False)  # all refused
+    world.assert_on(broken, v1)
 
 
 def test_a_service_held_by_another_invocation_is_waited_for_without_spending_attempts(
