@@ -10,6 +10,7 @@ every writer through :meth:`RunRecord.to_json`: the keys are spelled once, here
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -136,6 +137,18 @@ class RunRecord:
 
     def names(self, service_id: str) -> bool:
         return self.entry(service_id) is not None
+
+    def queued_for(self, vault_id: str, certificate: str, services: Iterable[str]) -> bool:
+        """Whether this is an operator's run of the vault and certificate naming every one
+        of ``services``: what a queued batch (or its poison copy) claiming to be this run
+        must match before it may act on the record (only someone with queue-write access
+        can send one, and a forged one must not touch another run)."""
+        return (
+            self.trigger.kind == "manual"
+            and self.vault.lower() == vault_id.lower()
+            and self.certificate.lower() == certificate.lower()
+            and all(self.names(s) for s in services)
+        )
 
     def ended_entries(self) -> dict[str, ServiceEntry]:
         """Entries whose write has ended, by lower-cased service id."""

@@ -113,12 +113,8 @@ class Intake:
             record: RunRecord | None = self.storage.load_record(run_id)
         except NotFound:
             record = None
-        if (
-            record is None
-            or record.trigger.kind != "manual"
-            or record.vault.lower() != batch.vault_id.lower()
-            or record.certificate.lower() != batch.certificate.lower()
-            or not all(record.names(s) for s in batch.services)
+        if record is None or not record.queued_for(
+            batch.vault_id, batch.certificate, batch.services
         ):
             log.error("batch for manual run %s refused: no such queued run of %s/%s naming "
                       "its services", run_id, batch.vault_id.rsplit("/", 1)[-1],

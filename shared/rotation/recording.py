@@ -227,16 +227,27 @@ class RunRecorder:
         self.storage.save_record(run.record())
         self.announce(run)
         if isinstance(origin, Requested):
-            self._end_retrying(origin.run_id, Action("gave-up", f"{message} (run {run.id})"))
+            self._end_retrying(
+                origin.run_id, vault_id, certificate, services,
+                Action("gave-up", f"{message} (run {run.id})"),
+            )
 
-    def _end_retrying(self, run_id: str, action: Action) -> None:
+    def _end_retrying(
+        self, run_id: str, vault_id: str, certificate: str, services: tuple[str, ...],
+        action: Action,
+    ) -> None:
         """An operator's run the queue gave up on ends ``transient`` with the action (a
-        service it never reached says so), so whoever follows it stops waiting; one that
-        ended meanwhile is left as it is."""
+        service it never reached says so), so whoever follows it stops waiting. One that
+        ended meanwhile is left as it is, and so is any record the message does not match
+        (a forged poison message must not end another run)."""
         unreached = {Outcome.QUEUED, Outcome.PENDING}
 
         def ended(record: RunRecord | None) -> RunRecord | None:
-            if record is None or not record.status.resumable:
+            if (
+                record is None
+                or not record.status.resumable
+                or not record.queued_for(vault_id, certificate, services)
+            ):
                 return None
             return replace(
                 record,
