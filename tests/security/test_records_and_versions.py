@@ -176,7 +176,7 @@ def test_storage_lost_mid_update_loses_nothing_and_the_record_is_corrected(
     wait_for(lambda: world.read(svc).secrets == [secret_of(v2)], "Azure to accept the PUT",
              timeout=60)
     world.stack.admin("POST", "/storage", {"available": False})
-    wait_for(lambda: ": will retry: " in log.read_text()[seen:],
+    wait_for(lambda: f"{svc.name}: will retry: " in log.read_text()[seen:],
              "the worker to meet the outage", timeout=90)
     world.stack.admin("POST", "/storage", {"available": True})
     wait_for(lambda: "(Failed, Id=" in log.read_text()[seen:],
